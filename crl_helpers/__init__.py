@@ -1,0 +1,1 @@
+"""crl_helpers: the package behind the contrastive representation learning course."""
