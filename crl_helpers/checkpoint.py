@@ -1,0 +1,74 @@
+"""Checkpoints that survive interruption and load without executing code.
+
+A checkpoint is written to a temporary file in the same folder and renamed over the
+old one (``os.replace`` is atomic on POSIX and Windows), so a crash mid-write leaves
+the last good checkpoint in place. Loading uses ``torch.load(weights_only=True)``,
+which refuses pickled objects: a checkpoint carrying code is rejected, not run.
+
+Example:
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "checkpoint.pt")
+    >>> save_checkpoint({"epoch": 1, "w": torch.zeros(2)}, path)
+    >>> load_checkpoint(path)["epoch"]
+    1
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, truncated or unsafe; the message says which and what to do."""
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` to ``path`` atomically (temp file in the same folder + rename).
+
+    ``state`` must hold only tensors, numbers, strings, bools, None, and lists, tuples
+    and dicts of those, so that :func:`load_checkpoint` can read it with ``weights_only=True``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        # Whatever happened (disk full, Ctrl-C), the previous checkpoint is untouched.
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Load a checkpoint written by :func:`save_checkpoint`, never executing code.
+
+    Raises:
+        CheckpointError: the file is missing, truncated or corrupt, or carries pickled
+            objects that ``weights_only=True`` refuses.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}; train without --resume first")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} was refused by torch.load(weights_only=True): it carries pickled objects, "
+            f"not only tensors ({str(err).splitlines()[0]}). Do not load files you do not trust; "
+            f"delete it or point --out at a fresh folder") from err
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} is corrupt or truncated ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+            f"delete it to start afresh, or point --out at a fresh folder") from err
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold a checkpoint dict; delete it or point --out at a fresh folder")
+    return state

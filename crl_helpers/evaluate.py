@@ -1,0 +1,557 @@
+"""Evaluating a representation: embeddings, kNN, linear probe, fine-tuning.
+
+The three standard read-outs of a self-supervised encoder, cheapest first:
+
+- **kNN** on frozen features (Wu et al. 2018, "Unsupervised Feature Learning via
+  Non-Parametric Instance Discrimination"; the monitor of SimCLR/DINO codebases):
+  no training at all, so it is the number to watch during contrastive training;
+- **linear probe** (Chen et al. 2020, SimCLR, section 4): a linear classifier on
+  frozen features, the paper's headline protocol;
+- **fine-tuning**: encoder and classifier trained together, which with a freshly
+  initialised encoder is the supervised-from-scratch baseline.
+
+Images come as in-memory tensors: ``x`` of shape ``(N, 3, H, W)``, either uint8 in
+``[0, 255]`` (converted batch by batch with ``(x / 255 - mean) / std``) or floating
+point, taken as already normalised; labels ``y`` int64 of shape ``(N,)``.
+
+Example:
+    >>> import torch
+    >>> train_v = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> train_y = torch.tensor([0, 0, 1, 1])
+    >>> knn_predict(train_v, train_y, torch.tensor([[1.0, 0.2], [0.2, 1.0]]), k=3)
+    tensor([0, 1])
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from crl_helpers.device import autocast_dtype
+from crl_helpers.models import SimCLRModel
+
+# The defaults of views.ViewConfig, so that evaluation normalises like training
+# when neither is told otherwise; pass the dataset's own statistics.
+DEFAULT_MEAN = (0.5, 0.5, 0.5)
+DEFAULT_STD = (0.25, 0.25, 0.25)
+
+WEIGHTINGS = ("exp", "majority")
+
+
+# ----------------------------------------------------------------- validation
+def _check_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name}={value!r} must be an int")
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def _check_positive_float(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}={value!r} must be a number")
+    if not value > 0:
+        raise ValueError(f"{name}={value} must be > 0")
+    return float(value)
+
+
+def _check_images(name: str, x: object) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of images (N, C, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected images (N, C, H, W)")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} holds no images (shape {tuple(x.shape)}); pass at least one")
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise TypeError(f"{name} has dtype {x.dtype}; use uint8 in [0, 255] or an already normalised float tensor")
+    return x
+
+
+def _check_labels(name: str, y: object, n: int) -> torch.Tensor:
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of class indices (N,), got {type(y).__name__}")
+    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
+        raise TypeError(f"{name} has dtype {y.dtype}; class labels must be integers (use y.long())")
+    if y.shape != (n,):
+        raise ValueError(f"{name} has shape {tuple(y.shape)}; expected ({n},), one label per image/feature row")
+    if n and int(y.min()) < 0:
+        raise ValueError(f"{name} has a negative label {int(y.min())}; labels must be class indices 0..C-1")
+    return y
+
+
+def _check_features(name: str, v: object) -> torch.Tensor:
+    if not isinstance(v, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of features (N, d), got {type(v).__name__}")
+    if v.ndim != 2 or v.shape[0] == 0:
+        raise ValueError(f"{name} has shape {tuple(v.shape)}; expected features (N, d) with N >= 1")
+    if not v.is_floating_point():
+        raise TypeError(f"{name} has dtype {v.dtype}; features must be floating point (use v.float())")
+    return v
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    for tensor in module.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _resolve_device(device: torch.device | str | None, module: nn.Module) -> torch.device:
+    return _module_device(module) if device is None else torch.device(device)
+
+
+def _to_input(x: torch.Tensor, device: torch.device, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """A batch as the encoder's float32 input on ``device``: uint8 is scaled and normalised, float passes."""
+    x = x.to(device, non_blocking=True)
+    if x.dtype != torch.uint8:
+        return x.float()
+    mean_t = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # (1, C, 1, 1)
+    std_t = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # (1, C, 1, 1)
+    return (x.float() / 255 - mean_t) / std_t  # (B, C, H, W)
+
+
+# ----------------------------------------------------------------- embeddings
+@torch.no_grad()
+def extract_embeddings(
+    model: nn.Module,
+    x: torch.Tensor,
+    batch_size: int = 512,
+    device: torch.device | str | None = None,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+    which: str = "v",
+    progress: bool = False,
+) -> torch.Tensor:
+    """Features ``v = e(x)`` (or embeddings ``z``) of every image, in eval mode, without gradients.
+
+    Args:
+        model: an encoder, or a ``SimCLRModel`` (then ``which`` picks ``v`` or ``z``).
+        x: images ``(N, C, H, W)``, uint8 (normalised here with ``mean``/``std``) or
+            float (taken as already normalised).
+        batch_size: images per forward pass; bounds memory.
+        device: where to run; ``None`` runs where the model's parameters are. The
+            model is moved there for the call and moved back afterwards, and its
+            train/eval mode is restored.
+        which: ``"v"`` (features, the default) or ``"z"`` (unit-norm embeddings of a
+            ``SimCLRModel``'s head).
+        progress: show a tqdm progress bar over batches.
+
+    Returns:
+        float32 CPU tensor ``(N, d)``.
+
+    Raises:
+        TypeError, ValueError: bad ``x``, ``batch_size`` or ``which``; ``which="z"``
+            with a plain encoder (there is no head to produce ``z``).
+
+    Example:
+        >>> from crl_helpers.models import SmallConvNet, ProjectionHead, SimCLRModel
+        >>> model = SimCLRModel(SmallConvNet(width=8), ProjectionHead(128, 32, 16))
+        >>> x = torch.randint(0, 256, (10, 3, 32, 32), dtype=torch.uint8)
+        >>> extract_embeddings(model, x, batch_size=4).shape
+        torch.Size([10, 128])
+        >>> extract_embeddings(model, x, which="z").shape
+        torch.Size([10, 16])
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_images("x", x)
+    _check_int("batch_size", batch_size, 1)
+    if which not in ("v", "z"):
+        raise ValueError(f"which={which!r}; use 'v' (encoder features) or 'z' (projection-head embeddings)")
+    is_simclr = isinstance(model, SimCLRModel)
+    if which == "z" and not is_simclr:
+        raise ValueError("which='z' needs a SimCLRModel (encoder + head); a plain encoder only gives which='v'")
+    net = model.encoder if is_simclr and which == "v" else model  # skip the head when only v is asked for
+    home, was_training = _module_device(net), net.training
+    device = _resolve_device(device, net)
+    net.to(device).eval()
+    try:
+        outs = []
+        for start in tqdm(range(0, x.shape[0], batch_size), desc="embeddings", disable=not progress, leave=False):
+            out = net(_to_input(x[start : start + batch_size], device, mean, std))
+            if isinstance(out, tuple):  # SimCLRModel -> (v, z)
+                out = out[1]
+            outs.append(out.float().cpu())  # (B, d)
+    finally:
+        net.to(home).train(was_training)
+    return torch.cat(outs)  # (N, d)
+
+
+# ------------------------------------------------------------------------ kNN
+@torch.no_grad()
+def knn_predict(
+    train_v: torch.Tensor,
+    train_y: torch.Tensor,
+    test_v: torch.Tensor,
+    k: int = 200,
+    temperature: float = 0.1,
+    weighting: str = "exp",
+    n_classes: int | None = None,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Weighted k-nearest-neighbour classification on the unit sphere (Wu et al. 2018, InstDisc).
+
+    Features are L2-normalised and compared by cosine similarity ``s_ij``. Each
+    test point takes its ``k`` most similar training points; neighbour ``j`` votes
+    for its label with weight ``exp(s_ij / temperature)`` (``weighting="exp"``, the
+    kNN monitor of InstDisc, SimCLR and DINO codebases) or 1 (``"majority"``,
+    where ``temperature`` is unused). The class with the largest total wins; ties
+    go to the smallest class index.
+
+    ``k`` larger than the training set is clamped to it: every training point then
+    votes. Test rows are processed ``chunk`` at a time, so memory is
+    ``O(chunk * N_train)``; the work runs on ``train_v``'s device.
+
+    Args:
+        train_v: training features ``(N, d)``.
+        train_y: training labels ``(N,)``, integers in ``[0, n_classes)``.
+        test_v: test features ``(M, d)``.
+        k: neighbours per test point, ``>= 1``. 200, the InstDisc/DINO default.
+        temperature: softness of the ``"exp"`` weights. 0.1 as in InstDisc.
+        weighting: ``"exp"`` or ``"majority"``.
+        n_classes: number of classes; ``None`` takes ``train_y.max() + 1``.
+        chunk: test rows per similarity block.
+
+    Returns:
+        int64 predictions ``(M,)`` on ``test_v``'s device.
+
+    Raises:
+        TypeError, ValueError: bad shapes, dtypes or arguments.
+
+    Example:
+        >>> train_v = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
+        >>> knn_predict(train_v, torch.tensor([0, 1, 1]), torch.tensor([[1.0, 0.1]]), k=1)
+        tensor([0])
+        >>> knn_predict(train_v, torch.tensor([0, 1, 1]), torch.tensor([[1.0, 0.1]]), k=3, weighting="majority")
+        tensor([1])
+    """
+    _check_features("train_v", train_v)
+    _check_features("test_v", test_v)
+    if train_v.shape[1] != test_v.shape[1]:
+        raise ValueError(f"train_v has d={train_v.shape[1]} but test_v has d={test_v.shape[1]}; features must match")
+    n_train = train_v.shape[0]
+    _check_labels("train_y", train_y, n_train)
+    _check_int("k", k, 1)
+    _check_positive_float("temperature", temperature)
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting={weighting!r}; use one of {WEIGHTINGS}")
+    _check_int("chunk", chunk, 1)
+    n_min = int(train_y.max()) + 1
+    if n_classes is None:
+        n_classes = n_min
+    elif _check_int("n_classes", n_classes, 1) < n_min:
+        raise ValueError(f"n_classes={n_classes} but train_y has label {n_min - 1}; use n_classes >= {n_min} or None")
+    k = min(k, n_train)
+
+    device = train_v.device
+    bank = F.normalize(train_v.float(), dim=1)  # (N, d)
+    bank_y = train_y.to(device)
+    preds = []
+    for start in range(0, test_v.shape[0], chunk):
+        query = F.normalize(test_v[start : start + chunk].to(device).float(), dim=1)  # (c, d)
+        sim = query @ bank.T  # (c, N)
+        top_sim, top_idx = sim.topk(k, dim=1)  # (c, k), most similar first
+        if weighting == "exp":
+            # Subtracting each row's max leaves the argmax unchanged and keeps exp finite for small temperatures.
+            weights = torch.exp((top_sim - top_sim[:, :1]) / temperature)  # (c, k)
+        else:
+            weights = torch.ones_like(top_sim)
+        votes = torch.zeros(query.shape[0], n_classes, device=device)  # (c, C)
+        votes.scatter_add_(1, bank_y[top_idx], weights)
+        preds.append(votes.argmax(dim=1))  # (c,)
+    return torch.cat(preds).to(test_v.device)  # (M,)
+
+
+def knn_accuracy(
+    train_v: torch.Tensor, train_y: torch.Tensor, test_v: torch.Tensor, test_y: torch.Tensor, **knn_kwargs
+) -> float:
+    """Fraction of test points whose ``knn_predict`` label equals ``test_y`` ``(M,)``; keywords go to ``knn_predict``.
+
+    Raises:
+        TypeError, ValueError: as ``knn_predict``, or ``test_y`` not of shape ``(M,)``.
+
+    Example:
+        >>> v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+        >>> knn_accuracy(v, torch.tensor([0, 1]), v, torch.tensor([0, 0]), k=1)
+        0.5
+    """
+    _check_features("test_v", test_v)
+    _check_labels("test_y", test_y, test_v.shape[0])
+    preds = knn_predict(train_v, train_y, test_v, **knn_kwargs)
+    return (preds.cpu() == test_y.cpu()).float().mean().item()
+
+
+# --------------------------------------------------------------- linear probe
+def _check_split(x_train, y_train, x_test, y_test) -> int:
+    """Validate a train/test split; return the number of classes seen in either."""
+    _check_images("x_train", x_train)
+    _check_images("x_test", x_test)
+    _check_labels("y_train", y_train, x_train.shape[0])
+    _check_labels("y_test", y_test, x_test.shape[0])
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise ValueError(f"x_train images are {tuple(x_train.shape[1:])} but x_test are {tuple(x_test.shape[1:])}")
+    return int(max(y_train.max(), y_test.max())) + 1
+
+
+@contextlib.contextmanager
+def _seeded(seed: int | None):
+    """Run the block with the CPU RNG seeded, restoring its state afterwards; no-op for ``seed=None``."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):  # CPU only: do not reseed the caller's CUDA generators
+        torch.default_generator.manual_seed(seed)
+        yield
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+def _assert_unchanged(module: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = module.state_dict()
+    changed = sorted(
+        name for name in before.keys() | after.keys()
+        if name not in before or name not in after or not torch.equal(before[name], after[name].to(before[name].device))
+    )
+    if changed:
+        raise RuntimeError(
+            f"the encoder changed during linear_probe ({len(changed)} tensors, e.g. {changed[:3]}); a linear probe "
+            f"must keep it frozen: check that its forward does not update weights or BatchNorm statistics in eval mode"
+        )
+
+
+def linear_probe(
+    encoder: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    epochs: int = 50,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    weight_decay: float = 0.0,
+    device: torch.device | str | None = None,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+    progress: bool = False,
+    seed: int | None = 0,
+) -> dict:
+    """Linear evaluation protocol: a linear classifier on frozen features (Chen et al. 2020, SimCLR, section 4).
+
+    Features ``v`` are computed once (``extract_embeddings``, eval mode, no grad),
+    standardised with the training set's per-dimension mean and std, and an
+    ``nn.Linear(d, n_classes)`` is trained on them with Adam and cross-entropy.
+    The encoder's parameters and buffers are compared bit for bit before and
+    after: a probe that changed its encoder would not measure that encoder.
+
+    Args:
+        encoder: the encoder (a ``SimCLRModel`` is probed on its ``v``).
+        x_train, x_test: images ``(N, C, H, W)``, uint8 or already normalised float.
+        y_train, y_test: labels ``(N,)``; ``n_classes = max label + 1`` over both.
+        epochs: passes over the training features. 50: features are precomputed,
+            so epochs are cheap and Adam converges well within them.
+        lr: Adam learning rate. 1e-3, Adam's default, suits standardised features.
+        batch_size: training features per step, and images per encoder pass.
+        weight_decay: Adam's L2 penalty; 0 because the probe should reflect the
+            features, not a regulariser's tuning.
+        device: where to run; ``None`` = where the encoder is.
+        mean, std: per-channel statistics for uint8 images.
+        progress: tqdm progress bars.
+        seed: seeds the classifier's initialisation and batch order (CPU RNG,
+            restored afterwards); ``None`` leaves the RNG alone.
+
+    Returns:
+        ``{"train_acc": float, "test_acc": float, "history": [{"epoch", "loss"}, ...]}``.
+
+    Raises:
+        TypeError, ValueError: bad inputs or arguments.
+        RuntimeError: the encoder's parameters or buffers changed.
+
+    Example:
+        >>> from crl_helpers.models import SmallConvNet
+        >>> x = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
+        >>> y = torch.arange(20) % 2
+        >>> result = linear_probe(SmallConvNet(width=4, feature_dim=8), x, y, x, y, epochs=2)
+        >>> sorted(result), 0.0 <= result["test_acc"] <= 1.0
+        (['history', 'test_acc', 'train_acc'], True)
+    """
+    n_classes = _check_split(x_train, y_train, x_test, y_test)
+    _check_int("epochs", epochs, 1)
+    _check_positive_float("lr", lr)
+    _check_int("batch_size", batch_size, 1)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+        raise ValueError(f"weight_decay={weight_decay!r} must be a number >= 0")
+    if seed is not None:
+        _check_int("seed", seed, 0)
+    device = _resolve_device(device, encoder)
+
+    before = _snapshot(encoder)
+    kw = dict(batch_size=batch_size, device=device, mean=mean, std=std, which="v", progress=progress)
+    train_v = extract_embeddings(encoder, x_train, **kw).to(device)  # (N, d)
+    test_v = extract_embeddings(encoder, x_test, **kw).to(device)  # (M, d)
+    _assert_unchanged(encoder, before)
+
+    # Standardising makes one learning rate fit every encoder, whatever its feature scale.
+    mu = train_v.mean(dim=0)  # (d,)
+    sigma = train_v.std(dim=0, unbiased=False).clamp_min(1e-6)  # (d,) constant dimensions stay finite
+    train_v, test_v = (train_v - mu) / sigma, (test_v - mu) / sigma
+    y_train_d, y_test_d = y_train.to(device), y_test.to(device)
+
+    history = []
+    with _seeded(seed):
+        classifier = nn.Linear(train_v.shape[1], n_classes).to(device)
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+        n = train_v.shape[0]
+        for epoch in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
+            order = torch.randperm(n).to(device)
+            total = 0.0
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                loss = F.cross_entropy(classifier(train_v[idx]), y_train_d[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * idx.numel()
+            history.append({"epoch": epoch + 1, "loss": total / n})
+
+    with torch.no_grad():
+        train_acc = (classifier(train_v).argmax(1) == y_train_d).float().mean().item()
+        test_acc = (classifier(test_v).argmax(1) == y_test_d).float().mean().item()
+    _assert_unchanged(encoder, before)
+    return {"train_acc": train_acc, "test_acc": test_acc, "history": history}
+
+
+# ---------------------------------------------------------------- fine-tuning
+@torch.no_grad()
+def _accuracy(model: nn.Module, x, y, batch_size, device, mean, std) -> float:
+    model.eval()
+    correct = 0
+    for start in range(0, x.shape[0], batch_size):
+        logits = model(_to_input(x[start : start + batch_size], device, mean, std))  # (B, C)
+        correct += (logits.argmax(1).cpu() == y[start : start + batch_size].cpu()).sum().item()
+    return correct / x.shape[0]
+
+
+def fine_tune(
+    encoder: nn.Module,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 256,
+    weight_decay: float = 5e-4,
+    device: torch.device | str | None = None,
+    mean: Sequence[float] = DEFAULT_MEAN,
+    std: Sequence[float] = DEFAULT_STD,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    progress: bool = False,
+    seed: int | None = 0,
+) -> dict:
+    """Fine-tune encoder + linear classifier end to end (Chen et al. 2020, SimCLR, section 6 / appendix B.6).
+
+    Works on a deep COPY of ``encoder``: the caller's encoder is never modified
+    (its parameters, buffers and device stay as they were). Every parameter of the
+    copy is trained, with Adam and cross-entropy, in train mode (BatchNorm uses
+    batch statistics). Given a freshly initialised encoder this is the
+    supervised-from-scratch baseline.
+
+    Args:
+        encoder: the encoder (a ``SimCLRModel`` is fine-tuned without its head).
+        x_train, x_test: images ``(N, C, H, W)``, uint8 or already normalised float.
+        y_train, y_test: labels ``(N,)``; ``n_classes = max label + 1`` over both.
+        epochs: passes over the training set. 10: enough to show the gap between
+            pre-trained and from-scratch on the course's small datasets.
+        lr: Adam learning rate. 1e-3, Adam's default.
+        batch_size: images per step; a last batch of one image is dropped since
+            BatchNorm cannot normalise a single sample.
+        weight_decay: Adam's L2 penalty. 5e-4, a common CIFAR setting.
+        device: where to train; ``None`` = where the encoder is.
+        mean, std: per-channel statistics for uint8 images.
+        augment: optional ``augment(x_batch) -> x_input``: receives a training batch
+            as stored in ``x_train`` (e.g. uint8), already on ``device``, and returns
+            the normalised float input; it then replaces the ``mean``/``std``
+            normalisation for training batches (e.g.
+            ``functools.partial(views.augment_batch, config=...)``). Test batches
+            are never augmented.
+        progress: tqdm progress bar over epochs.
+        seed: seeds the classifier's initialisation and batch order (CPU RNG,
+            restored afterwards); ``None`` leaves the RNG alone.
+
+    Returns:
+        ``{"train_acc", "test_acc", "history"}``: accuracies of the final model in
+        eval mode on the (un-augmented) training and test sets, and one dict per
+        epoch ``{"epoch", "loss", "train_acc", "test_acc"}`` (``train_acc`` there is
+        the running accuracy on the augmented batches during that epoch).
+
+    Raises:
+        TypeError, ValueError: bad inputs or arguments.
+
+    Example:
+        >>> from crl_helpers.models import SmallConvNet
+        >>> x = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
+        >>> y = torch.arange(20) % 2
+        >>> result = fine_tune(SmallConvNet(width=4, feature_dim=8), x, y, x, y, epochs=2, batch_size=8)
+        >>> [h["epoch"] for h in result["history"]]
+        [1, 2]
+    """
+    if not isinstance(encoder, nn.Module):
+        raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
+    n_classes = _check_split(x_train, y_train, x_test, y_test)
+    _check_int("epochs", epochs, 1)
+    _check_positive_float("lr", lr)
+    _check_int("batch_size", batch_size, 1)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+        raise ValueError(f"weight_decay={weight_decay!r} must be a number >= 0")
+    if augment is not None and not callable(augment):
+        raise TypeError(f"augment={augment!r} must be a callable x_batch -> x_input, or None")
+    if seed is not None:
+        _check_int("seed", seed, 0)
+    if isinstance(encoder, SimCLRModel):
+        encoder = encoder.drop_head()
+    device = _resolve_device(device, encoder)
+    amp_dtype = autocast_dtype(device)
+
+    with _seeded(seed):
+        net = copy.deepcopy(encoder).to(device)
+        net.requires_grad_(True)
+        feature_dim = getattr(net, "feature_dim", None)
+        if feature_dim is None:  # an encoder without the attribute: measure it on two images
+            with torch.no_grad():
+                feature_dim = net.eval()(_to_input(x_train[:2], device, mean, std)).shape[1]
+        model = nn.Sequential(net, nn.Linear(feature_dim, n_classes)).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        n, history = x_train.shape[0], []
+        for epoch in tqdm(range(epochs), desc="fine-tune", disable=not progress, leave=False):
+            model.train()
+            order = torch.randperm(n).to(x_train.device)
+            total_loss, correct, seen = 0.0, 0, 0
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                if idx.numel() == 1 and n > 1:
+                    continue  # BatchNorm needs two samples
+                xb = x_train[idx]
+                xb = augment(xb.to(device, non_blocking=True)) if augment else _to_input(xb, device, mean, std)
+                yb = y_train[idx.to(y_train.device)].to(device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(xb)  # (B, C)
+                    loss = F.cross_entropy(logits.float(), yb)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += loss.item() * yb.numel()
+                correct += (logits.argmax(1) == yb).sum().item()
+                seen += yb.numel()
+            test_acc = _accuracy(model, x_test, y_test, batch_size, device, mean, std)
+            history.append({"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1), "test_acc": test_acc})
+
+    train_acc = _accuracy(model, x_train, y_train, batch_size, device, mean, std)
+    return {"train_acc": train_acc, "test_acc": history[-1]["test_acc"], "history": history}

@@ -1,0 +1,21 @@
+"""Auto-checked exercises for the course notebooks: ``check_*(your_function)`` compares
+your code with the package's reference and prints PASSED or a hint.
+
+One module per notebook; every ``check_*`` function is re-exported here, so
+``from crl_helpers.exercises import check_info_nce`` works.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from crl_helpers.exercises._check import CheckResult, exercise_check
+
+__all__ = ["CheckResult", "exercise_check"]
+for _info in pkgutil.iter_modules(__path__):
+    if not _info.name.startswith("_"):
+        _module = importlib.import_module(f"{__name__}.{_info.name}")
+        for _name in dir(_module):
+            if _name.startswith("check_"):
+                globals()[_name] = getattr(_module, _name)
+                __all__.append(_name)

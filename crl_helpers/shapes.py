@@ -1,0 +1,165 @@
+"""The built-in dataset: procedural shapes whose label is semantic and whose nuisances are not.
+
+Every image shows one object on a background. The label is the object's *shape*
+(10 classes); everything else is a nuisance factor drawn at random per image:
+the object's colour, the background's colour, position, scale, rotation, a
+striped texture on the background and pixel noise. A good representation keeps
+the shape and forgets the rest; the augmentations of SimCLR (crops, colour
+distortion) are exactly what teaches an encoder to do that. Without colour
+augmentation an encoder can solve instance discrimination from colour alone (the
+"colour shortcut" of Chen et al. 2020, section 3), which a later notebook shows.
+
+Images are generated deterministically from a seed, in memory, no files: the
+same ``(n, seed, image_size)`` always gives the same tensors.
+
+Example:
+    >>> data = make_shapes(8, seed=0)
+    >>> data.x.shape, data.x.dtype, data.y.shape
+    (torch.Size([8, 3, 32, 32]), torch.uint8, torch.Size([8]))
+    >>> sorted(data.factors)[:3]
+    ['background_hue', 'object_hue', 'rotation']
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from crl_helpers.data import ImageData
+
+SHAPE_NAMES = (
+    "disk", "ring", "square", "triangle", "plus", "star", "crescent", "heart", "arrow", "bowtie",
+)
+
+# Supersampling factor for anti-aliased edges: render at 2x and average-pool.
+_SUPERSAMPLE = 2
+
+
+def _inside(shape: int, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Whether canonical coordinates ``(u, w)`` (object radius ~1) lie inside shape ``shape``.
+
+    u, w: (B, H, W) float. Returns a bool mask (B, H, W).
+    """
+    name = SHAPE_NAMES[shape]
+    if name in ("disk", "ring", "star", "crescent"):
+        r = torch.sqrt(u * u + w * w)
+    if name == "disk":
+        return r < 0.95
+    if name == "ring":
+        return (r < 1.0) & (r > 0.55)
+    if name == "square":
+        return torch.maximum(u.abs(), w.abs()) < 0.78
+    if name == "triangle":  # three half-planes, outward normals at -90, 30, 150 degrees
+        inside = torch.ones_like(u, dtype=torch.bool)
+        for k in range(3):
+            a = math.radians(-90 + 120 * k)
+            inside &= (u * math.cos(a) + w * math.sin(a)) < 0.55
+        return inside
+    if name == "plus":
+        return ((u.abs() < 0.3) & (w.abs() < 0.95)) | ((w.abs() < 0.3) & (u.abs() < 0.95))
+    if name == "star":  # radius follows a triangular wave in the angle: 5 points
+        wave = 1 - ((torch.atan2(w, u) * 5 / (2 * math.pi)) % 1.0 * 2 - 1).abs()
+        return r < 0.38 + 0.62 * wave
+    if name == "crescent":
+        return (r < 0.95) & (((u - 0.45) ** 2 + w ** 2).sqrt() > 0.75)
+    if name == "heart":  # the classic implicit heart curve (x^2 + y^2 - 1)^3 - x^2 y^3 < 0
+        hx, hy = 1.25 * u, -1.25 * w + 0.25
+        return (hx * hx + hy * hy - 1) ** 3 - hx * hx * hy ** 3 < 0
+    if name == "arrow":
+        shaft = (w.abs() < 0.2) & (u > -0.95) & (u < 0.1)
+        head = (u >= 0.0) & (u < 0.95) & (w.abs() < (0.95 - u) * 0.85)
+        return shaft | head
+    return (w.abs() < u.abs() * 0.9) & (u.abs() < 0.9)  # bowtie
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """HSV in [0, 1] to RGB in [0, 1]; h, s, v: (B,) -> (B, 3)."""
+    k = torch.tensor([5.0, 3.0, 1.0])
+    kk = (k + h[:, None] * 6) % 6  # (B, 3)
+    return v[:, None] - v[:, None] * s[:, None] * torch.clamp(torch.minimum(kk, 4 - kk), 0, 1)
+
+
+def make_shapes(n: int, seed: int = 0, image_size: int = 32, noise: float = 0.04) -> ImageData:
+    """Generate ``n`` shape images deterministically from ``seed``.
+
+    Args:
+        n: number of images (classes are balanced up to one image: label ``i % 10``
+            before a seeded shuffle).
+        seed: the train and test splits use different seeds (see ``load_dataset``).
+        image_size: side in pixels (H = W).
+        noise: standard deviation of the per-pixel Gaussian noise, in [0, 1] units.
+
+    Returns:
+        ImageData with ``x`` uint8 (n, 3, image_size, image_size), ``y`` int64 (n,),
+        and ``factors``: per-image nuisance factors ``object_hue``, ``background_hue``,
+        ``x_position``, ``y_position``, ``scale``, ``rotation``, ``stripe_angle``
+        (each a float tensor (n,)), for colouring plots by a nuisance.
+
+    Raises:
+        ValueError: n < 1, image_size < 8, or noise outside [0, 0.5].
+
+    Example:
+        >>> a, b = make_shapes(4, seed=1), make_shapes(4, seed=1)
+        >>> bool((a.x == b.x).all())
+        True
+    """
+    if not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r} must be a positive integer number of images")
+    if image_size < 8:
+        raise ValueError(f"image_size={image_size} is too small to draw a shape; use 8 or more (32 is the default)")
+    if not 0 <= noise <= 0.5:
+        raise ValueError(f"noise={noise} must be in [0, 0.5]")
+    g = torch.Generator().manual_seed(int(seed))
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return lo + (hi - lo) * torch.rand(n, generator=g)
+
+    y = (torch.arange(n) % len(SHAPE_NAMES))[torch.randperm(n, generator=g)]
+    object_hue, background_hue = uniform(0, 1), uniform(0, 1)
+    object_sat, background_sat = uniform(0.4, 1.0), uniform(0.2, 0.9)
+    # Object and background differ in brightness by at least 0.3, in a random direction,
+    # so the shape is always visible whatever the colours.
+    bright_object = torch.rand(n, generator=g) < 0.5
+    v_hi, v_lo = uniform(0.75, 1.0), uniform(0.1, 0.45)
+    object_val = torch.where(bright_object, v_hi, v_lo)
+    background_val = torch.where(bright_object, v_lo, v_hi)
+    scale = uniform(0.5, 0.75)  # object radius as a fraction of the half-side
+    x_pos, y_pos = uniform(-1, 1) * (1 - scale) * 0.8, uniform(-1, 1) * (1 - scale) * 0.8
+    rotation = uniform(0, 2 * math.pi)
+    stripe_angle, stripe_freq = uniform(0, math.pi), uniform(2.0, 6.0)
+    stripe_amp = uniform(0.0, 0.15)
+    stripe_phase = uniform(0, 2 * math.pi)
+
+    object_rgb = _hsv_to_rgb(object_hue, object_sat, object_val)  # (n, 3)
+    background_rgb = _hsv_to_rgb(background_hue, background_sat, background_val)  # (n, 3)
+
+    size = image_size * _SUPERSAMPLE
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
+    x_chunks = []
+    for start in range(0, n, 512):  # chunks keep memory bounded: 512 x 64 x 64 floats per map
+        sl = slice(start, min(start + 512, n))
+        gy, gx = torch.meshgrid(coords, coords, indexing="ij")  # (S, S)
+        dx = gx[None] - x_pos[sl, None, None]  # (b, S, S)
+        dy = gy[None] - y_pos[sl, None, None]
+        cos, sin = torch.cos(rotation[sl])[:, None, None], torch.sin(rotation[sl])[:, None, None]
+        s = scale[sl, None, None]
+        u = (cos * dx + sin * dy) / s
+        w = (-sin * dx + cos * dy) / s
+        mask = torch.zeros(u.shape)  # (b, S, S)
+        for shape in range(len(SHAPE_NAMES)):  # each image is tested against its own shape only
+            idx = (y[sl] == shape).nonzero().squeeze(1)
+            mask[idx] = _inside(shape, u[idx], w[idx]).float()
+        mask = torch.nn.functional.avg_pool2d(mask[:, None], _SUPERSAMPLE)  # (b, 1, H, W) anti-aliased
+        along = gx[None] * torch.cos(stripe_angle[sl])[:, None, None] + gy[None] * torch.sin(stripe_angle[sl])[:, None, None]
+        stripes = torch.sin(along * stripe_freq[sl, None, None] * math.pi + stripe_phase[sl, None, None])
+        stripes = torch.nn.functional.avg_pool2d(stripes[:, None], _SUPERSAMPLE)  # (b, 1, H, W)
+        background = background_rgb[sl, :, None, None] * (1 + stripe_amp[sl, None, None, None] * stripes)
+        img = mask * object_rgb[sl, :, None, None] + (1 - mask) * background  # (b, 3, H, W)
+        img = img + noise * torch.randn(img.shape, generator=g)
+        x_chunks.append((img.clamp(0, 1) * 255).round().to(torch.uint8))
+    factors = {
+        "object_hue": object_hue, "background_hue": background_hue,
+        "x_position": x_pos, "y_position": y_pos, "scale": scale, "rotation": rotation,
+        "stripe_angle": stripe_angle,
+    }
+    return ImageData(x=torch.cat(x_chunks), y=y, class_names=SHAPE_NAMES, factors=factors)

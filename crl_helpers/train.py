@@ -1,0 +1,381 @@
+"""SimCLR training (Chen et al. 2020): two views, one encoder, one head, NT-Xent.
+
+One loop serves the CPU and the GPU: the dataset is held on the device as uint8,
+views are made there by the batched per-sample augmentation, and the step runs
+under bf16 autocast on CUDA with the loss in float32. The run is driven by a frozen
+:class:`TrainConfig`; presets are named instances in :data:`PRESETS`.
+
+Example:
+    >>> from dataclasses import replace
+    >>> cfg = replace(CPU, epochs=1, n_train=64, n_test=32, batch_size=32, out_dir=None, progress=False)
+    >>> result = train(cfg)
+    >>> len(result.history), result.history[0]["epoch"]
+    (1, 1)
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from crl_helpers.data import DATASETS, ImageData, load_dataset
+from crl_helpers.device import autocast_dtype, pick_device
+from crl_helpers.losses import nt_xent
+from crl_helpers.metrics import alignment, contrastive_accuracy, embedding_std, uniformity
+from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
+from crl_helpers.views import ViewConfig, augment_batch
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a SimCLR run depends on. Vary it with ``dataclasses.replace``."""
+
+    dataset: str = "shapes"  # the built-in dataset needs no download
+    data_root: str = "data"  # where real datasets are downloaded and cached
+    n_train: int | None = None  # None: the whole train split (5,000 for shapes)
+    n_test: int | None = None  # None: the whole test split (2,000 for shapes)
+    encoder: str = "convnet"  # small and fast on a CPU; "resnet18" for real runs
+    head_hidden_dim: int = 512  # SimCLR's head: 2-layer MLP, hidden as wide as v
+    head_out_dim: int = 128  # the paper's z dimension
+    head_depth: int = 2  # paper: depth 2 beats linear (1) and none (0)
+    epochs: int = 30
+    batch_size: int = 256  # 2N = 512 views per step; more negatives help, up to CPU cost
+    temperature: float = 0.2  # lower than 0.5 suits small batches (paper, table 5)
+    optimizer: str = "adamw"  # adamw needs no LR scaling; "sgd" (momentum 0.9) for long GPU runs
+    lr: float = 2e-3  # peak learning rate after warm-up
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to 0 (Goyal et al. 2017; Loshchilov 2017)
+    views: ViewConfig = ViewConfig(crop_scale=(0.25, 1.0), jitter_strength=1.0)  # mean/std set from the data
+    knn_k: int = 200  # kNN monitor of InstDisc/DINO: k=200, votes weighted by exp(sim / 0.1)
+    knn_temperature: float = 0.1
+    knn_every: int = 0  # kNN accuracy every k epochs (0: only at the end), for the curves
+    linear_epochs: int = 50  # linear probe on frozen features (cheap: features are precomputed)
+    umap: bool = True  # UMAP plot of test embeddings at the end
+    device: str = "auto"  # CUDA, then MPS, then CPU
+    compile: bool = False  # torch.compile the model (CUDA only; pays off on long runs)
+    seed: int = 0
+    out_dir: str | None = "runs/default"  # None: keep everything in memory (tests, notebooks)
+    progress: bool = True  # tqdm progress bar
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.dataset in DATASETS, f"dataset={self.dataset!r} is unknown; choose one of {', '.join(DATASETS)}"),
+            (self.encoder in ENCODERS, f"encoder={self.encoder!r} is unknown; choose one of {', '.join(ENCODERS)}"),
+            (isinstance(self.epochs, int) and self.epochs >= 1, f"epochs={self.epochs!r} must be an integer >= 1"),
+            (isinstance(self.batch_size, int) and self.batch_size >= 2,
+             f"batch_size={self.batch_size!r} must be an integer >= 2 (a positive needs a negative)"),
+            (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0,
+             f"temperature={self.temperature!r} must be a number > 0 (try 0.1 to 0.5)"),
+            (math.isfinite(self.lr) and self.lr > 0, f"lr={self.lr!r} must be > 0 (try 1e-3 for adamw)"),
+            (self.weight_decay >= 0, f"weight_decay={self.weight_decay!r} must be >= 0"),
+            (self.optimizer in ("adamw", "sgd"), f"optimizer={self.optimizer!r} must be 'adamw' or 'sgd'"),
+            (self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs!r} must be >= 0"),
+            (self.knn_k >= 1, f"knn_k={self.knn_k!r} must be >= 1"),
+            (self.n_train is None or self.n_train >= 2, f"n_train={self.n_train!r} must be >= 2 or None"),
+            (self.n_test is None or self.n_test >= 1, f"n_test={self.n_test!r} must be >= 1 or None"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+CPU = TrainConfig()
+CIFAR10_GPU = replace(
+    CPU, dataset="cifar10", encoder="resnet18", epochs=60, batch_size=512, temperature=0.2,
+    optimizer="sgd", lr=0.6, weight_decay=5e-4, warmup_epochs=5, head_hidden_dim=1024,
+    views=ViewConfig(crop_scale=(0.2, 1.0), jitter_strength=0.5), compile=True, out_dir="runs/cifar10-gpu",
+)
+PRESETS = {"cpu": CPU, "cifar10-gpu": CIFAR10_GPU}
+
+
+def cosine_schedule(base: float, epochs: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
+                    final: float = 0.0) -> np.ndarray:
+    """Per-step values: linear warm-up from 0 to ``base``, then cosine decay to ``final``.
+
+    A plain array (as in DINO) so it is easy to plot and to index by global step.
+
+    Example:
+        >>> s = cosine_schedule(1.0, epochs=2, steps_per_epoch=5, warmup_epochs=1)
+        >>> s.shape, float(s[4]), float(s[-1]) < 0.1
+        ((10,), 1.0, True)
+    """
+    total = epochs * steps_per_epoch
+    warm = min(int(round(warmup_epochs * steps_per_epoch)), total)
+    warmup = np.linspace(base / max(warm, 1), base, warm)
+    t = np.arange(total - warm) / max(total - warm, 1)
+    return np.concatenate([warmup, final + 0.5 * (base - final) * (1 + np.cos(np.pi * t))])
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: the trained model, its history and final metrics."""
+
+    model: SimCLRModel
+    history: list[dict] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+
+
+def build_model(config: TrainConfig) -> SimCLRModel:
+    """The encoder and projection head that ``config`` describes (freshly initialised)."""
+    encoder = build_encoder(config.encoder)
+    head = ProjectionHead(encoder.feature_dim, config.head_hidden_dim, config.head_out_dim, config.head_depth)
+    return SimCLRModel(encoder, head)
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    # No weight decay on biases and norm parameters (as in SimCLR's LARS exclusion).
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    fused = {"fused": True} if device.type == "cuda" else {}
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True, **fused)
+    return torch.optim.AdamW(groups, lr=config.lr, **fused)
+
+
+def load_data(config: TrainConfig) -> tuple[ImageData, ImageData]:
+    """The train and test splits that ``config`` names."""
+    train_data = load_dataset(config.dataset, "train", root=config.data_root, n=config.n_train, seed=config.seed)
+    test_data = load_dataset(config.dataset, "test", root=config.data_root, n=config.n_test, seed=config.seed)
+    return train_data, test_data
+
+
+def _config_dict(config: TrainConfig) -> dict:
+    return json.loads(json.dumps(asdict(config)))
+
+
+def config_from_dict(d: dict) -> TrainConfig:
+    """Rebuild a :class:`TrainConfig` from ``asdict`` output (as stored in checkpoints)."""
+    known = {f.name for f in fields(TrainConfig)}
+    d = {k: v for k, v in d.items() if k in known}
+    if isinstance(d.get("views"), dict):
+        d["views"] = ViewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["views"].items()})
+    return TrainConfig(**d)
+
+
+def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData, ImageData] | None = None,
+          evaluate: bool = True, callback: Callable[[int, SimCLRModel, dict], None] | None = None) -> TrainResult:
+    """Pretrain with SimCLR, then evaluate; the table of contents of a run.
+
+    Args:
+        config: the run. With ``out_dir`` set, writes ``checkpoint.pt`` (every epoch,
+            atomically), ``history.csv``, ``metrics.json``, ``curves.png`` and ``umap.png``.
+        resume: continue from ``out_dir/checkpoint.pt`` (history kept).
+        data: (train, test) already in memory; default :func:`load_data`.
+        evaluate: run kNN, the random-init baseline, the linear probe and plots at the end.
+        callback: called as ``callback(epoch, model, row)`` after each epoch (epoch counts from 1,
+            ``row`` is that epoch's history dict); for live curves or embedding snapshots.
+
+    Raises:
+        NonFiniteLossError: the loss became NaN/inf (the last good checkpoint stays).
+        CheckpointError: ``resume`` with a missing, corrupt or incompatible checkpoint.
+    """
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    out = Path(config.out_dir) if config.out_dir else None
+    train_data, test_data = data if data is not None else load_data(config)
+    mean, std = train_data.channel_stats()
+    views = replace(config.views, image_size=train_data.image_size, mean=mean, std=std)
+    if config.batch_size > len(train_data):
+        raise ValueError(f"batch_size={config.batch_size} exceeds the {len(train_data)} training images; "
+                         f"use --batch-size {len(train_data)} or fewer")
+
+    model = build_model(config).to(device)
+    initial_state = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+    optimizer = build_optimizer(model, config, device)
+    steps_per_epoch = len(train_data) // config.batch_size
+    lr_schedule = cosine_schedule(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs)
+    history: list[dict] = []
+    start_epoch = 0
+    if resume:
+        if out is None:
+            raise CheckpointError("resume needs an output directory holding checkpoint.pt")
+        state = load_checkpoint(out / "checkpoint.pt", map_location=device)
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            initial_state = state["initial_encoder"]
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{out / 'checkpoint.pt'} does not match this config ({err}); "
+                                  f"resume with the same --encoder and head, or use a fresh --out") from err
+        history, start_epoch = list(state["history"]), int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+
+    x_train = train_data.x.to(device)  # uint8 (N, 3, H, W), lives on the device
+    if config.compile and device.type == "cuda":
+        step_model = torch.compile(model)
+    else:
+        step_model = model
+    if device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    amp = autocast_dtype(device)
+    # Per-epoch generators seeded from (seed, epoch): a resumed run draws the same views.
+    aug_gen = torch.Generator()
+    progress = _progress_bar(config, start_epoch, steps_per_epoch)
+
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        aug_gen.manual_seed(config.seed * 100_003 + epoch)
+        order = torch.randperm(len(train_data), generator=aug_gen).to(device)
+        sums = torch.zeros(2, device=device)  # running (loss, contrastive accuracy), no per-step host sync
+        t0 = time.perf_counter()
+        for i in range(steps_per_epoch):
+            step = epoch * steps_per_epoch + i
+            for group in optimizer.param_groups:
+                group["lr"] = lr_schedule[step]
+            x = x_train[order[i * config.batch_size:(i + 1) * config.batch_size]]  # (B, 3, H, W)
+            with torch.no_grad():
+                x1 = augment_batch(x, views, generator=aug_gen)  # (B, 3, S, S)
+                x2 = augment_batch(x, views, generator=aug_gen)
+                x12 = torch.cat([x1, x2])  # (2B, 3, S, S): one forward, BN sees both views
+                if device.type == "cuda":
+                    x12 = x12.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+                _, z = step_model(x12)  # (2B, d)
+            z1, z2 = z.float().chunk(2)
+            loss = nt_xent(z1, z2, config.temperature, validate=False)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                sums += torch.stack([loss.detach(), _batch_accuracy(z1.detach(), z2.detach())])
+            if progress is not None and (i % 10 == 9 or i == steps_per_epoch - 1):
+                loss_avg, acc_avg = (sums / (i + 1)).tolist()  # host sync only every 10 steps
+                elapsed = time.perf_counter() - t0
+                progress.set_postfix(epoch=epoch + 1, loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.2f}",
+                                     img_s=f"{(i + 1) * config.batch_size / elapsed:.0f}", refresh=False)
+                progress.update(10 if i % 10 == 9 else (i % 10) + 1)
+        loss_avg, acc_avg = (sums / steps_per_epoch).tolist()
+        seconds = time.perf_counter() - t0
+        if not math.isfinite(loss_avg):
+            if progress is not None:
+                progress.close()
+            where = f"; the last good checkpoint (epoch {epoch}) is kept in {out}" if out else ""
+            raise NonFiniteLossError(
+                f"the loss became {loss_avg} in epoch {epoch + 1}{where}. Lower --lr or raise --temperature")
+        row = {"epoch": epoch + 1, "loss": loss_avg, "contrastive_acc": acc_avg, "lr": float(lr_schedule[step]),
+               "seconds": seconds, "images_per_second": steps_per_epoch * config.batch_size / seconds}
+        with torch.no_grad():
+            row.update(alignment=alignment(z1, z2), uniformity=uniformity(z1), embedding_std=embedding_std(z1))
+        if config.knn_every and (epoch + 1) % config.knn_every == 0 and epoch + 1 < config.epochs:
+            row["knn_acc"] = _knn(model.encoder, train_data, test_data, config, device, mean, std)
+        history.append(row)
+        if callback is not None:
+            callback(epoch + 1, model, row)
+        if out is not None:
+            save_checkpoint({
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
+                "history": history, "config": _config_dict(config), "mean": list(mean), "std": list(std),
+                "initial_encoder": initial_state, "torch_rng": torch.get_rng_state(),
+            }, out / "checkpoint.pt")
+            write_history(history, out / "history.csv")
+    if progress is not None:
+        progress.close()
+
+    result = TrainResult(model=model, history=history, mean=mean, std=std)
+    if evaluate:
+        result.metrics = evaluate_run(result, initial_state, train_data, test_data, config, device)
+    return result
+
+
+def _batch_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    # A tensor version of metrics.contrastive_accuracy that stays on the device (no sync).
+    z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)  # (2B, d)
+    sim = z @ z.T
+    sim.fill_diagonal_(-float("inf"))
+    n = z1.shape[0]
+    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return (sim.argmax(dim=1) == partner).float().mean()
+
+
+def _progress_bar(config: TrainConfig, start_epoch: int, steps_per_epoch: int):
+    if not config.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
+                desc="SimCLR", unit="step", dynamic_ncols=True)
+
+
+def _knn(encoder: nn.Module, train_data: ImageData, test_data: ImageData, config: TrainConfig,
+         device: torch.device, mean, std) -> float:
+    from crl_helpers.evaluate import extract_embeddings, knn_accuracy
+
+    v_train = extract_embeddings(encoder, train_data.x, device=device, mean=mean, std=std)
+    v_test = extract_embeddings(encoder, test_data.x, device=device, mean=mean, std=std)
+    return knn_accuracy(v_train, train_data.y, v_test, test_data.y, k=config.knn_k,
+                        temperature=config.knn_temperature)
+
+
+def evaluate_run(result: TrainResult, initial_encoder_state: dict, train_data: ImageData, test_data: ImageData,
+                 config: TrainConfig, device: torch.device) -> dict:
+    """kNN of the trained and of the untrained encoder, a linear probe, plots and ``metrics.json``."""
+    from crl_helpers.evaluate import extract_embeddings, knn_accuracy, linear_probe
+
+    mean, std = result.mean, result.std
+    encoder = result.model.encoder
+    t0 = time.perf_counter()
+    v_train = extract_embeddings(encoder, train_data.x, device=device, mean=mean, std=std)  # (N, D)
+    v_test = extract_embeddings(encoder, test_data.x, device=device, mean=mean, std=std)  # (M, D)
+    knn = dict(k=config.knn_k, temperature=config.knn_temperature)
+    metrics = {"knn_acc": knn_accuracy(v_train, train_data.y, v_test, test_data.y, **knn)}
+    random_encoder = build_encoder(config.encoder).to(device)
+    random_encoder.load_state_dict(initial_encoder_state)
+    r_train = extract_embeddings(random_encoder, train_data.x, device=device, mean=mean, std=std)
+    r_test = extract_embeddings(random_encoder, test_data.x, device=device, mean=mean, std=std)
+    metrics["knn_acc_random_init"] = knn_accuracy(r_train, train_data.y, r_test, test_data.y, **knn)
+    probe = linear_probe(encoder, train_data.x, train_data.y, test_data.x, test_data.y, epochs=config.linear_epochs,
+                         device=device, mean=mean, std=std)
+    metrics["linear_acc"] = probe["test_acc"]
+    history = result.history
+    metrics.update(
+        epochs=len(history),
+        train_seconds=sum(r["seconds"] for r in history),
+        images_per_second=(sum(r["images_per_second"] * r["seconds"] for r in history)
+                           / max(sum(r["seconds"] for r in history), 1e-9)),
+        final_loss=history[-1]["loss"] if history else float("nan"),
+        device=str(device),
+        dataset=config.dataset, encoder=config.encoder, n_train=len(train_data), n_test=len(test_data),
+    )
+    if config.out_dir:
+        from crl_helpers.plots import plot_curves, plot_umap
+
+        out = Path(config.out_dir)
+        plot_curves(history, out / "curves.png")
+        if config.umap:
+            plot_umap(v_test, test_data.y, test_data.class_names, out / "umap.png",
+                      title=f"UMAP of test features v ({config.encoder}, kNN acc {metrics['knn_acc']:.2f})",
+                      seed=config.seed)
+        metrics["eval_seconds"] = time.perf_counter() - t0
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    else:
+        metrics["eval_seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+def write_history(history: list[dict], path: str | os.PathLike) -> None:
+    """Write per-epoch rows to CSV (atomically, like the checkpoint)."""
+    path = Path(path)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)

@@ -1,0 +1,748 @@
+"""Pair construction: random augmentations that turn one image into n views (SimCLR, Chen et al. 2020).
+
+SimCLR (Chen, Kornblith, Norouzi, Hinton, "A Simple Framework for Contrastive Learning of Visual
+Representations", ICML 2020, Appendix A) draws two views ``x1, x2`` of every image ``x`` from the same
+stochastic pipeline: random resized crop + horizontal flip, colour jitter (applied with probability 0.8),
+random grayscale (0.2) and Gaussian blur (off for CIFAR-sized images). This module offers that pipeline
+twice:
+
+* :func:`view_transform` / :class:`MultiViewTransform`: the classic per-image torchvision v2 pipeline,
+  run inside a ``DataLoader`` worker on PIL images or ``uint8`` tensors;
+* :func:`augment_batch` / :func:`make_views`: a vectorised version for a whole ``(B, 3, H, W)`` batch on
+  any device, with *independent* random parameters for every sample (torchvision's batched transforms
+  draw one set of parameters per call, which would give every image in a batch the same crop).
+  :func:`sample_view_params` and :func:`apply_view_params` split it into "draw" and "apply" so that the
+  parameters can be inspected, forced in tests, or plotted in a notebook.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torchvision.transforms import v2
+
+__all__ = [
+    "ViewConfig",
+    "ViewParams",
+    "SIMCLR",
+    "CROP_ONLY",
+    "COLOUR_ONLY",
+    "NO_AUGMENTATION",
+    "blur_kernel_size",
+    "view_transform",
+    "MultiViewTransform",
+    "sample_view_params",
+    "apply_view_params",
+    "augment_batch",
+    "make_views",
+]
+
+# ITU-R 601 luma weights exactly as torchvision's rgb_to_grayscale writes them (0.2989, not 0.299), so
+# that the batched path and the per-image path agree to float precision.
+_LUMA = (0.2989, 0.587, 0.114)
+# torchvision's ColorJitter bounds the hue shift to half a turn; 0.2 * s <= 0.5 gives s <= 2.5.
+_MAX_JITTER_STRENGTH = 2.5
+# How many (scale, ratio) candidates RandomResizedCrop tries before falling back to a centre crop.
+_CROP_ATTEMPTS = 10
+
+
+def _pair(value, name: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name}={value!r} must be a pair of numbers, e.g. {name}=(0.2, 1.0)") from err
+    return lo, hi
+
+
+def _triple(value, name: str) -> tuple[float, float, float]:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{name}={value!r} must be three numbers, one per RGB channel") from err
+    if len(out) != 3:
+        raise ValueError(f"{name}={value!r} has {len(out)} entries; give one per RGB channel (3)")
+    return out  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """The SimCLR augmentation pipeline (Chen et al. 2020, Appendix A), scaled for 32x32 images.
+
+    Vary it with ``dataclasses.replace``; the named presets :data:`SIMCLR`, :data:`CROP_ONLY`,
+    :data:`COLOUR_ONLY` and :data:`NO_AUGMENTATION` are the ablation arms of the course.
+
+    Raises:
+        ValueError: a probability outside [0, 1], a crop scale outside (0, 1] or out of order, a negative
+            or too large jitter strength, a non-positive std or sigma; the message names the field.
+        TypeError: a field that should be a pair or triple of numbers is not.
+
+    Example:
+        >>> ViewConfig().image_size
+        32
+        >>> ViewConfig(flip_p=1.5)
+        Traceback (most recent call last):
+        ...
+        ValueError: flip_p=1.5 is a probability; use a value in [0, 1]
+    """
+
+    # Side of the square output view; CIFAR-10/100 are 32x32 and SimCLR trains at the data's resolution.
+    image_size: int = 32
+    # Fraction of the image area a crop covers. The paper uses 0.08 for 224px ImageNet crops; on 32x32
+    # images that leaves ~9x9 pixels, so CIFAR reproductions use 0.2.
+    crop_scale: tuple[float, float] = (0.2, 1.0)
+    # Aspect-ratio range of the crop, the paper's (and torchvision's) default.
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    # Horizontal flip with even odds: natural images are roughly mirror-symmetric.
+    flip_p: float = 0.5
+    # Colour-distortion strength s: brightness = contrast = saturation = 0.8 s, hue = 0.2 s. The paper
+    # uses s = 1.0 on ImageNet and s = 0.5 on CIFAR-10.
+    jitter_strength: float = 0.5
+    # Colour jitter is applied to 80% of views in the paper; the other 20% keep their colours.
+    jitter_p: float = 0.8
+    # A fifth of views lose colour entirely, so the encoder cannot match views by colour histogram alone.
+    grayscale_p: float = 0.2
+    # Blur is off: the paper drops it for CIFAR because 32x32 images are already blurry.
+    blur_p: float = 0.0
+    # Blur sigma range in pixels, the paper's value (used only when blur_p > 0).
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    # Per-channel mean for normalisation; a placeholder, the caller passes the data set's own.
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    # Per-channel std for normalisation; a placeholder that maps [0, 1] to roughly [-2, 2].
+    std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1:
+            raise ValueError(f"image_size={self.image_size!r} must be a positive int, e.g. 32")
+        # Frozen: normalise lists to tuples through object.__setattr__ so configs stay hashable.
+        for name in ("crop_scale", "crop_ratio", "blur_sigma"):
+            object.__setattr__(self, name, _pair(getattr(self, name), name))
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, _triple(getattr(self, name), name))
+        lo, hi = self.crop_scale
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(
+                f"crop_scale={self.crop_scale!r} must satisfy 0 < low <= high <= 1 (fractions of the image area)"
+            )
+        lo, hi = self.crop_ratio
+        if not 0 < lo <= hi:
+            raise ValueError(f"crop_ratio={self.crop_ratio!r} must satisfy 0 < low <= high, e.g. (3/4, 4/3)")
+        for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"{name}={p!r} is a probability; use a value in [0, 1]")
+        if not 0.0 <= self.jitter_strength <= _MAX_JITTER_STRENGTH:
+            raise ValueError(
+                f"jitter_strength={self.jitter_strength!r} must be in [0, {_MAX_JITTER_STRENGTH}] "
+                "(hue = 0.2 * strength may not exceed half a turn); the paper uses 0.5 on CIFAR, 1.0 on ImageNet"
+            )
+        lo, hi = self.blur_sigma
+        if not 0 < lo <= hi:
+            raise ValueError(f"blur_sigma={self.blur_sigma!r} must satisfy 0 < low <= high, e.g. (0.1, 2.0)")
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"std={self.std!r} must be positive per channel; pass the data set's std")
+
+    @property
+    def brightness(self) -> float:
+        """Brightness jitter amplitude, 0.8 s (factor drawn from [max(0, 1 - 0.8 s), 1 + 0.8 s])."""
+        return 0.8 * self.jitter_strength
+
+    @property
+    def contrast(self) -> float:
+        """Contrast jitter amplitude, 0.8 s."""
+        return 0.8 * self.jitter_strength
+
+    @property
+    def saturation(self) -> float:
+        """Saturation jitter amplitude, 0.8 s."""
+        return 0.8 * self.jitter_strength
+
+    @property
+    def hue(self) -> float:
+        """Hue jitter amplitude, 0.2 s (shift drawn from [-0.2 s, 0.2 s] of a full turn)."""
+        return 0.2 * self.jitter_strength
+
+
+#: The paper's CIFAR-10 pipeline: crop + flip, colour jitter (s = 0.5), grayscale, no blur.
+SIMCLR = ViewConfig()
+#: Ablation arm "crop only": random resized crop and flip (the paper counts flip with crop), no colour.
+CROP_ONLY = dataclasses.replace(SIMCLR, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
+#: Ablation arm "colour only": jitter and grayscale on the whole, unflipped image.
+COLOUR_ONLY = dataclasses.replace(SIMCLR, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, blur_p=0.0)
+#: Both views equal the (resized, normalised) input: the "no augmentation" baseline.
+NO_AUGMENTATION = dataclasses.replace(COLOUR_ONLY, jitter_p=0.0, grayscale_p=0.0)
+
+
+def blur_kernel_size(image_size: int) -> int:
+    """Gaussian-blur kernel side: 10% of the image side as in SimCLR, the nearest odd number, at least 3.
+
+    Example:
+        >>> blur_kernel_size(32), blur_kernel_size(96), blur_kernel_size(224)
+        (3, 9, 23)
+    """
+    k = 2 * int(round((0.1 * image_size - 1) / 2)) + 1  # odd, so the kernel has a centre pixel
+    return max(3, k)
+
+
+# --------------------------------------------------------------------------------------------------
+# 1. The classic per-image pipeline (torchvision transforms v2)
+# --------------------------------------------------------------------------------------------------
+
+
+def view_transform(config: ViewConfig = SIMCLR) -> v2.Compose:
+    """The torchvision v2 pipeline that draws ONE view of one image (SimCLR, Chen et al. 2020).
+
+    Args:
+        config: the augmentation settings.
+
+    Returns:
+        A ``Compose`` that maps a PIL image or a ``uint8`` ``(3, H, W)`` tensor to a normalised
+        float32 tensor ``(3, image_size, image_size)``.
+
+    Raises:
+        TypeError: ``config`` is not a :class:`ViewConfig`.
+
+    Example:
+        >>> x = torch.randint(0, 256, (3, 40, 40), dtype=torch.uint8)
+        >>> view_transform(ViewConfig(image_size=24))(x).shape
+        torch.Size([3, 24, 24])
+    """
+    _check_config(config)
+    steps: list = [
+        v2.RandomResizedCrop(config.image_size, scale=config.crop_scale, ratio=config.crop_ratio, antialias=True),
+        v2.RandomHorizontalFlip(p=config.flip_p),
+        v2.RandomApply(
+            [v2.ColorJitter(config.brightness, config.contrast, config.saturation, config.hue)], p=config.jitter_p
+        ),
+        v2.RandomGrayscale(p=config.grayscale_p),
+    ]
+    if config.blur_p > 0:
+        blur = v2.GaussianBlur(blur_kernel_size(config.image_size), sigma=config.blur_sigma)
+        steps.append(v2.RandomApply([blur], p=config.blur_p))
+    steps += [
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(mean=list(config.mean), std=list(config.std)),
+        # A plain tensor, so default_collate and user code never meet the tv_tensors.Image subclass.
+        v2.ToPureTensor(),
+    ]
+    return v2.Compose(steps)
+
+
+class MultiViewTransform:
+    """Turn one image into ``n_views`` independent augmented views (SimCLR, Chen et al. 2020).
+
+    Use it as a data set's ``transform``; every call draws fresh parameters for every view.
+
+    Args:
+        config: the augmentation settings.
+        n_views: views per image; 2 for SimCLR's pairs.
+
+    Raises:
+        ValueError: ``n_views`` is not an int >= 1.
+        TypeError: ``config`` is not a :class:`ViewConfig`.
+
+    Example:
+        >>> views = MultiViewTransform(ViewConfig(), n_views=2)(torch.zeros(3, 32, 32, dtype=torch.uint8))
+        >>> len(views), views[0].shape, views[0].dtype
+        (2, torch.Size([3, 32, 32]), torch.float32)
+    """
+
+    def __init__(self, config: ViewConfig = SIMCLR, n_views: int = 2) -> None:
+        _check_n_views(n_views)
+        self.config = config
+        self.n_views = n_views
+        self.transform = view_transform(config)
+
+    def __call__(self, img) -> list[torch.Tensor]:
+        return [self.transform(img) for _ in range(self.n_views)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(config={self.config!r}, n_views={self.n_views})"
+
+
+# --------------------------------------------------------------------------------------------------
+# 2. Batched per-sample augmentation
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """Per-sample parameters of one batched augmentation; every field has a leading batch dim ``B``.
+
+    The crop box is in input pixels (``top``/``left`` of the box's corner, ``height``/``width`` of its
+    extent; fractional values are allowed and sampled bilinearly). Colour factors follow torchvision's
+    ``adjust_*`` conventions; they take effect only where ``jitter`` is True. ``order`` holds a
+    permutation of (0 brightness, 1 contrast, 2 saturation, 3 hue) per sample, the order in which the
+    jitter ops run, like torchvision's ``ColorJitter``.
+    """
+
+    top: torch.Tensor  # (B,) float32, row of the crop's top edge
+    left: torch.Tensor  # (B,) float32, column of the crop's left edge
+    height: torch.Tensor  # (B,) float32, crop height in input pixels
+    width: torch.Tensor  # (B,) float32, crop width in input pixels
+    flip: torch.Tensor  # (B,) bool, mirror left-right
+    jitter: torch.Tensor  # (B,) bool, apply the colour jitter
+    brightness: torch.Tensor  # (B,) float32, factor >= 0, 1 = unchanged
+    contrast: torch.Tensor  # (B,) float32, factor >= 0, 1 = unchanged
+    saturation: torch.Tensor  # (B,) float32, factor >= 0, 1 = unchanged
+    hue: torch.Tensor  # (B,) float32, shift in turns, in [-0.5, 0.5], 0 = unchanged
+    order: torch.Tensor  # (B, 4) int64, permutation of 0..3
+    grayscale: torch.Tensor  # (B,) bool, convert to 3-channel grayscale
+    blur: torch.Tensor  # (B,) bool, apply the Gaussian blur
+    sigma: torch.Tensor  # (B,) float32, blur sigma in output pixels
+
+    @property
+    def batch_size(self) -> int:
+        """Number of samples ``B``."""
+        return self.top.shape[0]
+
+    def to(self, device: torch.device | str) -> ViewParams:
+        """The same parameters on ``device``."""
+        return ViewParams(**{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)})
+
+    @classmethod
+    def identity(cls, batch_size: int, height: int, width: int) -> ViewParams:
+        """Parameters that change nothing: the whole image, no flip, no colour change, no blur.
+
+        A starting point for forcing known parameters with ``dataclasses.replace``.
+
+        Example:
+            >>> ViewParams.identity(2, 32, 32).width
+            tensor([32., 32.])
+        """
+        zeros = torch.zeros(batch_size)
+        ones = torch.ones(batch_size)
+        off = torch.zeros(batch_size, dtype=torch.bool)
+        return cls(
+            top=zeros.clone(),
+            left=zeros.clone(),
+            height=torch.full((batch_size,), float(height)),
+            width=torch.full((batch_size,), float(width)),
+            flip=off.clone(),
+            jitter=off.clone(),
+            brightness=ones.clone(),
+            contrast=ones.clone(),
+            saturation=ones.clone(),
+            hue=zeros.clone(),
+            order=torch.arange(4).expand(batch_size, 4).clone(),
+            grayscale=off.clone(),
+            blur=off.clone(),
+            sigma=ones.clone(),
+        )
+
+
+def sample_view_params(
+    batch_size: int,
+    config: ViewConfig = SIMCLR,
+    generator: torch.Generator | None = None,
+    *,
+    height: int | None = None,
+    width: int | None = None,
+) -> ViewParams:
+    """Draw independent augmentation parameters for each of ``batch_size`` samples (SimCLR, Chen et al. 2020).
+
+    The crop follows torchvision's ``RandomResizedCrop.get_params`` per sample: area fraction uniform in
+    ``crop_scale``, log aspect ratio uniform in ``log(crop_ratio)``, sides rounded to whole pixels, the
+    first of 10 candidates that fits, else a centre crop; the corner is uniform among whole-pixel
+    positions. Jitter factors are uniform in torchvision's ``ColorJitter`` ranges with a random op order.
+
+    Every draw is a fixed-size ``torch.rand`` on the generator's device (the CPU when ``generator`` is
+    None, using the global RNG), so one seed gives the same parameters whatever the values.
+
+    Args:
+        batch_size: number of samples ``B``.
+        config: the augmentation settings.
+        generator: source of randomness; None uses torch's global CPU generator.
+        height, width: input image size the crop boxes refer to; default ``config.image_size``.
+
+    Returns:
+        A :class:`ViewParams` on the generator's device.
+
+    Raises:
+        ValueError: ``batch_size``, ``height`` or ``width`` is not a positive int.
+
+    Example:
+        >>> params = sample_view_params(4, ViewConfig(), torch.Generator().manual_seed(0))
+        >>> params.batch_size, params.order.shape
+        (4, torch.Size([4, 4]))
+    """
+    _check_config(config)
+    height = config.image_size if height is None else height
+    width = config.image_size if width is None else width
+    for name, value in (("batch_size", batch_size), ("height", height), ("width", width)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}={value!r} must be a positive int")
+    device = generator.device if generator is not None else torch.device("cpu")
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=generator, device=device)
+
+    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
+        return lo + (hi - lo) * rand(*shape)
+
+    # Random resized crop, RandomResizedCrop's retry loop vectorised over candidates.
+    area = float(height * width)
+    log_lo, log_hi = math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1])
+    target_area = area * uniform(*config.crop_scale, batch_size, _CROP_ATTEMPTS)  # (B, 10)
+    aspect = torch.exp(uniform(log_lo, log_hi, batch_size, _CROP_ATTEMPTS))  # (B, 10)
+    cand_w = torch.round(torch.sqrt(target_area * aspect))  # (B, 10)
+    cand_h = torch.round(torch.sqrt(target_area / aspect))  # (B, 10)
+    fits = (cand_w > 0) & (cand_w <= width) & (cand_h > 0) & (cand_h <= height)  # (B, 10)
+    first = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # (B, 1): first fitting candidate, 0 if none
+    any_fits = fits.any(dim=1)  # (B,)
+    fallback_h, fallback_w = _centre_crop_size(height, width, config.crop_ratio)
+    crop_w = torch.where(any_fits, cand_w.gather(1, first).squeeze(1), float(fallback_w))  # (B,)
+    crop_h = torch.where(any_fits, cand_h.gather(1, first).squeeze(1), float(fallback_h))  # (B,)
+    # torch.randint(0, H - h + 1) per sample: floor of a uniform over the H - h + 1 whole positions.
+    top = torch.floor(rand(batch_size) * (height - crop_h + 1)).clamp_(max=height - crop_h)
+    left = torch.floor(rand(batch_size) * (width - crop_w + 1)).clamp_(max=width - crop_w)
+    top = torch.where(any_fits, top, float((height - fallback_h) // 2))
+    left = torch.where(any_fits, left, float((width - fallback_w) // 2))
+
+    flip = rand(batch_size) < config.flip_p
+
+    # ColorJitter's ranges: factors in [max(0, 1 - a), 1 + a], hue shift in [-h, h].
+    jitter = rand(batch_size) < config.jitter_p
+    brightness = uniform(max(0.0, 1 - config.brightness), 1 + config.brightness, batch_size)
+    contrast = uniform(max(0.0, 1 - config.contrast), 1 + config.contrast, batch_size)
+    saturation = uniform(max(0.0, 1 - config.saturation), 1 + config.saturation, batch_size)
+    hue = uniform(-config.hue, config.hue, batch_size)
+    order = torch.argsort(rand(batch_size, 4), dim=1)  # (B, 4): a uniform random permutation per row
+
+    grayscale = rand(batch_size) < config.grayscale_p
+    blur = rand(batch_size) < config.blur_p
+    sigma = uniform(*config.blur_sigma, batch_size)
+    return ViewParams(
+        top=top,
+        left=left,
+        height=crop_h,
+        width=crop_w,
+        flip=flip,
+        jitter=jitter,
+        brightness=brightness,
+        contrast=contrast,
+        saturation=saturation,
+        hue=hue,
+        order=order,
+        grayscale=grayscale,
+        blur=blur,
+        sigma=sigma,
+    )
+
+
+def apply_view_params(x: torch.Tensor, params: ViewParams, config: ViewConfig = SIMCLR) -> torch.Tensor:
+    """Apply per-sample augmentation parameters to a batch, fully vectorised (SimCLR, Chen et al. 2020).
+
+    Pipeline, in the order of :func:`view_transform`: crop + flip as one per-sample affine warp
+    (``affine_grid`` + bilinear ``grid_sample``, edge pixels repeated outside the image); colour jitter
+    with each sample's own op order (each op clamps to [0, 1], contrast blends towards the sample's mean
+    gray, hue rotates in HSV like torchvision's ``adjust_hue``); grayscale (torchvision's luma weights);
+    Gaussian blur via a grouped separable convolution with reflect padding; normalisation.
+
+    ``config`` supplies ``image_size``, ``mean``/``std`` and the blur kernel size. A stage whose
+    probability in ``config`` is 0 (or jitter with strength 0) is skipped whole, so the ablation presets
+    pay nothing for the stages they turn off; otherwise ``params`` decide per sample, without host syncs.
+
+    Downscaling crops (input larger than ``image_size``) are sampled without antialiasing, unlike the
+    per-image path; for 32x32 CIFAR crops the warp only ever upsamples.
+
+    Args:
+        x: images ``(B, 3, H, W)``, ``uint8`` in [0, 255] or floating in [0, 1], on any device.
+        params: from :func:`sample_view_params` with the same ``B`` (moved to ``x.device`` here).
+        config: the augmentation settings.
+
+    Returns:
+        Normalised float32 views ``(B, 3, image_size, image_size)`` on ``x.device``.
+
+    Raises:
+        TypeError: ``x`` is not a tensor, or its dtype is neither ``uint8`` nor floating.
+        ValueError: ``x`` is not 4-D with 3 channels, or ``params`` has another batch size.
+
+    Example:
+        >>> x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+        >>> config = dataclasses.replace(NO_AUGMENTATION, mean=(0, 0, 0), std=(1, 1, 1))
+        >>> out = apply_view_params(x, ViewParams.identity(2, 32, 32), config)
+        >>> torch.allclose(out, x / 255, atol=1e-5)
+        True
+    """
+    x = _check_images(x)
+    _check_config(config)
+    if params.batch_size != x.shape[0]:
+        raise ValueError(
+            f"params has batch_size={params.batch_size} but x has shape {tuple(x.shape)}; "
+            "sample the parameters with sample_view_params(x.shape[0], ...)"
+        )
+    params = params.to(x.device)
+    x = x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)  # (B, 3, H, W) in [0, 1]
+    x = _crop_and_flip(x, params, config.image_size)  # (B, 3, S, S)
+    if config.jitter_p > 0 and config.jitter_strength > 0:
+        x = _colour_jitter(x, params)
+    if config.grayscale_p > 0:
+        x = torch.where(params.grayscale[:, None, None, None], _gray(x).expand_as(x), x)
+    if config.blur_p > 0:
+        x = _gaussian_blur(x, params, blur_kernel_size(config.image_size))
+    mean = torch.tensor(config.mean, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(config.std, device=x.device).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)  # x is this function's own buffer by now (the warp allocated it)
+
+
+def augment_batch(
+    x: torch.Tensor, config: ViewConfig = SIMCLR, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One augmented view of every image in a batch, each with its own random parameters (SimCLR).
+
+    Same as ``apply_view_params(x, sample_view_params(B, config, generator, height=H, width=W), config)``.
+    Parameters are drawn on the generator's device and moved to ``x.device``, so a CPU generator with a
+    fixed seed gives the same views on CPU and GPU (up to kernel rounding).
+
+    Args:
+        x: images ``(B, 3, H, W)``, ``uint8`` in [0, 255] or floating in [0, 1], on any device.
+        config: the augmentation settings.
+        generator: source of randomness; None uses torch's global CPU generator.
+
+    Returns:
+        Normalised float32 views ``(B, 3, image_size, image_size)`` on ``x.device``.
+
+    Raises:
+        TypeError: ``x`` is not a tensor, or its dtype is neither ``uint8`` nor floating.
+        ValueError: ``x`` is not 4-D with 3 channels.
+
+    Example:
+        >>> x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+        >>> x1 = augment_batch(x, ViewConfig(), torch.Generator().manual_seed(0))
+        >>> x1.shape, x1.dtype
+        (torch.Size([8, 3, 32, 32]), torch.float32)
+        >>> torch.equal(x1, augment_batch(x, ViewConfig(), torch.Generator().manual_seed(0)))
+        True
+    """
+    x = _check_images(x)
+    batch_size, _, height, width = x.shape
+    params = sample_view_params(batch_size, config, generator, height=height, width=width)
+    return apply_view_params(x, params, config)
+
+
+def make_views(
+    x: torch.Tensor, config: ViewConfig = SIMCLR, n_views: int = 2, generator: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """``n_views`` independent augmented views of a batch: ``[x1, x2, ...]`` for SimCLR (Chen et al. 2020).
+
+    Args:
+        x: images ``(B, 3, H, W)``, ``uint8`` in [0, 255] or floating in [0, 1], on any device.
+        config: the augmentation settings.
+        n_views: how many views; 2 for SimCLR's pairs.
+        generator: source of randomness; None uses torch's global CPU generator.
+
+    Returns:
+        A list of ``n_views`` tensors ``(B, 3, image_size, image_size)``, float32 on ``x.device``.
+
+    Raises:
+        ValueError: ``n_views`` is not an int >= 1, or ``x`` is not 4-D with 3 channels.
+        TypeError: ``x`` is not a uint8 or floating tensor.
+
+    Example:
+        >>> x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+        >>> x1, x2 = make_views(x, ViewConfig(), generator=torch.Generator().manual_seed(0))
+        >>> x1.shape == x2.shape, torch.equal(x1, x2)
+        (True, False)
+    """
+    _check_n_views(n_views)
+    return [augment_batch(x, config, generator) for _ in range(n_views)]
+
+
+# --------------------------------------------------------------------------------------------------
+# Private helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _check_config(config) -> None:
+    if not isinstance(config, ViewConfig):
+        raise TypeError(f"config={config!r} must be a ViewConfig; build one with ViewConfig(...)")
+
+
+def _check_n_views(n_views) -> None:
+    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
+        raise ValueError(f"n_views={n_views!r} must be an int >= 1; SimCLR uses 2")
+
+
+def _check_images(x) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a torch.Tensor of images (B, 3, H, W), got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)} but must be a batch (B, 3, H, W); "
+            "for one image (3, H, W) use x.unsqueeze(0)"
+        )
+    if x.shape[1] != 3:
+        raise ValueError(
+            f"x has shape {tuple(x.shape)} with {x.shape[1]} channels but must be RGB (B, 3, H, W); "
+            "for grayscale images use x.expand(-1, 3, -1, -1)"
+        )
+    if x.dtype != torch.uint8 and not x.is_floating_point():
+        raise TypeError(f"x has dtype {x.dtype}; pass uint8 in [0, 255] or floating point in [0, 1]")
+    return x
+
+
+def _centre_crop_size(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    """RandomResizedCrop's fallback box: the largest centred crop whose ratio is within range."""
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w = width
+        h = int(round(w / min(ratio)))
+    elif in_ratio > max(ratio):
+        h = height
+        w = int(round(h * max(ratio)))
+    else:
+        w, h = width, height
+    return h, w
+
+
+def _resample_weights(start: torch.Tensor, extent: torch.Tensor, flip: torch.Tensor | None, size: int,
+                      length: int) -> torch.Tensor:
+    """Per-sample matrix ``(B, size, length)`` that resizes the span ``[start, start + extent)`` to ``size``.
+
+    Row k holds the weights of torchvision's (PIL-style) antialiased bilinear resize: a triangle filter
+    centred on output pixel k, as wide as the zoom when shrinking and one pixel when enlarging,
+    restricted to the input pixels inside the span and normalised. When enlarging this is plain
+    bilinear interpolation with edge pixels repeated, i.e. exactly ``resized_crop``.
+    """
+    step = extent / size  # (B,) input pixels per output pixel
+    k = torch.arange(size, device=start.device, dtype=start.dtype)  # (size,)
+    k = k.expand(start.shape[0], size)  # (B, size)
+    if flip is not None:
+        k = torch.where(flip[:, None], size - 1 - k, k)  # a mirrored view reads its columns backwards
+    centre = start[:, None] + (k + 0.5) * step[:, None]  # (B, size), in pixel-edge coordinates
+    support = step.clamp(min=1.0)[:, None, None]  # (B, 1, 1)
+    j = torch.arange(length, device=start.device, dtype=start.dtype) + 0.5  # (length,) input pixel centres
+    weights = (1 - (j - centre[..., None]).abs() / support).clamp_(min=0)  # (B, size, length)
+    inside = (j >= torch.floor(start)[:, None, None]) & (j <= torch.ceil(start + extent)[:, None, None])
+    weights = weights * inside
+    # Rows whose filter misses every pixel (a box entirely outside the image) fall back to 0, not NaN.
+    return weights / weights.sum(dim=-1, keepdim=True).clamp_(min=1e-12)
+
+
+def _crop_and_flip(x: torch.Tensor, params: ViewParams, size: int) -> torch.Tensor:
+    """Resize each sample's crop box to ``size x size``, mirrored where ``flip``, as two batched matmuls.
+
+    A crop-and-resize without rotation is separable: ``out = Wy @ x @ Wx^T`` with one small resampling
+    matrix per sample and axis. This is the same bilinear warp that ``affine_grid`` + ``grid_sample``
+    would do, but it reads only pixels inside the box and antialiases when shrinking, so it matches
+    torchvision's ``resized_crop(..., antialias=True)``, and it is cheaper than building a sampling grid.
+    """
+    height, width = x.shape[-2:]
+    rows = _resample_weights(params.top, params.height, None, size, height)  # (B, S, H)
+    cols = _resample_weights(params.left, params.width, params.flip, size, width)  # (B, S, W)
+    batch_size, channels = x.shape[:2]
+    x = torch.bmm(x.reshape(batch_size, channels * height, width), cols.transpose(1, 2))  # (B, 3H, S)
+    return torch.matmul(rows[:, None], x.view(batch_size, channels, height, size))  # (B, 3, S, S)
+
+
+def _gray(x: torch.Tensor) -> torch.Tensor:
+    """Luma of float RGB images ``(B, 3, H, W) -> (B, 1, H, W)``, torchvision's weights and op order."""
+    r, g, b = x.unbind(dim=1)
+    return r.mul(_LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze(1)  # (B, 1, H, W)
+
+
+def _colour_jitter(x: torch.Tensor, params: ViewParams) -> torch.Tensor:
+    """ColorJitter with per-sample factors and per-sample op order, vectorised.
+
+    Brightness, contrast and saturation are all blends ``f x + (1 - f) y`` (y = 0, the mean gray, the
+    gray image), so each of the 4 positions in a sample's order is either one blend or the hue rotation.
+    Splitting every order at the hue op gives up to 3 blends before hue, hue once, up to 3 blends after:
+    6 batched blends (factor 1, an exact no-op, where a slot is unused) and a single HSV round trip.
+    """
+    batch_size = x.shape[0]
+    order = params.order  # (B, 4)
+    is_hue = order == 3  # (B, 4)
+    hue_position = is_hue.to(torch.int8).argmax(dim=1)  # (B,)
+    # Stable sort of position keys that push the hue op last: the 3 blend ops in the sample's order.
+    positions = torch.arange(4, device=x.device).expand(batch_size, 4)
+    keys = torch.where(is_hue, 4, positions)
+    blend_ops = order.gather(1, torch.argsort(keys, dim=1)[:, :3])  # (B, 3), values in {0, 1, 2}
+    factors = torch.stack([params.brightness, params.contrast, params.saturation], dim=1)  # (B, 3)
+    blend_factors = factors.gather(1, blend_ops)  # (B, 3)
+
+    for slot in range(3):  # blends that come before the hue op
+        active = params.jitter & (slot < hue_position)
+        x = _blend_slot(x, blend_ops[:, slot], blend_factors[:, slot], active)
+    hued = _adjust_hue(x, params.hue)
+    x = torch.where(params.jitter[:, None, None, None], hued, x)
+    for slot in range(3):  # blends that come after it
+        active = params.jitter & (slot >= hue_position)
+        x = _blend_slot(x, blend_ops[:, slot], blend_factors[:, slot], active)
+    return x
+
+
+def _blend_slot(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """One brightness (op 0) / contrast (1) / saturation (2) blend per sample, a no-op where not active.
+
+    All three are torchvision's ``_blend``: ``x * f + y * (1 - f)``, clamped, with ``y`` = 0, the mean
+    gray, or the gray image; written as ``x * f + (gray * a + c)`` with per-sample ``a`` and ``c`` so that
+    one batched expression serves every op. ``f = 1`` (inactive) gives ``x * 1 + 0``, exactly ``x``.
+    """
+    batch_size = x.shape[0]
+    f = torch.where(active, factor, 1.0)  # (B,)
+    gray = _gray(x)  # (B, 1, H, W)
+    mean_gray = gray.mean(dim=(-3, -2, -1))  # (B,)
+    gray_weight = torch.where(op == 2, 1 - f, 0.0).view(batch_size, 1, 1, 1)
+    offset = torch.where(op == 1, (1 - f) * mean_gray, 0.0).view(batch_size, 1, 1, 1)
+    target = gray.mul_(gray_weight).add_(offset)  # (B, 1, H, W)
+    return torch.addcmul(target, x, f.view(batch_size, 1, 1, 1)).clamp_(0.0, 1.0)  # (B, 3, H, W)
+
+
+# Pure hue -> RGB as triangle waves of the hue in sixths of a turn, h6 in [0, 6):
+# channel = clamp(slope * |h6 - centre| + offset, 0, 1); red peaks at 0, green at 2, blue at 4.
+_HUE_SLOPE = (1.0, -1.0, -1.0)
+_HUE_CENTRE = (3.0, 2.0, 4.0)
+_HUE_OFFSET = (-1.0, 2.0, 2.0)
+
+
+def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate hue by ``shift[b]`` turns per sample, torchvision's ``adjust_hue`` (RGB -> HSV -> RGB).
+
+    HSV keeps max (value) and max - min (chroma, = value * saturation) and moves only the hue, so the
+    result is ``min + chroma * pure(h)`` with ``pure`` the fully saturated colour of the new hue: the
+    same numbers as torchvision's six-sector table, in fewer whole-tensor ops.
+    """
+    batch_size = x.shape[0]
+    r, g, b = x.unbind(dim=1)
+    maxc = torch.maximum(torch.maximum(r, g), b)  # (B, H, W)
+    minc = torch.minimum(torch.minimum(r, g), b)  # (B, H, W)
+    chroma = maxc - minc  # (B, H, W)
+    # Gray pixels (chroma 0) have no hue; dividing by 1 there avoids NaN, and chroma 0 zeroes it out.
+    inv_chroma = torch.where(chroma == 0, 1.0, chroma).reciprocal_()
+    hue6 = torch.where(
+        maxc == r,
+        (g - b).mul_(inv_chroma),
+        torch.where(maxc == g, (b - r).mul_(inv_chroma).add_(2.0), (r - g).mul_(inv_chroma).add_(4.0)),
+    )  # (B, H, W), hue in sixths of a turn, in [-1, 5)
+    hue6 = hue6.add_((6.0 * shift).view(batch_size, 1, 1)).remainder_(6.0)  # (B, H, W) in [0, 6)
+
+    def per_channel(values: tuple[float, float, float]) -> torch.Tensor:
+        return torch.tensor(values, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+
+    pure = (hue6.unsqueeze(1) - per_channel(_HUE_CENTRE)).abs_()  # (B, 3, H, W)
+    pure = pure.mul_(per_channel(_HUE_SLOPE)).add_(per_channel(_HUE_OFFSET)).clamp_(0.0, 1.0)
+    return torch.addcmul(minc.unsqueeze(1), chroma.unsqueeze(1), pure).clamp_(0.0, 1.0)  # (B, 3, H, W)
+
+
+def _gaussian_blur(x: torch.Tensor, params: ViewParams, kernel_size: int) -> torch.Tensor:
+    """Per-sample Gaussian blur: a separable kernel per sample, applied as a grouped convolution."""
+    batch_size, channels, height, width = x.shape
+    half = (kernel_size - 1) / 2
+    offsets = torch.arange(kernel_size, device=x.device, dtype=x.dtype) - half  # (k,)
+    kernel = torch.exp(-0.5 * (offsets / params.sigma[:, None]) ** 2)  # (B, k)
+    kernel = kernel / kernel.sum(dim=1, keepdim=True)
+    # A unit impulse leaves unblurred samples exactly unchanged.
+    impulse = (offsets == 0).to(x.dtype).expand_as(kernel)
+    kernel = torch.where(params.blur[:, None], kernel, impulse)  # (B, k)
+    kernel = kernel.repeat_interleave(channels, dim=0)  # (B*3, k): one filter per (sample, channel)
+    pad = kernel_size // 2
+    x = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (B, 3, H + 2p, W + 2p)
+    x = x.reshape(1, batch_size * channels, height + 2 * pad, width + 2 * pad)  # (1, B*3, H + 2p, W + 2p)
+    groups = batch_size * channels
+    x = F.conv2d(x, kernel.view(groups, 1, kernel_size, 1), groups=groups)  # (1, B*3, H, W + 2p)
+    x = F.conv2d(x, kernel.view(groups, 1, 1, kernel_size), groups=groups)  # (1, B*3, H, W)
+    return x.view(batch_size, channels, height, width)

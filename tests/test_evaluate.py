@@ -1,0 +1,361 @@
+"""Tests for crl_helpers.evaluate against independent oracles: loops in float64, closed forms, toy tasks."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import crl_helpers.evaluate as evaluate
+from crl_helpers.evaluate import extract_embeddings, fine_tune, knn_accuracy, knn_predict, linear_probe
+from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
+
+
+def _state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: tensor.detach().clone() for name, tensor in module.state_dict().items()}
+
+
+def _assert_same_state(module: nn.Module, before: dict[str, torch.Tensor]) -> None:
+    after = module.state_dict()
+    assert after.keys() == before.keys()
+    for name, tensor in before.items():
+        assert torch.equal(after[name], tensor), name
+
+
+# ------------------------------------------------------------------- oracle
+def knn_oracle(train_v, train_y, test_v, k, temperature, weighting):
+    """Brute force, straight from InstDisc: a Python loop over test points, float64, sorted similarities."""
+    train = [[float(a) for a in row] for row in train_v.double()]
+    labels = [int(a) for a in train_y]
+    preds = []
+    for row in test_v.double():
+        q = [float(a) for a in row]
+        qn = math.sqrt(sum(a * a for a in q))
+        sims = []
+        for j, t in enumerate(train):
+            tn = math.sqrt(sum(a * a for a in t))
+            sims.append((sum(a * b for a, b in zip(q, t)) / (qn * tn), j))
+        sims.sort(key=lambda pair: -pair[0])
+        votes = {}
+        for sim, j in sims[: min(k, len(train))]:
+            weight = math.exp(sim / temperature) if weighting == "exp" else 1.0
+            votes[labels[j]] = votes.get(labels[j], 0.0) + weight
+        best = max(votes.values())
+        preds.append(min(c for c, total in votes.items() if total == best))  # ties: smallest label
+    return torch.tensor(preds)
+
+
+# ---------------------------------------------------------------------- kNN
+@pytest.mark.parametrize("weighting", ["exp", "majority"])
+@pytest.mark.parametrize("k", [1, 5, 16])
+def test_knn_matches_brute_force_loop(weighting, k):
+    g = torch.Generator().manual_seed(k)
+    train_v, test_v = torch.randn(60, 8, generator=g), torch.randn(25, 8, generator=g)
+    train_y = torch.randint(0, 4, (60,), generator=g)
+    expected = knn_oracle(train_v, train_y, test_v, k, 0.1, weighting)
+    got = knn_predict(train_v, train_y, test_v, k=k, temperature=0.1, weighting=weighting, chunk=7)  # 4 chunks
+    assert got.dtype == torch.int64
+    assert torch.equal(got, expected)
+
+
+def test_knn_small_temperature_stays_finite_and_matches_loop():
+    # exp(1 / 0.01) = e^100 overflows float32: the implementation must still agree with the float64 loop.
+    g = torch.Generator().manual_seed(1)
+    train_v, test_v = torch.randn(40, 6, generator=g), torch.randn(15, 6, generator=g)
+    train_y = torch.randint(0, 3, (40,), generator=g)
+    expected = knn_oracle(train_v, train_y, test_v, 10, 0.01, "exp")
+    assert torch.equal(knn_predict(train_v, train_y, test_v, k=10, temperature=0.01), expected)
+
+
+def test_knn_two_separated_clusters_is_perfect():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.tensor([[5.0, 0.0, 0.0], [0.0, 5.0, 0.0]])
+    train_y, test_y = torch.arange(40) % 2, torch.arange(30) % 2
+    train_v = centres[train_y] + 0.3 * torch.randn(40, 3, generator=g)
+    test_v = centres[test_y] + 0.3 * torch.randn(30, 3, generator=g)
+    for weighting in ("exp", "majority"):
+        assert knn_accuracy(train_v, train_y, test_v, test_y, k=5, weighting=weighting) == 1.0
+
+
+def test_knn_k_larger_than_train_set_lets_every_point_vote():
+    g = torch.Generator().manual_seed(0)
+    train_v, test_v = torch.randn(10, 4, generator=g), torch.randn(6, 4, generator=g)
+    train_y = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1, 1, 1])
+    # Every training point votes once: the majority class of the training set wins everywhere.
+    assert torch.equal(knn_predict(train_v, train_y, test_v, k=1000, weighting="majority"), torch.ones(6, dtype=torch.long))
+    assert torch.equal(
+        knn_predict(train_v, train_y, test_v, k=1000), knn_oracle(train_v, train_y, test_v, 10, 0.1, "exp")
+    )
+
+
+def test_knn_uses_cosine_similarity_so_feature_scale_does_not_matter():
+    train_v = torch.tensor([[0.2, 0.0], [0.0, 3.0]])
+    train_y = torch.tensor([0, 1])
+    # (3, 2) is nearer (0, 3) in Euclidean distance (3.16 vs 3.44) but nearer (0.2, 0) in angle.
+    test_v = torch.tensor([[3.0, 2.0], [0.1, 0.2]])
+    assert knn_predict(train_v, train_y, test_v, k=1).tolist() == [0, 1]
+    assert knn_predict(train_v * 100, train_y, test_v * 0.01, k=1).tolist() == [0, 1]
+
+
+def test_knn_n_classes_and_votes_for_unseen_labels():
+    train_v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    preds = knn_predict(train_v, torch.tensor([2, 5]), torch.tensor([[0.0, 1.0]]), k=1, n_classes=8)
+    assert preds.tolist() == [5]
+
+
+@pytest.mark.parametrize("kwargs, error, word", [
+    ({"k": 0}, ValueError, "k=0"),
+    ({"k": 2.5}, TypeError, "k=2.5"),
+    ({"temperature": 0.0}, ValueError, "temperature"),
+    ({"weighting": "softmax"}, ValueError, "weighting"),
+    ({"chunk": 0}, ValueError, "chunk"),
+    ({"n_classes": 2}, ValueError, "n_classes"),
+])
+def test_knn_validates_arguments(kwargs, error, word):
+    train_v, train_y = torch.randn(5, 3), torch.tensor([0, 1, 2, 2, 1])
+    with pytest.raises(error, match=word):
+        knn_predict(train_v, train_y, torch.randn(2, 3), **kwargs)
+
+
+def test_knn_validates_shapes_and_dtypes():
+    train_v, train_y = torch.randn(5, 3), torch.tensor([0, 1, 2, 2, 1])
+    with pytest.raises(ValueError, match="d=4"):
+        knn_predict(train_v, train_y, torch.randn(2, 4))
+    with pytest.raises(ValueError, match="train_y"):
+        knn_predict(train_v, train_y[:4], torch.randn(2, 3))
+    with pytest.raises(TypeError, match="integers"):
+        knn_predict(train_v, train_y.float(), torch.randn(2, 3))
+    with pytest.raises(ValueError, match="test_y"):
+        knn_accuracy(train_v, train_y, torch.randn(2, 3), torch.tensor([0, 1, 1]))
+
+
+# --------------------------------------------------------------- embeddings
+def test_extract_embeddings_normalises_uint8_in_batches():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (10, 3, 2, 2), dtype=torch.uint8, generator=g)
+    mean, std = (0.1, 0.2, 0.3), (0.5, 0.25, 2.0)
+    got = extract_embeddings(nn.Flatten(), x, batch_size=3, mean=mean, std=std)
+    expected = torch.empty(10, 12, dtype=torch.float64)
+    for n in range(10):
+        for c in range(3):
+            for i in range(2):
+                for j in range(2):
+                    expected[n, c * 4 + i * 2 + j] = (int(x[n, c, i, j]) / 255 - mean[c]) / std[c]
+    assert got.dtype == torch.float32 and got.device.type == "cpu"
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_extract_embeddings_passes_float_input_through():
+    x = torch.randn(5, 3, 2, 2)
+    torch.testing.assert_close(extract_embeddings(nn.Flatten(), x, batch_size=2), x.flatten(1), rtol=0, atol=0)
+
+
+def test_extract_embeddings_v_and_z_of_a_simclr_model_in_eval_mode_then_restores_train_mode():
+    torch.manual_seed(0)
+    model = SimCLRModel(SmallConvNet(width=4, feature_dim=16), ProjectionHead(16, hidden_dim=8, out_dim=5))
+    x = torch.randn(6, 3, 16, 16)
+    before = _state(model)
+    v = extract_embeddings(model, x, batch_size=4, which="v")
+    z = extract_embeddings(model, x, batch_size=4, which="z")
+    assert model.training  # restored
+    _assert_same_state(model, before)  # eval mode: BatchNorm running statistics untouched
+    model.eval()
+    with torch.no_grad():
+        v_ref, z_ref = model(x)
+    torch.testing.assert_close(v, v_ref)
+    torch.testing.assert_close(z, z_ref)
+    assert z.shape == (6, 5) and v.shape == (6, 16)
+
+
+def test_extract_embeddings_refuses_z_from_a_plain_encoder_and_bad_which():
+    with pytest.raises(ValueError, match="SimCLRModel"):
+        extract_embeddings(SmallConvNet(width=4), torch.randn(2, 3, 8, 8), which="z")
+    with pytest.raises(ValueError, match="which='h'"):
+        extract_embeddings(SmallConvNet(width=4), torch.randn(2, 3, 8, 8), which="h")
+
+
+@pytest.mark.parametrize("x, error", [
+    (torch.randn(3, 8, 8), ValueError),
+    (torch.zeros(2, 3, 4, 4, dtype=torch.int32), TypeError),
+    (torch.randn(0, 3, 4, 4), ValueError),
+    ([[1.0]], TypeError),
+])
+def test_extract_embeddings_validates_images(x, error):
+    with pytest.raises(error, match="x"):
+        extract_embeddings(nn.Flatten(), x)
+
+
+def test_extract_embeddings_progress_bar_only_when_asked(capsys):
+    extract_embeddings(nn.Flatten(), torch.randn(4, 1, 2, 2), batch_size=1)
+    assert "embeddings" not in capsys.readouterr().err
+    extract_embeddings(nn.Flatten(), torch.randn(4, 1, 2, 2), batch_size=1, progress=True)
+    assert "embeddings" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------- linear probe
+class IdentityLikeEncoder(nn.Module):
+    """Flatten, then a frozen-by-protocol identity linear map and a BatchNorm whose buffers must not move."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.linear = nn.Linear(dim, dim)
+        with torch.no_grad():
+            self.linear.weight.copy_(torch.eye(dim))
+            self.linear.bias.zero_()
+        self.norm = nn.BatchNorm1d(dim)
+        self.feature_dim = dim
+
+    def forward(self, x):
+        return self.norm(self.linear(x.flatten(1)))
+
+
+def _separable(n: int, seed: int):
+    """Images (n, 1, 2, 4) whose flattened pixels are linearly separable by a fixed hyperplane, with a margin."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.tensor([1.0, -2.0, 0.5, 1.5, -1.0, 0.0, 2.0, -0.5])
+    x = torch.randn(n, 8, generator=g)
+    x = x + (0.5 * torch.sign(x @ w))[:, None] * w / w.norm()  # push points away from the boundary
+    return x.view(n, 1, 2, 4), (x @ w > 0).long()
+
+
+def test_linear_probe_on_separable_features_and_encoder_stays_frozen():
+    x_train, y_train = _separable(200, seed=0)
+    x_test, y_test = _separable(100, seed=1)
+    encoder = IdentityLikeEncoder(8)  # left in train mode on purpose
+    before = _state(encoder)
+    result = linear_probe(encoder, x_train, y_train, x_test, y_test, epochs=30, lr=1e-2, batch_size=64)
+    assert result["test_acc"] >= 0.95 and result["train_acc"] >= 0.95
+    assert len(result["history"]) == 30 and result["history"][-1]["loss"] < result["history"][0]["loss"]
+    _assert_same_state(encoder, before)  # bit-identical, BatchNorm running statistics included
+    assert encoder.training
+
+
+class SneakyEncoder(IdentityLikeEncoder):
+    """Updates its own weights inside forward, as a buggy EMA / 'online' layer would."""
+
+    def forward(self, x):
+        with torch.no_grad():
+            self.linear.weight.add_(1e-3)
+        return super().forward(x)
+
+
+def test_linear_probe_raises_when_the_encoder_changes_itself():
+    x, y = _separable(20, seed=0)
+    with pytest.raises(RuntimeError, match="linear.weight"):
+        linear_probe(SneakyEncoder(8), x, y, x, y, epochs=1)
+
+
+def test_linear_probe_raises_when_features_are_extracted_in_train_mode(monkeypatch):
+    """A regression in extract_embeddings (forgetting eval mode) moves BatchNorm statistics: the probe must notice."""
+
+    def extract_in_train_mode(model, x, **kwargs):
+        model.train()
+        with torch.no_grad():
+            return model(x.float())
+
+    monkeypatch.setattr(evaluate, "extract_embeddings", extract_in_train_mode)
+    x, y = _separable(20, seed=0)
+    with pytest.raises(RuntimeError, match="running_mean"):
+        linear_probe(IdentityLikeEncoder(8), x, y, x, y, epochs=1)
+
+
+def test_linear_probe_is_reproducible_with_a_seed():
+    x, y = _separable(40, seed=0)
+    first = linear_probe(IdentityLikeEncoder(8), x, y, x, y, epochs=3, seed=7)
+    second = linear_probe(IdentityLikeEncoder(8), x, y, x, y, epochs=3, seed=7)
+    assert first["history"] == second["history"]
+
+
+def test_linear_probe_validates_inputs():
+    x, y = _separable(10, seed=0)
+    with pytest.raises(ValueError, match="epochs"):
+        linear_probe(IdentityLikeEncoder(8), x, y, x, y, epochs=0)
+    with pytest.raises(ValueError, match="y_test"):
+        linear_probe(IdentityLikeEncoder(8), x, y, x, y[:5])
+    with pytest.raises(ValueError, match="x_test"):
+        linear_probe(IdentityLikeEncoder(8), x, y, x.view(10, 1, 4, 2), y)
+
+
+# -------------------------------------------------------------- fine-tuning
+def _colour_task(n: int, seed: int):
+    """uint8 images (n, 3, 8, 8): class 0 is reddish, class 1 greenish, under heavy pixel noise."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % 2
+    base = torch.where(y[:, None] == 0, torch.tensor([150.0, 100.0, 120.0]), torch.tensor([100.0, 150.0, 120.0]))
+    x = base[:, :, None, None] + 40 * torch.randn(n, 3, 8, 8, generator=g)
+    return x.clamp(0, 255).to(torch.uint8), y
+
+
+def test_fine_tune_learns_an_easy_task_and_leaves_the_callers_encoder_alone():
+    torch.manual_seed(0)
+    encoder = SmallConvNet(width=4, feature_dim=8)
+    encoder.features[0].requires_grad_(False)  # the caller's flags must survive too
+    before = _state(encoder)
+    x_train, y_train = _colour_task(128, seed=0)
+    x_test, y_test = _colour_task(64, seed=1)
+    result = fine_tune(encoder, x_train, y_train, x_test, y_test, epochs=4, lr=1e-2, batch_size=32)
+    history = result["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4]
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert result["test_acc"] >= 0.9 and result["train_acc"] >= 0.9
+    _assert_same_state(encoder, before)
+    assert encoder.training and not encoder.features[0].weight.requires_grad
+
+
+def test_fine_tune_calls_augment_on_raw_training_batches_only():
+    calls = []
+
+    def augment(x):
+        calls.append((x.dtype, x.shape[0]))
+        return x.float() / 255  # the callable owns the normalisation
+
+    x, y = _colour_task(20, seed=0)
+    fine_tune(SmallConvNet(width=4, feature_dim=8), x, y, x[:6], y[:6], epochs=2, batch_size=8, augment=augment)
+    # 20 images in batches of 8 -> 8, 8, 4 per epoch; never called on the 6 test images.
+    assert calls == [(torch.uint8, 8), (torch.uint8, 8), (torch.uint8, 4)] * 2
+
+
+def test_fine_tune_drops_a_last_batch_of_one_and_the_head_of_a_simclr_model():
+    x, y = _colour_task(9, seed=0)
+    model = SimCLRModel(SmallConvNet(width=4, feature_dim=8), ProjectionHead(8, hidden_dim=4, out_dim=3))
+    result = fine_tune(model, x, y, x, y, epochs=1, batch_size=4)  # batches 4, 4, (1 dropped)
+    assert 0.0 <= result["test_acc"] <= 1.0
+
+
+def test_fine_tune_validates_arguments():
+    x, y = _colour_task(8, seed=0)
+    with pytest.raises(TypeError, match="augment"):
+        fine_tune(SmallConvNet(width=4), x, y, x, y, epochs=1, augment="flip")
+    with pytest.raises(ValueError, match="lr"):
+        fine_tune(SmallConvNet(width=4), x, y, x, y, epochs=1, lr=-1.0)
+    with pytest.raises(TypeError, match="encoder"):
+        fine_tune("convnet", x, y, x, y)
+
+
+# -------------------------------------------------------------------- CUDA
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.cuda
+@cuda
+def test_knn_on_cuda_matches_loop():
+    g = torch.Generator().manual_seed(3)
+    train_v, test_v = torch.randn(60, 8, generator=g), torch.randn(25, 8, generator=g)
+    train_y = torch.randint(0, 4, (60,), generator=g)
+    got = knn_predict(train_v.cuda(), train_y.cuda(), test_v.cuda(), k=5, chunk=7)
+    assert got.device.type == "cuda"
+    assert torch.equal(got.cpu(), knn_oracle(train_v, train_y, test_v, 5, 0.1, "exp"))
+
+
+@pytest.mark.cuda
+@cuda
+def test_evaluation_on_cuda_leaves_a_cpu_encoder_on_the_cpu():
+    x_train, y_train = _colour_task(64, seed=0)
+    encoder = SmallConvNet(width=4, feature_dim=8)
+    before = _state(encoder)
+    v = extract_embeddings(encoder, x_train, device="cuda")
+    assert v.device.type == "cpu" and next(encoder.parameters()).device.type == "cpu"
+    linear_probe(encoder, x_train, y_train, x_train, y_train, epochs=2, device="cuda")
+    result = fine_tune(encoder, x_train, y_train, x_train, y_train, epochs=3, lr=1e-2, batch_size=16, device="cuda")
+    assert result["train_acc"] >= 0.9  # bf16 autocast still learns
+    assert next(encoder.parameters()).device.type == "cpu"
+    _assert_same_state(encoder, before)

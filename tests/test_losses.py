@@ -1,0 +1,309 @@
+"""Tests for crl_helpers.losses against loop-based float64 oracles written from the papers' formulas."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crl_helpers.losses import info_nce, nt_xent, nt_xent_logits
+
+
+# ---------------------------------------------------------------- oracles: plain Python, float64, one term at a time
+def _unit_rows(x: torch.Tensor) -> list[list[float]]:
+    rows = x.detach().double().tolist()
+    return [[value / math.sqrt(sum(v * v for v in row)) for value in row] for row in rows]
+
+
+def _cos(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b))
+
+
+def _neg_log_softmax(positive: float, negatives: list[float], temperature: float) -> float:
+    """-log( exp(s+/tau) / (exp(s+/tau) + sum_j exp(s_j/tau)) ), straight from the formula."""
+    numerator = math.exp(positive / temperature)
+    denominator = numerator + sum(math.exp(s / temperature) for s in negatives)
+    return -math.log(numerator / denominator)
+
+
+def nt_xent_oracle(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
+    """SimCLR, Chen et al. 2020, Algorithm 1: l(i, j) over all 2N anchors, averaged."""
+    views = _unit_rows(torch.cat([z1, z2]))
+    n = len(z1)
+    total = 0.0
+    for a in range(2 * n):
+        partner = (a + n) % (2 * n)
+        negatives = [_cos(views[a], views[b]) for b in range(2 * n) if b not in (a, partner)]
+        total += _neg_log_softmax(_cos(views[a], views[partner]), negatives, temperature)
+    return total / (2 * n)
+
+
+def info_nce_oracle(query, positive_key, negative_keys, temperature: float) -> float:
+    """van den Oord et al. 2018, eq. 4, one query at a time."""
+    q, k = _unit_rows(query), _unit_rows(positive_key)
+    n = len(q)
+    total = 0.0
+    for i in range(n):
+        if negative_keys is None:
+            negatives = [k[j] for j in range(n) if j != i]
+        elif negative_keys.ndim == 2:
+            negatives = _unit_rows(negative_keys)
+        else:
+            negatives = _unit_rows(negative_keys[i])
+        total += _neg_log_softmax(_cos(q[i], k[i]), [_cos(q[i], key) for key in negatives], temperature)
+    return total / n
+
+
+def _randn(*shape: int, seed: int, dtype=torch.float32) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+CASES = [(2, 3, 0.5), (4, 8, 0.1), (5, 2, 1.0), (8, 16, 0.07), (3, 5, 0.01)]  # (N, d, temperature)
+
+
+# ---------------------------------------------------------------- nt_xent
+@pytest.mark.parametrize("n, d, temperature", CASES)
+def test_nt_xent_matches_loop_oracle(n, d, temperature):
+    z1, z2 = _randn(n, d, seed=0), _randn(n, d, seed=1)
+    loss = nt_xent(z1, z2, temperature=temperature)
+    assert loss.shape == ()
+    assert loss.item() == pytest.approx(nt_xent_oracle(z1, z2, temperature), rel=1e-5, abs=1e-5)
+
+
+def test_nt_xent_matches_loop_oracle_in_float64_to_1e_12():
+    z1, z2 = _randn(4, 6, seed=2, dtype=torch.float64), _randn(4, 6, seed=3, dtype=torch.float64)
+    loss = nt_xent(z1, z2, temperature=0.2)
+    assert loss.dtype == torch.float64
+    assert loss.item() == pytest.approx(nt_xent_oracle(z1, z2, 0.2), rel=1e-12)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n=st.integers(2, 6),
+    d=st.integers(1, 6),
+    temperature=st.floats(0.05, 2.0),
+    seed=st.integers(0, 2**16),
+    scale=st.floats(0.1, 100.0),
+)
+def test_nt_xent_matches_loop_oracle_property(n, d, temperature, seed, scale):
+    # Scaling the inputs must not matter: normalisation is part of the loss.
+    z1, z2 = scale * _randn(n, d, seed=seed), _randn(n, d, seed=seed + 1)
+    expected = nt_xent_oracle(z1, z2, temperature)
+    assert nt_xent(z1, z2, temperature).item() == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 3, 8])
+def test_nt_xent_identical_embeddings_is_log_2n_minus_1(n):
+    z = torch.full((n, 5), 0.3)
+    for temperature in (0.01, 0.5, 3.0):
+        assert nt_xent(z, z, temperature).item() == pytest.approx(math.log(2 * n - 1), rel=1e-6)
+
+
+def test_nt_xent_orthogonal_images_closed_form():
+    # Orthogonal images, identical views: the positive logit is 1/tau, the negatives 0.
+    z = torch.eye(4)
+    temperature = 0.5
+    expected = -math.log(math.exp(1 / temperature) / (math.exp(1 / temperature) + 6))
+    assert nt_xent(z, z, temperature).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_nt_xent_logits_layout():
+    n, d, temperature = 3, 4, 0.3
+    z1, z2 = _randn(n, d, seed=4), _randn(n, d, seed=5)
+    logits, targets = nt_xent_logits(z1, z2, temperature)
+    assert logits.shape == (2 * n, 2 * n) and logits.dtype == torch.float32
+    assert targets.tolist() == [3, 4, 5, 0, 1, 2]
+    views = _unit_rows(torch.cat([z1, z2]))
+    for a in range(2 * n):
+        for b in range(2 * n):
+            if a == b:
+                assert logits[a, b].item() == -math.inf
+            else:
+                assert logits[a, b].item() == pytest.approx(_cos(views[a], views[b]) / temperature, abs=1e-5)
+
+
+def test_nt_xent_is_mean_of_info_nce_with_both_sides_as_negatives():
+    # NT-Xent is InfoNCE per anchor with the 2N-2 other views, own side included, as per-query negatives.
+    n, d = 4, 3
+    z1, z2 = _randn(n, d, seed=6, dtype=torch.float64), _randn(n, d, seed=7, dtype=torch.float64)
+
+    def others(i):
+        return torch.stack([v for j, v in enumerate(torch.cat([z1, z2])) if j % n != i])  # (2N - 2, d)
+
+    negatives = torch.stack([others(i) for i in range(n)])  # (N, 2N - 2, d)
+    both_directions = (info_nce(z1, z2, negatives, 0.5) + info_nce(z2, z1, negatives, 0.5)) / 2
+    torch.testing.assert_close(nt_xent(z1, z2, 0.5), both_directions)
+    # ...and it is not the CLIP-style symmetric loss, which leaves out the own side.
+    clip_style = (info_nce(z1, z2, None, 0.5) + info_nce(z2, z1, None, 0.5)) / 2
+    assert abs(nt_xent(z1, z2, 0.5).item() - clip_style.item()) > 1e-3
+
+
+# ---------------------------------------------------------------- info_nce
+@pytest.mark.parametrize("n, d, temperature", CASES)
+@pytest.mark.parametrize("mode", ["none", "shared", "per_query"])
+def test_info_nce_matches_loop_oracle(n, d, temperature, mode):
+    query, positive_key = _randn(n, d, seed=10), _randn(n, d, seed=11)
+    negative_keys = {"none": None, "shared": _randn(7, d, seed=12), "per_query": _randn(n, 6, d, seed=13)}[mode]
+    loss = info_nce(query, positive_key, negative_keys, temperature=temperature)
+    assert loss.shape == () and loss.dtype == torch.float32
+    expected = info_nce_oracle(query, positive_key, negative_keys, temperature)
+    assert loss.item() == pytest.approx(expected, rel=1e-5, abs=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 5])
+def test_info_nce_identical_rows_is_log_n(n):
+    z = torch.full((n, 4), -2.0)
+    assert info_nce(z, z, None, temperature=0.07).item() == pytest.approx(math.log(n), rel=1e-6)
+    # With M shared negatives equal to the positive: log(1 + M).
+    assert info_nce(z, z, torch.full((9, 4), -1.0), 0.07).item() == pytest.approx(math.log(10), rel=1e-6)
+
+
+def test_info_nce_single_query_with_explicit_negatives():
+    query, positive_key, negative_keys = _randn(1, 3, seed=14), _randn(1, 3, seed=15), _randn(4, 3, seed=16)
+    expected = info_nce_oracle(query, positive_key, negative_keys, 0.2)
+    assert info_nce(query, positive_key, negative_keys, 0.2).item() == pytest.approx(expected, rel=1e-5)
+
+
+# ---------------------------------------------------------------- gradients
+def test_gradcheck_nt_xent():
+    z1 = _randn(3, 4, seed=20, dtype=torch.float64).requires_grad_()
+    z2 = _randn(3, 4, seed=21, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: nt_xent(a, b, 0.3), (z1, z2))
+
+
+@pytest.mark.parametrize("mode", ["none", "shared", "per_query"])
+def test_gradcheck_info_nce(mode):
+    query = _randn(3, 4, seed=22, dtype=torch.float64).requires_grad_()
+    positive_key = _randn(3, 4, seed=23, dtype=torch.float64).requires_grad_()
+    if mode == "none":
+        assert torch.autograd.gradcheck(lambda q, k: info_nce(q, k, None, 0.3), (query, positive_key))
+        return
+    shape = (5, 4) if mode == "shared" else (3, 5, 4)
+    negative_keys = _randn(*shape, seed=24, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda q, k, n: info_nce(q, k, n, 0.3), (query, positive_key, negative_keys))
+
+
+# ---------------------------------------------------------------- low precision
+def _losses(a: torch.Tensor, b: torch.Tensor, temperature: float) -> dict[str, torch.Tensor]:
+    return {
+        "nt_xent": nt_xent(a, b, temperature),
+        "info_nce": info_nce(a, b, None, temperature),
+        "info_nce_shared": info_nce(a, b, b.flip(0)[:3], temperature),
+        "info_nce_per_query": info_nce(a, b, torch.stack([b.roll(1, 0), b.roll(2, 0)], 1), temperature),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_inputs_give_finite_float32_loss_and_grads_at_low_temperature(dtype):
+    z1 = (10 * _randn(6, 8, seed=30)).to(dtype).requires_grad_()
+    z2 = (10 * _randn(6, 8, seed=31)).to(dtype).requires_grad_()
+    for name, loss in _losses(z1, z2, 0.01).items():
+        assert loss.dtype == torch.float32, name
+        assert torch.isfinite(loss), name
+        z1.grad = z2.grad = None
+        loss.backward()
+        assert torch.isfinite(z1.grad).all() and torch.isfinite(z2.grad).all(), name
+        # The upcast happens before any arithmetic: same value as float32 copies of the same numbers.
+        reference = _losses(z1.detach().float(), z2.detach().float(), 0.01)[name]
+        torch.testing.assert_close(loss, reference, rtol=1e-6, atol=1e-6)
+
+
+def test_autocast_bf16_keeps_the_loss_in_float32():
+    z1, z2 = _randn(6, 32, seed=32), _randn(6, 32, seed=33)
+    expected = _losses(z1, z2, 0.01)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _losses(z1, z2, 0.01)
+    for name in expected:
+        assert got[name].dtype == torch.float32, name
+        # A bf16 matmul would be off by ~1 at temperature 0.01; float32 agrees to rounding.
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_autocast_bf16_model_outputs_are_fine():
+    head = torch.nn.Linear(8, 16)
+    x1, x2 = _randn(5, 8, seed=34), _randn(5, 8, seed=35)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z1, z2 = head(x1), head(x2)
+        loss = nt_xent(z1, z2, 0.01)
+    assert z1.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    assert loss.item() == pytest.approx(nt_xent_oracle(z1.float(), z2.float(), 0.01), rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(head.weight.grad).all()
+
+
+# ---------------------------------------------------------------- errors
+Z = torch.ones(4, 3)
+
+
+@pytest.mark.parametrize("temperature", [0, -0.1, float("nan"), float("inf")])
+@pytest.mark.parametrize("loss", ["nt_xent", "info_nce"])
+def test_bad_temperature_raises(loss, temperature):
+    with pytest.raises(ValueError, match=r"temperature=.*must be a finite number > 0"):
+        nt_xent(Z, Z, temperature) if loss == "nt_xent" else info_nce(Z, Z, None, temperature)
+
+
+@pytest.mark.parametrize("temperature", ["0.1", None, True])
+def test_non_numeric_temperature_raises_type_error(temperature):
+    with pytest.raises(TypeError, match="temperature="):
+        nt_xent(Z, Z, temperature)
+    with pytest.raises(TypeError, match="temperature="):
+        info_nce(Z, Z, None, temperature)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda: nt_xent(Z, torch.ones(4, 2)), ValueError, r"z1 has shape \(4, 3\) but z2 has shape \(4, 2\)"),
+        (lambda: nt_xent(Z, torch.ones(5, 3)), ValueError, "z1 has shape .* but z2 has shape"),
+        (lambda: nt_xent(torch.ones(4), torch.ones(4)), ValueError, r"z1 has shape \(4,\) \(1-D\); it must be 2-D"),
+        (lambda: nt_xent(torch.ones(2, 4, 3), torch.ones(2, 4, 3)), ValueError, "must be 2-D"),
+        (lambda: nt_xent(torch.ones(4, 0), torch.ones(4, 0)), ValueError, "empty feature dimension"),
+        (lambda: nt_xent(torch.ones(1, 3), torch.ones(1, 3)), ValueError, "N=1 rows; NT-Xent needs N >= 2"),
+        (lambda: nt_xent_logits(torch.ones(1, 3), torch.ones(1, 3), 0.5), ValueError, "N >= 2"),
+        (lambda: nt_xent(Z.tolist(), Z), TypeError, "z1 is a list; pass a torch.Tensor"),
+        (lambda: nt_xent(Z, Z.long()), TypeError, r"z2 has dtype torch.int64; pass floating-point"),
+        (lambda: info_nce(Z, torch.ones(4, 2)), ValueError, "query has shape .* but positive_key has shape"),
+        (lambda: info_nce(torch.ones(4), torch.ones(4)), ValueError, "query has shape .* it must be 2-D"),
+        (lambda: info_nce(torch.ones(1, 3), torch.ones(1, 3)), ValueError, "N=1 rows and negative_keys=None"),
+        (lambda: info_nce(Z, Z, torch.ones(5, 2)), ValueError, r"negative_keys .* d=2, but query has d=3"),
+        (lambda: info_nce(Z, Z, torch.ones(3, 5, 3)), ValueError, r"per-query, N=3\), but query has N=4"),
+        (lambda: info_nce(Z, Z, torch.ones(3)), ValueError, "negative_keys has shape .* must be 2-D or 3-D"),
+        (lambda: info_nce(Z, Z, torch.ones(4, 2, 5, 3)), ValueError, "must be 2-D or 3-D"),
+        (lambda: info_nce(Z, Z, torch.ones(0, 3)), ValueError, "M=0 negatives"),
+        (lambda: info_nce(Z, Z, torch.ones(4, 0, 3)), ValueError, "M=0 negatives"),
+        (lambda: info_nce(Z.numpy(), Z), TypeError, "query is a ndarray"),
+        (lambda: info_nce(Z, Z.int()), TypeError, "positive_key has dtype torch.int32"),
+        (lambda: info_nce(Z, Z, [[1.0, 2.0, 3.0]]), TypeError, "negative_keys is a list"),
+        (lambda: info_nce(Z, Z, torch.ones(5, 3, dtype=torch.bool)), TypeError, "negative_keys has dtype"),
+    ],
+)
+def test_bad_inputs_raise(call, error, match):
+    with pytest.raises(error, match=match):
+        call()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("position", ["z1", "z2", "query", "positive_key", "negative_keys"])
+def test_non_finite_inputs_raise(position, bad):
+    tensors = {name: torch.ones(4, 3) for name in ("z1", "z2", "query", "positive_key", "negative_keys")}
+    tensors[position][2, 1] = bad
+    with pytest.raises(ValueError, match=f"{position} contains NaN or inf"):
+        if position in ("z1", "z2"):
+            nt_xent(tensors["z1"], tensors["z2"])
+        else:
+            info_nce(tensors["query"], tensors["positive_key"], tensors["negative_keys"])
+
+
+def test_validate_false_skips_only_the_finiteness_scan():
+    z = torch.ones(4, 3)
+    z[0, 0] = float("nan")
+    # No raise: the NaN flows into the loss, for the training loop's own non-finite check to catch.
+    assert torch.isnan(nt_xent(z, torch.ones(4, 3), validate=False))
+    assert torch.isnan(info_nce(z, torch.ones(4, 3), torch.ones(2, 3), validate=False))
+    # Shapes and temperature are still checked.
+    with pytest.raises(ValueError, match="z1 has shape .* but z2 has shape"):
+        nt_xent(z, torch.ones(4, 2), validate=False)
+    with pytest.raises(ValueError, match="temperature=0"):
+        nt_xent(z, z, temperature=0, validate=False)

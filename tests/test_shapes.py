@@ -1,0 +1,63 @@
+import math
+
+import pytest
+import torch
+
+from crl_helpers.shapes import SHAPE_NAMES, _inside, make_shapes
+
+
+def test_deterministic_from_seed_and_seeds_differ():
+    a, b, c = make_shapes(30, seed=3), make_shapes(30, seed=3), make_shapes(30, seed=4)
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    assert not torch.equal(a.x, c.x)
+
+
+def test_classes_balanced_and_shapes():
+    data = make_shapes(100, seed=0, image_size=24)
+    assert data.x.shape == (100, 3, 24, 24) and data.x.dtype == torch.uint8
+    assert torch.bincount(data.y, minlength=10).tolist() == [10] * 10
+    assert data.class_names == SHAPE_NAMES
+    for name, f in data.factors.items():
+        assert f.shape == (100,), name
+
+
+def test_nuisances_vary_within_a_class():
+    data = make_shapes(200, seed=0)
+    disks = data.subset(data.y == 0)
+    assert disks.factors["object_hue"].std() > 0.2  # colours spread over the hue circle
+    assert disks.factors["rotation"].max() - disks.factors["rotation"].min() > math.pi
+
+
+def test_object_centre_has_object_colour_and_corner_background():
+    # Oracle from the definition: the pixel at the object's centre is inside a disk, so it is
+    # brighter (or darker) than the background by the margin the generator guarantees.
+    data = make_shapes(200, seed=1, noise=0.0)
+    disks = (data.y == 0).nonzero().squeeze(1)
+    size = data.image_size
+    for i in disks[:10].tolist():
+        cx = int((data.factors["x_position"][i] + 1) / 2 * size)
+        cy = int((data.factors["y_position"][i] + 1) / 2 * size)
+        centre = data.x[i, :, cy, cx].float().mean()
+        corner = data.x[i, :, 0, 0].float().mean()
+        assert abs(centre - corner) > 0.1 * 255
+
+
+@pytest.mark.parametrize("shape", range(len(SHAPE_NAMES)))
+def test_each_shape_is_a_distinct_mask(shape):
+    coords = torch.linspace(-1, 1, 64)
+    w, u = torch.meshgrid(coords, coords, indexing="ij")
+    mask = _inside(shape, u[None], w[None])[0]
+    area = mask.float().mean()
+    assert 0.05 < area < 0.8  # neither empty nor the whole frame
+    for other in range(len(SHAPE_NAMES)):
+        if other != shape:
+            assert (mask != _inside(other, u[None], w[None])[0]).float().mean() > 0.03
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="n=0"):
+        make_shapes(0)
+    with pytest.raises(ValueError, match="image_size"):
+        make_shapes(4, image_size=4)
+    with pytest.raises(ValueError, match="noise"):
+        make_shapes(4, noise=2.0)

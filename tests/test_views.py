@@ -1,0 +1,487 @@
+"""Tests for crl_helpers.views: SimCLR view construction, per-image and batched.
+
+Oracles: torchvision's functional ops applied to one sample at a time (``resized_crop``, ``hflip``,
+``adjust_*``, ``rgb_to_grayscale``, ``gaussian_blur``), closed forms (identity, flip, normalisation,
+RandomResizedCrop's centre-crop fallback), and counting.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+
+from crl_helpers.views import (
+    COLOUR_ONLY,
+    CROP_ONLY,
+    NO_AUGMENTATION,
+    SIMCLR,
+    MultiViewTransform,
+    ViewConfig,
+    ViewParams,
+    apply_view_params,
+    augment_batch,
+    blur_kernel_size,
+    make_views,
+    sample_view_params,
+    view_transform,
+)
+
+UNIT = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+# Every random stage off, no normalisation: the batched path must return x / 255.
+IDENTITY = dataclasses.replace(NO_AUGMENTATION, **UNIT)
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _images(batch_size=4, height=32, width=32, seed=0) -> torch.Tensor:
+    return torch.randint(0, 256, (batch_size, 3, height, width), dtype=torch.uint8, generator=_gen(seed))
+
+
+def _float_images(batch_size=4, height=32, width=32, seed=0) -> torch.Tensor:
+    return torch.rand(batch_size, 3, height, width, generator=_gen(seed))
+
+
+_COLOUR_FNS = (TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue)
+
+
+def _oracle_view(x: torch.Tensor, params: ViewParams, i: int, config: ViewConfig) -> torch.Tensor:
+    """Sample i through torchvision's per-image functional ops, in view_transform's order."""
+    size = config.image_size
+    out = TF.resized_crop(
+        x[i],
+        int(params.top[i]),
+        int(params.left[i]),
+        int(params.height[i]),
+        int(params.width[i]),
+        [size, size],
+        antialias=True,
+    )
+    if params.flip[i]:
+        out = TF.horizontal_flip(out)
+    if params.jitter[i]:
+        factors = (params.brightness[i], params.contrast[i], params.saturation[i], params.hue[i])
+        for op in params.order[i].tolist():
+            out = _COLOUR_FNS[op](out, float(factors[op]))
+    if params.grayscale[i]:
+        out = TF.rgb_to_grayscale(out, num_output_channels=3)
+    if params.blur[i]:
+        sigma = float(params.sigma[i])
+        out = TF.gaussian_blur(out, [blur_kernel_size(size)] * 2, [sigma, sigma])
+    return TF.normalize(out, list(config.mean), list(config.std))
+
+
+# ----------------------------------------------------------------------------------------- config
+
+
+def test_default_config_is_the_papers_cifar_recipe():
+    config = ViewConfig()
+    assert config.image_size == 32
+    assert config.crop_scale == (0.2, 1.0)
+    assert config.crop_ratio == pytest.approx((3 / 4, 4 / 3))
+    assert (config.flip_p, config.jitter_p, config.grayscale_p, config.blur_p) == (0.5, 0.8, 0.2, 0.0)
+    # s = 0.5: brightness = contrast = saturation = 0.8 s, hue = 0.2 s.
+    assert (config.brightness, config.contrast, config.saturation) == pytest.approx((0.4, 0.4, 0.4))
+    assert config.hue == pytest.approx(0.1)
+
+
+def test_presets_turn_off_the_right_stages():
+    assert SIMCLR == ViewConfig()
+    assert CROP_ONLY.jitter_p == CROP_ONLY.grayscale_p == 0 and CROP_ONLY.crop_scale == SIMCLR.crop_scale
+    assert COLOUR_ONLY.crop_scale == (1.0, 1.0) and COLOUR_ONLY.flip_p == 0
+    assert COLOUR_ONLY.jitter_p == SIMCLR.jitter_p and COLOUR_ONLY.grayscale_p == SIMCLR.grayscale_p
+    assert NO_AUGMENTATION.jitter_p == NO_AUGMENTATION.grayscale_p == NO_AUGMENTATION.flip_p == 0
+
+
+def test_config_turns_lists_into_tuples_and_stays_hashable():
+    config = ViewConfig(crop_scale=[0.5, 1], mean=[0.1, 0.2, 0.3])
+    assert config.crop_scale == (0.5, 1.0) and config.mean == (0.1, 0.2, 0.3)
+    hash(config)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("image_size", 0),
+        ("image_size", 32.0),
+        ("crop_scale", (0.0, 1.0)),
+        ("crop_scale", (0.8, 0.2)),
+        ("crop_scale", (0.5, 1.5)),
+        ("crop_ratio", (4 / 3, 3 / 4)),
+        ("crop_ratio", (0.0, 1.0)),
+        ("flip_p", -0.1),
+        ("jitter_p", 1.1),
+        ("grayscale_p", 2.0),
+        ("blur_p", -1.0),
+        ("jitter_strength", -0.5),
+        ("jitter_strength", 3.0),
+        ("blur_sigma", (0.0, 2.0)),
+        ("blur_sigma", (2.0, 0.1)),
+        ("std", (0.25, 0.0, 0.25)),
+        ("mean", (0.5, 0.5)),
+    ],
+)
+def test_config_rejects_bad_values_naming_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        ViewConfig(**{field: value})
+
+
+def test_config_rejects_non_pairs():
+    with pytest.raises(TypeError, match="crop_scale"):
+        ViewConfig(crop_scale=0.5)
+
+
+def test_blur_kernel_size_is_odd_and_ten_percent():
+    for size in (8, 32, 64, 96, 224):
+        k = blur_kernel_size(size)
+        assert k % 2 == 1 and (k == 3 or abs(k - 0.1 * size) <= 1)
+    assert blur_kernel_size(8) == 3 and blur_kernel_size(224) == 23
+
+
+# ------------------------------------------------------------------------------- sampled params
+
+
+def test_params_are_drawn_independently_per_sample():
+    params = sample_view_params(64, SIMCLR, _gen())
+    boxes = torch.stack([params.top, params.left, params.height, params.width], dim=1)
+    assert len({tuple(b.tolist()) for b in boxes}) > 50
+    assert 0 < params.flip.sum() < 64 and 0 < params.jitter.sum() < 64 and 0 < params.grayscale.sum() < 64
+    for factor in (params.brightness, params.contrast, params.saturation, params.hue):
+        assert len(set(factor.tolist())) == 64
+    assert len({tuple(o) for o in params.order.tolist()}) > 10
+
+
+def test_crop_boxes_follow_random_resized_crop():
+    height, width = 32, 40
+    params = sample_view_params(2000, SIMCLR, _gen(), height=height, width=width)
+    top, left, h, w = params.top, params.left, params.height, params.width
+    for value in (top, left, h, w):
+        assert torch.equal(value, value.round()), "torchvision crops whole pixels"
+    assert (top >= 0).all() and (left >= 0).all() and (h >= 1).all() and (w >= 1).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+    # Sides are sqrt(area * ratio) rounded, so area and ratio hold up to the rounding of one pixel.
+    area = h * w / (height * width)
+    assert area.min() >= 0.2 * (1 - 2 / math.sqrt(0.2 * height * width)) and area.max() <= 1.0
+    ratio = w / h
+    assert ratio.min() > 3 / 4 * 0.85 and ratio.max() < 4 / 3 / 0.85
+    # The corner is uniform among whole positions: a box narrower than the image sits anywhere.
+    narrow = w <= width / 2
+    assert left[narrow].max() >= width / 2 and left[narrow].min() == 0
+
+
+def test_crop_falls_back_to_the_centre_crop_when_no_candidate_fits():
+    # Aspect 4..5 at 90-100% of a square's area never fits: w = sqrt(area * ratio) > side.
+    config = ViewConfig(crop_scale=(0.9, 1.0), crop_ratio=(4.0, 5.0))
+    params = sample_view_params(16, config, _gen(), height=32, width=32)
+    # torchvision's fallback for in_ratio = 1 < 4: w = 32, h = round(32 / 4) = 8, centred.
+    assert (params.width == 32).all() and (params.height == 8).all()
+    assert (params.left == 0).all() and (params.top == 12).all()
+
+
+def test_probabilities_and_factor_ranges_follow_the_config():
+    params = sample_view_params(4000, SIMCLR, _gen())
+    for flag, p in ((params.flip, 0.5), (params.jitter, 0.8), (params.grayscale, 0.2), (params.blur, 0.0)):
+        assert abs(flag.float().mean().item() - p) < 0.03
+    for factor in (params.brightness, params.contrast, params.saturation):
+        assert factor.min() >= 0.6 and factor.max() <= 1.4 and factor.min() < 0.62 and factor.max() > 1.38
+    assert params.hue.min() >= -0.1 and params.hue.max() <= 0.1
+    assert (params.order.sort(dim=1).values == torch.arange(4)).all(), "each order is a permutation"
+    assert len({tuple(o) for o in params.order.tolist()}) == 24
+    assert params.sigma.min() >= 0.1 and params.sigma.max() <= 2.0
+
+
+def test_sample_view_params_validates_sizes():
+    with pytest.raises(ValueError, match="batch_size"):
+        sample_view_params(0, SIMCLR)
+    with pytest.raises(ValueError, match="height"):
+        sample_view_params(4, SIMCLR, height=-1)
+    with pytest.raises(TypeError, match="ViewConfig"):
+        sample_view_params(4, {"image_size": 32})
+
+
+# ------------------------------------------------------------------------------- batched output
+
+
+def test_copies_of_one_image_get_different_views():
+    image = _images(1)
+    x = image.expand(8, -1, -1, -1)
+    # Colour always on, so that no two samples can both escape it (with p = 0.8 some pairs would).
+    colour = dataclasses.replace(COLOUR_ONLY, jitter_p=1.0, grayscale_p=0.0)
+    for config in (SIMCLR, CROP_ONLY, colour):
+        out = augment_batch(x, config, _gen())
+        for a, b in itertools.combinations(range(8), 2):
+            assert not torch.allclose(out[a], out[b], atol=1e-3), (config, a, b)
+
+
+def test_same_seed_same_views_other_seed_other_views():
+    x = _images(8)
+    first = augment_batch(x, SIMCLR, _gen(1))
+    assert torch.equal(first, augment_batch(x, SIMCLR, _gen(1)))
+    assert not torch.allclose(first, augment_batch(x, SIMCLR, _gen(2)))
+
+
+def test_global_rng_is_used_without_a_generator():
+    x = _images(4)
+    torch.manual_seed(5)
+    first = augment_batch(x, SIMCLR)
+    torch.manual_seed(5)
+    assert torch.equal(first, augment_batch(x, SIMCLR))
+
+
+def test_identity_config_returns_the_input_scaled():
+    x = _images(4, 32, 32)
+    out = augment_batch(x, IDENTITY, _gen())
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    torch.testing.assert_close(out, x.double().div(255).float(), atol=1e-5, rtol=0)
+    xf = _float_images(4, seed=3)
+    torch.testing.assert_close(augment_batch(xf, IDENTITY, _gen()), xf, atol=1e-5, rtol=0)
+
+
+def test_flip_only_mirrors_every_image():
+    x = _images(4)
+    out = augment_batch(x, dataclasses.replace(IDENTITY, flip_p=1.0), _gen())
+    torch.testing.assert_close(out, x.flip(-1).float() / 255, atol=1e-5, rtol=0)
+
+
+def test_normalisation_uses_mean_and_std_per_channel():
+    x = _images(3)
+    config = dataclasses.replace(IDENTITY, mean=(0.1, 0.5, 0.9), std=(0.2, 0.3, 0.4))
+    out = augment_batch(x, config, _gen())
+    expected = (x.double() / 255 - torch.tensor([0.1, 0.5, 0.9]).view(1, 3, 1, 1).double()) / torch.tensor(
+        [0.2, 0.3, 0.4]
+    ).view(1, 3, 1, 1).double()
+    torch.testing.assert_close(out.double(), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "height, width, size",
+    [(32, 32, 32), (20, 24, 16), (48, 40, 16)],  # enlarge, mixed, shrink (antialiased)
+)
+def test_crop_and_flip_match_torchvision_resized_crop(height, width, size):
+    x = _float_images(6, height, width, seed=1)
+    config = dataclasses.replace(IDENTITY, image_size=size)
+    sampled = sample_view_params(6, SIMCLR, _gen(4), height=height, width=width)
+    params = dataclasses.replace(
+        ViewParams.identity(6, height, width),
+        top=sampled.top,
+        left=sampled.left,
+        height=sampled.height,
+        width=sampled.width,
+        flip=torch.tensor([False, True] * 3),
+    )
+    out = apply_view_params(x, params, config)
+    assert out.shape == (6, 3, size, size)
+    for i in range(6):
+        torch.testing.assert_close(out[i], _oracle_view(x, params, i, config), atol=1e-5, rtol=0)
+
+
+def test_crop_of_a_known_box_on_a_smooth_image():
+    # A linear ramp is reproduced exactly by bilinear interpolation away from the edges: the closed form
+    # of resizing the box [left, left + w) is the ramp sampled at the output pixel centres.
+    height = width = 32
+    ramp = torch.arange(width, dtype=torch.float32) / (width - 1)
+    x = ramp.expand(1, 3, height, width).contiguous()
+    top, left, h, w = 4.0, 8.0, 16.0, 16.0
+    params = dataclasses.replace(
+        ViewParams.identity(1, height, width),
+        top=torch.tensor([top]),
+        left=torch.tensor([left]),
+        height=torch.tensor([h]),
+        width=torch.tensor([w]),
+    )
+    out = apply_view_params(x, params, IDENTITY)[0, 0]  # (32, 32)
+    centres = left + (torch.arange(32) + 0.5) * w / 32 - 0.5  # input pixel coordinate of each output column
+    expected = (centres / (width - 1)).expand(32, 32)
+    interior = slice(1, -1)  # the outermost columns repeat the box's edge pixel
+    torch.testing.assert_close(out[:, interior], expected[:, interior], atol=1e-6, rtol=0)
+    assert torch.all(out[:, 0] == x[0, 0, 0, 8])
+
+
+@pytest.mark.parametrize("op", [0, 1, 2, 3])
+def test_each_colour_op_matches_torchvision_per_sample(op):
+    x = _float_images(5, 16, 16, seed=op)
+    x[0, :, :4] = 0.5  # gray pixels: hue undefined, chroma 0
+    x[1, 0] = x[1, 1]  # ties between channels
+    factor = torch.tensor([0.0, 0.5, 1.0, 1.3, 1.7]) if op < 3 else torch.tensor([-0.5, -0.2, 0.0, 0.1, 0.5])
+    identity = ViewParams.identity(5, 16, 16)
+    factors = {"brightness": identity.brightness, "contrast": identity.contrast, "saturation": identity.saturation}
+    name = ("brightness", "contrast", "saturation", "hue")[op]
+    params = dataclasses.replace(
+        identity,
+        jitter=torch.ones(5, dtype=torch.bool),
+        order=torch.tensor([op] + [o for o in range(4) if o != op]).expand(5, 4),
+        **{**factors, "hue": identity.hue, name: factor},
+    )
+    config = dataclasses.replace(COLOUR_ONLY, image_size=16, **UNIT)
+    out = apply_view_params(x, params, config)
+    for i in range(5):
+        expected = _COLOUR_FNS[op](x[i], float(factor[i]))
+        torch.testing.assert_close(out[i], expected, atol=1e-5, rtol=0)
+
+
+def test_colour_jitter_runs_each_samples_own_order():
+    x = _float_images(24, 16, 16, seed=7)
+    sampled = sample_view_params(24, dataclasses.replace(SIMCLR, jitter_strength=1.5), _gen(7))
+    params = dataclasses.replace(
+        ViewParams.identity(24, 16, 16),
+        jitter=torch.arange(24) % 6 != 0,  # a few samples keep their colours
+        brightness=sampled.brightness,
+        contrast=sampled.contrast,
+        saturation=sampled.saturation,
+        hue=sampled.hue,
+        order=sampled.order,
+    )
+    config = dataclasses.replace(COLOUR_ONLY, image_size=16, **UNIT)
+    out = apply_view_params(x, params, config)
+    for i in range(24):
+        torch.testing.assert_close(out[i], _oracle_view(x, params, i, config), atol=1e-5, rtol=0)
+    # The order matters: the same factors in a fixed order give a different result somewhere.
+    fixed = apply_view_params(x, dataclasses.replace(params, order=torch.arange(4).expand(24, 4)), config)
+    assert not torch.allclose(out, fixed, atol=1e-4)
+
+
+def test_grayscale_matches_torchvision_and_spares_the_others():
+    x = _float_images(4, 16, 16, seed=2)
+    flags = torch.tensor([True, False, True, False])
+    params = dataclasses.replace(ViewParams.identity(4, 16, 16), grayscale=flags)
+    config = dataclasses.replace(IDENTITY, image_size=16, grayscale_p=0.5)
+    out = apply_view_params(x, params, config)
+    for i in range(4):
+        expected = TF.rgb_to_grayscale(x[i], num_output_channels=3) if flags[i] else x[i]
+        torch.testing.assert_close(out[i], expected, atol=1e-6, rtol=0)
+
+
+def test_blur_matches_torchvision_gaussian_blur_per_sample():
+    x = _float_images(4, 32, 32, seed=3)
+    params = dataclasses.replace(
+        ViewParams.identity(4, 32, 32),
+        blur=torch.tensor([True, True, False, True]),
+        sigma=torch.tensor([0.3, 1.0, 1.5, 2.0]),
+    )
+    for size in (32, 96):  # kernel 3 and 9
+        xs = torch.nn.functional.interpolate(x, size=(size, size)) if size != 32 else x
+        p = dataclasses.replace(params, height=torch.full((4,), float(size)), width=torch.full((4,), float(size)))
+        config = dataclasses.replace(IDENTITY, image_size=size, blur_p=0.5)
+        out = apply_view_params(xs, p, config)
+        for i in range(4):
+            torch.testing.assert_close(out[i], _oracle_view(xs, p, i, config), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("blur_p", [0.0, 0.5])
+def test_whole_pipeline_matches_torchvision_ops_with_the_same_params(blur_p):
+    config = dataclasses.replace(SIMCLR, blur_p=blur_p, jitter_strength=1.0, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
+    x = _float_images(16, 32, 32, seed=11)
+    params = sample_view_params(16, config, _gen(11))
+    out = apply_view_params(x, params, config)
+    for i in range(16):
+        torch.testing.assert_close(out[i], _oracle_view(x, params, i, config), atol=1e-4, rtol=0)
+
+
+def test_make_views_gives_independent_views():
+    x = _images(4)
+    views = make_views(x, SIMCLR, n_views=3, generator=_gen())
+    assert len(views) == 3 and all(v.shape == (4, 3, 32, 32) and v.dtype == torch.float32 for v in views)
+    for a, b in itertools.combinations(views, 2):
+        assert not torch.allclose(a, b, atol=1e-3)
+    with pytest.raises(ValueError, match="n_views"):
+        make_views(x, SIMCLR, n_views=0)
+
+
+def test_resizes_to_image_size_and_accepts_other_float_dtypes():
+    config = dataclasses.replace(SIMCLR, image_size=24)
+    with torch.no_grad():
+        for x in (_images(2, 40, 48), _float_images(2, 40, 48).double(), _float_images(2, 40, 48).half()):
+            out = augment_batch(x, config, _gen())
+            assert out.shape == (2, 3, 24, 24) and out.dtype == torch.float32 and torch.isfinite(out).all()
+
+
+def test_does_not_modify_the_input():
+    x = _float_images(4)
+    before = x.clone()
+    augment_batch(x, IDENTITY, _gen())
+    augment_batch(x, SIMCLR, _gen())
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize(
+    "x, error, match",
+    [
+        ([[1, 2], [3, 4]], TypeError, "torch.Tensor"),
+        (torch.zeros(3, 32, 32, dtype=torch.uint8), ValueError, r"\(3, 32, 32\).*unsqueeze"),
+        (torch.zeros(2, 1, 32, 32, dtype=torch.uint8), ValueError, "1 channels"),
+        (torch.zeros(2, 3, 32, 32, dtype=torch.int32), TypeError, "int32"),
+    ],
+)
+def test_augment_batch_validates_its_input(x, error, match):
+    with pytest.raises(error, match=match):
+        augment_batch(x, SIMCLR)
+
+
+def test_apply_view_params_rejects_a_batch_size_mismatch():
+    with pytest.raises(ValueError, match="batch_size=3"):
+        apply_view_params(_images(4), ViewParams.identity(3, 32, 32), SIMCLR)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu_with_a_cpu_generator():
+    x = _images(64)
+    cpu = augment_batch(x, dataclasses.replace(SIMCLR, blur_p=0.5), _gen(3))
+    gpu = augment_batch(x.cuda(), dataclasses.replace(SIMCLR, blur_p=0.5), _gen(3))
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-3, rtol=0)
+
+
+# ------------------------------------------------------------------------------ per-image path
+
+
+def test_multi_view_transform_from_pil_and_from_uint8():
+    array = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    transform = MultiViewTransform(SIMCLR, n_views=3)
+    for img in (Image.fromarray(array), torch.from_numpy(array).permute(2, 0, 1).contiguous()):
+        views = transform(img)
+        assert len(views) == 3
+        for view in views:
+            assert type(view) is torch.Tensor and view.shape == (3, 32, 32) and view.dtype == torch.float32
+        assert not torch.allclose(views[0], views[1])
+
+
+def test_per_image_path_normalises_with_the_given_statistics():
+    x = _images(1, 32, 32, seed=9)[0]
+    mean = (x.double() / 255).mean(dim=(1, 2))
+    std = (x.double() / 255).std(dim=(1, 2))
+    config = dataclasses.replace(NO_AUGMENTATION, mean=tuple(mean.tolist()), std=tuple(std.tolist()))
+    out = view_transform(config)(x)
+    torch.testing.assert_close(out.mean(dim=(1, 2)).double(), torch.zeros(3, dtype=torch.float64), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.std(dim=(1, 2)).double(), torch.ones(3, dtype=torch.float64), atol=1e-4, rtol=0)
+    # With augmentation on, the statistics stay in the normalised range on average.
+    views = torch.stack(MultiViewTransform(dataclasses.replace(SIMCLR, mean=config.mean, std=config.std), 32)(x))
+    assert views.mean().abs() < 0.5 and 0.4 < views.std() < 1.5
+
+
+def test_per_image_and_batched_paths_agree_without_randomness():
+    x = _images(2, 32, 32, seed=4)
+    config = dataclasses.replace(NO_AUGMENTATION, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    batched = augment_batch(x, config, _gen())
+    for i in range(2):
+        torch.testing.assert_close(view_transform(config)(x[i]), batched[i], atol=1e-5, rtol=0)
+
+
+def test_view_transform_includes_blur_only_when_asked():
+    names = lambda config: [type(t).__name__ for t in view_transform(config).transforms]  # noqa: E731
+    assert "RandomApply" in names(SIMCLR) and names(SIMCLR).count("RandomApply") == 1
+    assert names(dataclasses.replace(SIMCLR, blur_p=0.5)).count("RandomApply") == 2
+
+
+def test_multi_view_transform_validates():
+    with pytest.raises(ValueError, match="n_views"):
+        MultiViewTransform(SIMCLR, n_views=0)
+    with pytest.raises(TypeError, match="ViewConfig"):
+        view_transform("simclr")
