@@ -1,6 +1,10 @@
 """The ``crl`` command: ``crl train`` pretrains with SimCLR and evaluates, end to end.
 
 Bad input exits with status 2 and one line naming the value and the fix; no traceback.
+Ctrl-C exits with status 130 and keeps the last finished epoch's checkpoint. A folder that
+already holds a checkpoint is never written over unless ``--resume`` (continue it) or
+``--overwrite`` (start afresh) says so. Under ``torchrun --nproc_per_node=N`` every process
+trains its share of each batch and only rank 0 prints.
 
 Example:
     >>> build_parser().parse_args(["train", "--epochs", "3"]).epochs
@@ -9,7 +13,9 @@ Example:
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import re
 import sys
 import tempfile
 from dataclasses import replace
@@ -25,8 +31,43 @@ _FLAGS = {
 }
 
 
+class UsageError(ValueError):
+    """A flag that argparse refused; :func:`main` prints it on one line and returns 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # argparse prints the whole usage block and exits; one line that names the flag and the fix is kinder.
+    def error(self, message: str):
+        raise UsageError(f"{message} (see: {self.prog} --help)")
+
+
+def _int_at_least(low: int, example: int, high: int | None = None):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer; e.g. {example}") from None
+        if value < low or (high is not None and value >= high):
+            bound = f">= {low}" if high is None else f"in [{low}, {high})"
+            raise argparse.ArgumentTypeError(f"{value} must be {bound}; e.g. {example}")
+        return value
+    return parse
+
+
+def _positive_float(example: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number; e.g. {example}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be a finite number > 0; e.g. {example}")
+        return value
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crl", description="Contrastive representation learning (SimCLR).")
+    parser = _Parser(prog="crl", description="Contrastive representation learning (SimCLR).")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="pretrain with SimCLR, then kNN, linear probe and plots",
                        description="Pretrain an encoder with SimCLR on a dataset, then evaluate it. "
@@ -35,17 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (folder: --data-root is the image folder)")
     t.add_argument("--data-root", help="where datasets are downloaded and cached (default: data)")
     t.add_argument("--encoder", help="convnet (CPU default), resnet18 (CIFAR stem), resnet18-imagenet")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch-size", type=int)
-    t.add_argument("--temperature", type=float, help="NT-Xent temperature tau > 0")
-    t.add_argument("--lr", type=float, help="peak learning rate")
+    t.add_argument("--epochs", type=_int_at_least(1, 30))
+    t.add_argument("--batch-size", type=_int_at_least(2, 256),
+                   help="the global batch (under torchrun, divisible by the number of processes)")
+    t.add_argument("--temperature", type=_positive_float("0.2"), help="NT-Xent temperature tau > 0")
+    t.add_argument("--lr", type=_positive_float("2e-3"), help="peak learning rate")
     t.add_argument("--optimizer", help="adamw or sgd")
     t.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, mps")
     t.add_argument("--out", help="output directory (default: runs/<preset>)")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--n-train", type=int, help="use only this many training images")
-    t.add_argument("--n-test", type=int, help="use only this many test images")
+    t.add_argument("--seed", type=_int_at_least(0, 0, high=2**32))
+    t.add_argument("--n-train", type=_int_at_least(2, 5000), help="use only this many training images")
+    t.add_argument("--n-test", type=_int_at_least(1, 2000), help="use only this many test images")
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh even if <out> holds a checkpoint (it is replaced after the first epoch)")
     t.add_argument("--no-umap", action="store_true", help="skip the UMAP plot")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -62,7 +106,16 @@ def config_from_args(args: argparse.Namespace):
         changes["umap"] = False
     if args.quiet:
         changes["progress"] = False
-    return replace(PRESETS[args.preset], **changes)
+    try:
+        return replace(PRESETS[args.preset], **changes)
+    except ValueError as err:
+        # TrainConfig names its field ("encoder='x' is unknown ..."); on the command line, name the flag.
+        message = str(err)
+        for flag, field in _FLAGS.items():
+            if message.startswith(f"{field}="):
+                message = f"--{flag.replace('_', '-')} {message[len(field) + 1:]}"
+                break
+        raise ValueError(message) from err
 
 
 def _check_writable(out: str) -> None:
@@ -74,7 +127,7 @@ def _check_writable(out: str) -> None:
         raise ValueError(f"--out {out!r} is not writable ({err.strerror}); choose a folder you can write to") from err
 
 
-def _summary(metrics: dict, out: str) -> str:
+def _summary(metrics: dict, out: str, umap: bool = True) -> str:
     rows = [
         ("kNN accuracy (trained encoder)", f"{metrics['knn_acc']:.3f}"),
         ("kNN accuracy (random init)", f"{metrics['knn_acc_random_init']:.3f}"),
@@ -83,39 +136,79 @@ def _summary(metrics: dict, out: str) -> str:
         ("training time", f"{metrics['train_seconds']:.1f} s"),
         ("throughput", f"{metrics['images_per_second']:.0f} images/s"),
         ("device", metrics["device"]),
-        ("outputs", f"{out}/ (checkpoint.pt, history.csv, metrics.json, curves.png, umap.png)"),
+        ("outputs", f"{out}/ (checkpoint.pt, history.csv, metrics.json, curves.png{', umap.png' if umap else ''})"),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from crl_helpers.checkpoint import CheckpointError
-    from crl_helpers.data import DatasetUnavailable
-    from crl_helpers.train import NonFiniteLossError, train
+def _check_fresh(out: str, resume: bool, overwrite: bool) -> None:
+    # A finished or interrupted run is hours of compute: never replace its checkpoint by accident.
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them")
+    checkpoint = Path(out) / "checkpoint.pt"
+    if not resume and not overwrite and checkpoint.exists():
+        raise ValueError(f"--out {out!r} already holds checkpoint.pt; continue that run with --resume, "
+                         f"start afresh with --overwrite, or choose another --out")
 
-    out = None
+
+def _fail(message: str, rank0: bool) -> None:
+    # Under torchrun every rank has the same flags, data and checkpoint, hence the same error: rank 0 says it.
+    if rank0:
+        message = re.sub(r"\x1b\[[0-9;]*m", "", message)  # torch's messages carry terminal bold codes
+        print(f"crl: error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``crl``; returns the exit status (0 done, 2 bad input, 130 interrupted)."""
+    from crl_helpers.distributed import is_main_process
+
+    rank0 = is_main_process()
+    out, config = None, None
     try:
+        args = build_parser().parse_args(argv)
+        from crl_helpers.device import pick_device
+        from crl_helpers.train import train
+
         config = config_from_args(args)
         out = config.out_dir
+        try:  # --device cuda without a GPU fails here, before any folder is made
+            pick_device(config.device)
+        except ValueError as err:
+            raise ValueError(re.sub(r"^device=", "--device ", str(err))) from err
+        _check_fresh(out, args.resume, args.overwrite)
         _check_writable(out)
         result = train(config, resume=args.resume)
-    except (ValueError, DatasetUnavailable, CheckpointError, NonFiniteLossError) as err:
-        print(f"crl: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
-        print(f"\ncrl: interrupted; the last finished epoch is saved in {out}/checkpoint.pt. "
-              f"Continue with: crl train --resume --out {out} (and the same flags)", file=sys.stderr)
+        if rank0:
+            saved = out is not None and (Path(out) / "checkpoint.pt").exists()
+            where = (f"the last finished epoch is saved in {out}/checkpoint.pt; continue with: "
+                     f"crl train --resume --out {out} (and the same flags)" if saved
+                     else "no epoch finished, nothing was saved")
+            lead = "\n" if config is not None and config.progress else ""  # end the progress bar's line
+            print(f"{lead}crl: interrupted; {where}", file=sys.stderr)
         return 130
-    except Exception as err:  # out of GPU memory is the one failure a student can fix by a flag
-        if type(err).__name__ == "OutOfMemoryError":
-            batch = getattr(args, "batch_size", None) or config.batch_size
-            print(f"crl: error: out of GPU memory at --batch-size {batch}; "
-                  f"try --batch-size {max(2, batch // 2)}", file=sys.stderr)
+    except Exception as err:
+        import torch
+
+        from crl_helpers.checkpoint import CheckpointError
+        from crl_helpers.data import DatasetUnavailable
+        from crl_helpers.train import NonFiniteLossError
+
+        if isinstance(err, (ValueError, DatasetUnavailable, CheckpointError, NonFiniteLossError)):
+            _fail(str(err), rank0)
+            return 2
+        if isinstance(err, torch.cuda.OutOfMemoryError):  # the one crash a student can fix by a flag
+            batch = config.batch_size
+            world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+            smaller = max(2, world, batch // 2 // world * world)
+            kept = (f"; the last finished epoch is kept in {out}/checkpoint.pt"
+                    if out and (Path(out) / "checkpoint.pt").exists() else "")
+            _fail(f"out of GPU memory at --batch-size {batch}; try --batch-size {smaller}{kept}", rank0)
             return 2
         raise
-    print(_summary(result.metrics, out))
+    if rank0:
+        print(_summary(result.metrics, out, config.umap))
     return 0
 
 

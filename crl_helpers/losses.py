@@ -28,6 +28,10 @@ from torch import Tensor
 __all__ = ["info_nce", "nt_xent", "nt_xent_logits"]
 
 
+# Below this, cos / temperature can reach 1e38 and the loss (a sum over anchors) overflows to inf in float32.
+_MIN_TEMPERATURE = 1e-8
+
+
 def _check_temperature(temperature: float) -> float:
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise TypeError(
@@ -36,6 +40,11 @@ def _check_temperature(temperature: float) -> float:
     if not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(
             f"temperature={temperature!r} must be a finite number > 0; typical values are 0.05 to 0.5"
+        )
+    if temperature < _MIN_TEMPERATURE:
+        raise ValueError(
+            f"temperature={temperature!r} is below {_MIN_TEMPERATURE:g}: the logits would overflow; "
+            "typical values are 0.05 to 0.5"
         )
     return float(temperature)
 
@@ -103,7 +112,7 @@ def nt_xent_logits(
     Raises:
         TypeError: a non-tensor, a non-floating dtype, or a non-numeric temperature.
         ValueError: a non-2-D input, mismatched shapes, N < 2, NaN/inf in an input (unless
-            ``validate=False``), or a temperature that is not finite and > 0.
+            ``validate=False``), or a temperature that is not finite and >= 1e-8.
 
     Example:
         >>> z1, z2 = torch.eye(2), torch.eye(2)
@@ -157,7 +166,7 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, validate: bool 
     Raises:
         TypeError: a non-tensor, a non-floating dtype, or a non-numeric temperature.
         ValueError: a non-2-D input, mismatched shapes, N < 2, NaN/inf in an input (unless
-            ``validate=False``), or a temperature that is not finite and > 0.
+            ``validate=False``), or a temperature that is not finite and >= 1e-8.
 
     Example:
         Identical embeddings leave the positive no better than the 2N-2 negatives, so
@@ -210,9 +219,9 @@ def info_nce(
         TypeError: a non-tensor, a non-floating dtype, or a non-numeric temperature.
         ValueError: a query or positive_key that is not 2-D or whose shapes differ; a
             negative_keys that is not 2-D or 3-D, whose d differs from the query's, whose
-            N differs (3-D) or that has no rows (M = 0); N < 2 with ``negative_keys=None``;
+            N differs (3-D) or that has no rows (M = 0); N = 0; N < 2 with ``negative_keys=None``;
             NaN/inf in an input (unless ``validate=False``); a temperature that is not finite
-            and > 0.
+            and >= 1e-8.
 
     Example:
         Identical rows make every key as good as the positive: the loss is ``log(N)``.
@@ -225,6 +234,8 @@ def info_nce(
     query, positive_key = _check_pair("query", query, "positive_key", positive_key, finite=validate)
     temperature = _check_temperature(temperature)
     n, d = query.shape
+    if n < 1:
+        raise ValueError(f"query has shape {tuple(query.shape)} with N=0 rows; pass at least one query")
     if negative_keys is None:
         if n < 2:
             raise ValueError(

@@ -119,3 +119,103 @@ def plot_umap(v: torch.Tensor | np.ndarray, labels, names=None, path: str | os.P
     scatter_2d(fig.add_subplot(nrows, ncols, 1), points, labels, names, title)
     _save(fig, path)
     return fig
+
+
+def pca_embed(v: torch.Tensor | np.ndarray) -> np.ndarray:
+    """2-D PCA coordinates of features ``v`` (N, D) -> (N, 2): the top two principal components.
+
+    A linear, instant stand-in for :func:`umap_embed` where UMAP's one-off JIT compilation
+    (about a minute per fresh Python process) does not fit, e.g. in the smoke tier. The sign
+    of each axis is fixed (largest loading positive) so the map is deterministic.
+
+    Raises:
+        ValueError: fewer than 2 points, or ``v`` not 2-D.
+
+    Example:
+        >>> v = np.array([[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [2.0, 1.0, 0.0]])
+        >>> np.round(np.abs(pca_embed(v)), 6).tolist()
+        [[1.0, 0.5], [1.0, 0.5], [1.0, 0.5], [1.0, 0.5]]
+    """
+    v = v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
+    if v.ndim != 2 or len(v) < 2:
+        raise ValueError(f"v must be (N, D) with N >= 2 points, got shape {v.shape}")
+    centred = v - v.mean(axis=0)  # (N, D)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # rows of vt: principal directions
+    axes = vt[:2]  # (<=2, D)
+    axes = axes * np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(axis=1)])[:, None]
+    points = centred @ axes.T  # (N, <=2)
+    if points.shape[1] < 2:  # one feature dimension: pad a zero axis so the result is always (N, 2)
+        points = np.concatenate([points, np.zeros((len(points), 2 - points.shape[1]))], axis=1)
+    return points.astype(np.float32)
+
+
+def embed_2d(v: torch.Tensor | np.ndarray, method: str = "umap", seed: int = 0) -> np.ndarray:
+    """2-D map of features ``v`` (N, D) -> (N, 2) by ``method``: ``"umap"`` (:func:`umap_embed`) or ``"pca"``.
+
+    Notebooks pick the method per cost tier: UMAP shows clusters better, PCA costs nothing.
+
+    Raises:
+        ValueError: an unknown ``method``, or the method's own errors.
+
+    Example:
+        >>> embed_2d(np.random.default_rng(0).normal(size=(10, 4)), method="pca").shape
+        (10, 2)
+    """
+    if method == "umap":
+        return umap_embed(v, seed=seed)
+    if method == "pca":
+        return pca_embed(v)
+    raise ValueError(f"method={method!r} is unknown; use 'umap' or 'pca'")
+
+
+def align_snapshots(snapshots: dict) -> dict:
+    """Align each 2-D map to the previous one by orthogonal Procrustes, so an animation does not jump.
+
+    UMAP (and PCA) maps are defined only up to rotation, reflection and translation: two
+    runs on similar features can come out mirrored. For snapshots ``A_1, A_2, ...`` (same
+    points, same order) each ``A_k`` is centred, multiplied by the orthogonal matrix ``R``
+    (rotation or reflection) that minimises ``||(A_k - mean_k) R - (A'_{k-1} - mean'_{k-1})||_F``,
+    which is ``R = U V^T`` from the SVD ``U S V^T`` of ``(A_k - mean_k)^T (A'_{k-1} - mean'_{k-1})``
+    (Schönemann 1966), and moved onto the previous aligned map's centroid. Scale is kept.
+    The first snapshot is returned unchanged.
+
+    Args:
+        snapshots: name -> (N, 2) array (or tensor), in display order (dicts keep insertion order).
+
+    Returns:
+        A new dict with the same keys in the same order, float64 (N, 2) arrays.
+
+    Raises:
+        ValueError: an empty dict, a map that is not (N, 2), maps of different N, NaN/inf.
+
+    Example:
+        >>> a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+        >>> mirrored = a * np.array([-1.0, 1.0]) + 5.0  # flipped left-right and shifted
+        >>> aligned = align_snapshots({"epoch 1": a, "epoch 2": mirrored})
+        >>> np.allclose(aligned["epoch 2"], a)
+        True
+    """
+    if not isinstance(snapshots, dict) or not snapshots:
+        raise ValueError("snapshots must be a non-empty dict: name -> (N, 2) points, e.g. {'epoch 1': points}")
+    arrays = {}
+    for name, points in snapshots.items():
+        points = points.detach().cpu().double().numpy() if isinstance(points, torch.Tensor) \
+            else np.asarray(points, dtype=np.float64)
+        if points.ndim != 2 or points.shape[1] != 2:
+            raise ValueError(f"snapshot {name!r} has shape {points.shape}; each must be (N, 2) map coordinates")
+        if not np.isfinite(points).all():
+            raise ValueError(f"snapshot {name!r} contains NaN or inf")
+        arrays[name] = points
+    sizes = {name: len(points) for name, points in arrays.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"snapshots have different numbers of points {sizes}; embed the same N points each time")
+    aligned, previous = {}, None
+    for name, points in arrays.items():
+        if previous is not None:
+            centred = points - points.mean(axis=0)  # (N, 2)
+            target = previous - previous.mean(axis=0)  # (N, 2)
+            u, _, vt = np.linalg.svd(centred.T @ target)  # (2, 2) cross-covariance
+            points = centred @ (u @ vt) + previous.mean(axis=0)  # (N, 2)
+        aligned[name] = points
+        previous = points
+    return aligned

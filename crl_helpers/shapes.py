@@ -79,7 +79,9 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     return v[:, None] - v[:, None] * s[:, None] * torch.clamp(torch.minimum(kk, 4 - kk), 0, 1)
 
 
-def make_shapes(n: int, seed: int = 0, image_size: int = 32, noise: float = 0.04) -> ImageData:
+def make_shapes(n: int, seed: int = 0, image_size: int = 32, noise: float = 0.04, texture: float = 0.15,
+                max_rotation: float = 180.0, both_polarities: bool = True,
+                scale_range: tuple[float, float] = (0.5, 0.75)) -> ImageData:
     """Generate ``n`` shape images deterministically from ``seed``.
 
     Args:
@@ -88,6 +90,7 @@ def make_shapes(n: int, seed: int = 0, image_size: int = 32, noise: float = 0.04
         seed: the train and test splits use different seeds (see ``load_dataset``).
         image_size: side in pixels (H = W).
         noise: standard deviation of the per-pixel Gaussian noise, in [0, 1] units.
+        texture: largest relative amplitude of the background stripes.
 
     Returns:
         ImageData with ``x`` uint8 (n, 3, image_size, image_size), ``y`` int64 (n,),
@@ -119,15 +122,15 @@ def make_shapes(n: int, seed: int = 0, image_size: int = 32, noise: float = 0.04
     object_sat, background_sat = uniform(0.4, 1.0), uniform(0.2, 0.9)
     # Object and background differ in brightness by at least 0.3, in a random direction,
     # so the shape is always visible whatever the colours.
-    bright_object = torch.rand(n, generator=g) < 0.5
+    bright_object = torch.rand(n, generator=g) < (0.5 if both_polarities else 1.0)
     v_hi, v_lo = uniform(0.75, 1.0), uniform(0.1, 0.45)
     object_val = torch.where(bright_object, v_hi, v_lo)
     background_val = torch.where(bright_object, v_lo, v_hi)
-    scale = uniform(0.5, 0.75)  # object radius as a fraction of the half-side
+    scale = uniform(*scale_range)  # object radius as a fraction of the half-side
     x_pos, y_pos = uniform(-1, 1) * (1 - scale) * 0.8, uniform(-1, 1) * (1 - scale) * 0.8
-    rotation = uniform(0, 2 * math.pi)
+    rotation = uniform(-1, 1) * math.radians(max_rotation)
     stripe_angle, stripe_freq = uniform(0, math.pi), uniform(2.0, 6.0)
-    stripe_amp = uniform(0.0, 0.15)
+    stripe_amp = uniform(0.0, texture)
     stripe_phase = uniform(0, 2 * math.pi)
 
     object_rgb = _hsv_to_rgb(object_hue, object_sat, object_val)  # (n, 3)

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -29,7 +30,9 @@ from torch import nn
 
 from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crl_helpers.data import DATASETS, ImageData, load_dataset
-from crl_helpers.device import autocast_dtype, pick_device
+from crl_helpers.device import autocast_dtype
+from crl_helpers.distributed import (DistributedContext, all_reduce_mean, cleanup_distributed, nt_xent_distributed,
+                                     setup_distributed)
 from crl_helpers.losses import nt_xent
 from crl_helpers.metrics import alignment, contrastive_accuracy, embedding_std, uniformity
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
@@ -63,6 +66,9 @@ class TrainConfig:
     umap: bool = True  # UMAP plot of test embeddings at the end
     device: str = "auto"  # CUDA, then MPS, then CPU
     compile: bool = False  # torch.compile the model (CUDA only; pays off on long runs)
+    # Under torchrun on CUDA: global BN as in SimCLR (appendix B.1), so positives cannot be matched through
+    # per-device batch statistics. PyTorch's SyncBatchNorm is GPU-only; CPU ranks keep per-rank BN.
+    sync_batchnorm: bool = True
     seed: int = 0
     out_dir: str | None = "runs/default"  # None: keep everything in memory (tests, notebooks)
     progress: bool = True  # tqdm progress bar
@@ -83,6 +89,8 @@ class TrainConfig:
             (self.knn_k >= 1, f"knn_k={self.knn_k!r} must be >= 1"),
             (self.n_train is None or self.n_train >= 2, f"n_train={self.n_train!r} must be >= 2 or None"),
             (self.n_test is None or self.n_test >= 1, f"n_test={self.n_test!r} must be >= 1 or None"),
+            # Seeds feed torch.Generator.manual_seed(seed * 100_003 + epoch), which must fit in 64 bits.
+            (isinstance(self.seed, int) and 0 <= self.seed < 2**32, f"seed={self.seed!r} must be an int in [0, 2**32)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -185,8 +193,34 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint stays).
         CheckpointError: ``resume`` with a missing, corrupt or incompatible checkpoint.
+        ValueError: a bad device, or under torchrun a ``batch_size`` not divisible by the world size.
+
+    Under torchrun (``WORLD_SIZE > 1``, see :mod:`crl_helpers.distributed`) the model is wrapped in
+    DistributedDataParallel and each rank trains on its slice of every global batch of
+    ``config.batch_size`` images with :func:`~crl_helpers.distributed.nt_xent_distributed`; the
+    history holds metrics averaged over ranks. Only rank 0 writes files, shows progress, calls
+    ``callback`` and evaluates: on the other ranks ``metrics`` is empty.
     """
-    device = pick_device(config.device)
+    context = setup_distributed(config.device)
+    try:
+        return _train(config, context, resume, data, evaluate, callback)
+    finally:
+        cleanup_distributed(context)
+
+
+# Per-rank view generators are seeded this far apart, so no two (rank, epoch) pairs share a stream.
+_RANK_SEED_STRIDE = 1_000_000_007
+
+
+def _train(config: TrainConfig, context: DistributedContext, resume: bool,
+           data: tuple[ImageData, ImageData] | None, evaluate: bool,
+           callback: Callable[[int, SimCLRModel, dict], None] | None) -> TrainResult:
+    device, world_size, rank, is_main = context.device, context.world_size, context.rank, context.is_main
+    if config.batch_size % world_size:
+        raise ValueError(
+            f"batch_size={config.batch_size} is the global batch and must be divisible by the "
+            f"{world_size} processes; use --batch-size {max(world_size, config.batch_size // world_size * world_size)}")
+    local_batch = config.batch_size // world_size
     torch.manual_seed(config.seed)
     out = Path(config.out_dir) if config.out_dir else None
     train_data, test_data = data if data is not None else load_data(config)
@@ -197,6 +231,8 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
                          f"use --batch-size {len(train_data)} or fewer")
 
     model = build_model(config).to(device)
+    if world_size > 1 and device.type == "cuda" and config.sync_batchnorm:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys as BatchNorm
     initial_state = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
     optimizer = build_optimizer(model, config, device)
     steps_per_epoch = len(train_data) // config.batch_size
@@ -206,50 +242,65 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
     if resume:
         if out is None:
             raise CheckpointError("resume needs an output directory holding checkpoint.pt")
+        _check_zip(out / "checkpoint.pt")
         state = load_checkpoint(out / "checkpoint.pt", map_location=device)
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             initial_state = state["initial_encoder"]
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{out / 'checkpoint.pt'} does not match this config ({err}); "
+            history, start_epoch = [dict(row) for row in state["history"]], int(state["epoch"])
+            torch.set_rng_state(state["torch_rng"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as err:
+            # One line, however long torch's message: the CLI prints it as is.
+            detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+            raise CheckpointError(f"{out / 'checkpoint.pt'} does not match this config ({detail}); "
                                   f"resume with the same --encoder and head, or use a fresh --out") from err
-        history, start_epoch = list(state["history"]), int(state["epoch"])
-        torch.set_rng_state(state["torch_rng"])
 
     x_train = train_data.x.to(device)  # uint8 (N, 3, H, W), lives on the device
-    if config.compile and device.type == "cuda":
-        step_model = torch.compile(model)
-    else:
-        step_model = model
     if device.type == "cuda":
         model.to(memory_format=torch.channels_last)
+    step_model: nn.Module = model
+    if world_size > 1:  # after channels_last: DDP's gradient buckets copy the parameters' strides
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Gradients are AVERAGED over ranks; nt_xent_distributed's per-rank mean makes that the global loss's.
+        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if config.compile and device.type == "cuda":
+        step_model = torch.compile(step_model)
     amp = autocast_dtype(device)
     # Per-epoch generators seeded from (seed, epoch): a resumed run draws the same views.
     aug_gen = torch.Generator()
-    progress = _progress_bar(config, start_epoch, steps_per_epoch)
+    # With several ranks the permutation is shared (same seed everywhere) but each rank draws its own views.
+    view_gen = aug_gen if world_size == 1 else torch.Generator()
+    progress = _progress_bar(config, start_epoch, steps_per_epoch) if is_main else None
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
         aug_gen.manual_seed(config.seed * 100_003 + epoch)
         order = torch.randperm(len(train_data), generator=aug_gen).to(device)
+        if view_gen is not aug_gen:
+            view_gen.manual_seed(config.seed * 100_003 + epoch + _RANK_SEED_STRIDE * (rank + 1))
         sums = torch.zeros(2, device=device)  # running (loss, contrastive accuracy), no per-step host sync
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
-                group["lr"] = lr_schedule[step]
-            x = x_train[order[i * config.batch_size:(i + 1) * config.batch_size]]  # (B, 3, H, W)
+                group["lr"] = float(lr_schedule[step])  # numpy scalars fail weights_only loads
+            start = i * config.batch_size + rank * local_batch  # this rank's slice of the global batch
+            x = x_train[order[start:start + local_batch]]  # (B, 3, H, W), B = batch_size / world_size
             with torch.no_grad():
-                x1 = augment_batch(x, views, generator=aug_gen)  # (B, 3, S, S)
-                x2 = augment_batch(x, views, generator=aug_gen)
+                x1 = augment_batch(x, views, generator=view_gen)  # (B, 3, S, S)
+                x2 = augment_batch(x, views, generator=view_gen)
                 x12 = torch.cat([x1, x2])  # (2B, 3, S, S): one forward, BN sees both views
                 if device.type == "cuda":
                     x12 = x12.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 _, z = step_model(x12)  # (2B, d)
             z1, z2 = z.float().chunk(2)
-            loss = nt_xent(z1, z2, config.temperature, validate=False)
+            if world_size > 1:
+                loss = nt_xent_distributed(z1, z2, config.temperature, validate=False)
+            else:
+                loss = nt_xent(z1, z2, config.temperature, validate=False)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -261,24 +312,31 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
                 progress.set_postfix(epoch=epoch + 1, loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.2f}",
                                      img_s=f"{(i + 1) * config.batch_size / elapsed:.0f}", refresh=False)
                 progress.update(10 if i % 10 == 9 else (i % 10) + 1)
+        if world_size > 1:
+            sums = all_reduce_mean(sums)  # every rank sees the same numbers, so all stop together on NaN
         loss_avg, acc_avg = (sums / steps_per_epoch).tolist()
         seconds = time.perf_counter() - t0
         if not math.isfinite(loss_avg):
             if progress is not None:
                 progress.close()
-            where = f"; the last good checkpoint (epoch {epoch}) is kept in {out}" if out else ""
+            where = f"; the last good checkpoint (epoch {epoch}) is kept in {out}" if out and epoch else ""
             raise NonFiniteLossError(
                 f"the loss became {loss_avg} in epoch {epoch + 1}{where}. Lower --lr or raise --temperature")
         row = {"epoch": epoch + 1, "loss": loss_avg, "contrastive_acc": acc_avg, "lr": float(lr_schedule[step]),
                "seconds": seconds, "images_per_second": steps_per_epoch * config.batch_size / seconds}
         with torch.no_grad():
             row.update(alignment=alignment(z1, z2), uniformity=uniformity(z1), embedding_std=embedding_std(z1))
-        if config.knn_every and (epoch + 1) % config.knn_every == 0 and epoch + 1 < config.epochs:
+        if world_size > 1:
+            names = ("alignment", "uniformity", "embedding_std")
+            means = all_reduce_mean(torch.tensor([row[k] for k in names], dtype=torch.float64, device=device))
+            row.update(zip(names, means.tolist()))
+        knn_due = config.knn_every and (epoch + 1) % config.knn_every == 0 and epoch + 1 < config.epochs
+        if knn_due and is_main:  # needs no collective, so the other ranks need not wait for it
             row["knn_acc"] = _knn(model.encoder, train_data, test_data, config, device, mean, std)
         history.append(row)
-        if callback is not None:
+        if callback is not None and is_main:
             callback(epoch + 1, model, row)
-        if out is not None:
+        if out is not None and is_main:  # one writer: rank 0
             save_checkpoint({
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
                 "history": history, "config": _config_dict(config), "mean": list(mean), "std": list(std),
@@ -289,9 +347,17 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
         progress.close()
 
     result = TrainResult(model=model, history=history, mean=mean, std=std)
-    if evaluate:
+    if evaluate and is_main:
         result.metrics = evaluate_run(result, initial_state, train_data, test_data, config, device)
     return result
+
+
+def _check_zip(path: Path) -> None:
+    # torch.save writes a zip archive; anything else (truncated, garbage, empty) would reach the unpickler
+    # and be reported as "pickled objects", which sends a student looking for an attacker, not a bad copy.
+    if path.exists() and not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path} is corrupt or truncated (not the zip archive torch.save writes); "
+                              f"delete it to start afresh, or point --out at a fresh folder")
 
 
 def _batch_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -300,7 +366,8 @@ def _batch_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     sim = z @ z.T
     sim.fill_diagonal_(-float("inf"))
     n = z1.shape[0]
-    partner = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    # Built on the device: a copy from host memory would make every step wait for the GPU.
+    partner = torch.cat([torch.arange(n, 2 * n, device=z.device), torch.arange(n, device=z.device)])
     return (sim.argmax(dim=1) == partner).float().mean()
 
 

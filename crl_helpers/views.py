@@ -45,6 +45,8 @@ __all__ = [
 _LUMA = (0.2989, 0.587, 0.114)
 # torchvision's ColorJitter bounds the hue shift to half a turn; 0.2 * s <= 0.5 gives s <= 2.5.
 _MAX_JITTER_STRENGTH = 2.5
+# Float images may stray this far outside [0, 1] (resampling round-off) before they are refused.
+_RANGE_SLACK = 1e-3
 # How many (scale, ratio) candidates RandomResizedCrop tries before falling back to a centre crop.
 _CROP_ATTEMPTS = 10
 
@@ -76,7 +78,8 @@ class ViewConfig:
 
     Raises:
         ValueError: a probability outside [0, 1], a crop scale outside (0, 1] or out of order, a negative
-            or too large jitter strength, a non-positive std or sigma; the message names the field.
+            or too large jitter strength, a non-positive std or sigma, blur on a 1-pixel image; the message
+            names the field.
         TypeError: a field that should be a pair or triple of numbers is not.
 
     Example:
@@ -141,6 +144,9 @@ class ViewConfig:
         lo, hi = self.blur_sigma
         if not 0 < lo <= hi:
             raise ValueError(f"blur_sigma={self.blur_sigma!r} must satisfy 0 < low <= high, e.g. (0.1, 2.0)")
+        if self.blur_p > 0 and self.image_size < 2:
+            raise ValueError(f"image_size={self.image_size} is too small to blur (the 3-tap kernel needs a "
+                             "neighbour); use blur_p=0 or image_size >= 2")
         if any(s <= 0 for s in self.std):
             raise ValueError(f"std={self.std!r} must be positive per channel; pass the data set's std")
 
@@ -268,7 +274,7 @@ class MultiViewTransform:
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq on tensors would be ambiguous; compare fields explicitly
 class ViewParams:
     """Per-sample parameters of one batched augmentation; every field has a leading batch dim ``B``.
 
@@ -300,8 +306,8 @@ class ViewParams:
         return self.top.shape[0]
 
     def to(self, device: torch.device | str) -> ViewParams:
-        """The same parameters on ``device``."""
-        return ViewParams(**{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)})
+        """The same parameters on ``device`` (CPU -> CUDA copies are asynchronous, see ``_to_device``)."""
+        return ViewParams(**{f.name: _to_device(getattr(self, f.name), device) for f in dataclasses.fields(self)})
 
     @classmethod
     def identity(cls, batch_size: int, height: int, width: int) -> ViewParams:
@@ -436,18 +442,17 @@ def sample_view_params(
 def apply_view_params(x: torch.Tensor, params: ViewParams, config: ViewConfig = SIMCLR) -> torch.Tensor:
     """Apply per-sample augmentation parameters to a batch, fully vectorised (SimCLR, Chen et al. 2020).
 
-    Pipeline, in the order of :func:`view_transform`: crop + flip as one per-sample affine warp
-    (``affine_grid`` + bilinear ``grid_sample``, edge pixels repeated outside the image); colour jitter
-    with each sample's own op order (each op clamps to [0, 1], contrast blends towards the sample's mean
-    gray, hue rotates in HSV like torchvision's ``adjust_hue``); grayscale (torchvision's luma weights);
-    Gaussian blur via a grouped separable convolution with reflect padding; normalisation.
+    Pipeline, in the order of :func:`view_transform`: crop + resize + flip as per-sample separable
+    resampling (two batched matmuls: bilinear when enlarging, antialiased when shrinking, exactly like
+    torchvision's ``resized_crop``); colour jitter with each sample's own op order (each op clamps to
+    [0, 1], contrast blends towards the sample's mean gray, hue rotates in HSV like torchvision's
+    ``adjust_hue``); grayscale (torchvision's luma weights); Gaussian blur via a grouped separable
+    convolution with reflect padding; normalisation. Given the same parameters, every sample equals
+    torchvision's functional ops applied to it alone, to float rounding.
 
     ``config`` supplies ``image_size``, ``mean``/``std`` and the blur kernel size. A stage whose
     probability in ``config`` is 0 (or jitter with strength 0) is skipped whole, so the ablation presets
     pay nothing for the stages they turn off; otherwise ``params`` decide per sample, without host syncs.
-
-    Downscaling crops (input larger than ``image_size``) are sampled without antialiasing, unlike the
-    per-image path; for 32x32 CIFAR crops the warp only ever upsamples.
 
     Args:
         x: images ``(B, 3, H, W)``, ``uint8`` in [0, 255] or floating in [0, 1], on any device.
@@ -459,7 +464,8 @@ def apply_view_params(x: torch.Tensor, params: ViewParams, config: ViewConfig = 
 
     Raises:
         TypeError: ``x`` is not a tensor, or its dtype is neither ``uint8`` nor floating.
-        ValueError: ``x`` is not 4-D with 3 channels, or ``params`` has another batch size.
+        ValueError: ``x`` is not 4-D with 3 channels, is floating with NaN/inf or values outside
+            [0, 1], or ``params`` has another batch size.
 
     Example:
         >>> x = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
@@ -478,15 +484,18 @@ def apply_view_params(x: torch.Tensor, params: ViewParams, config: ViewConfig = 
     params = params.to(x.device)
     x = x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)  # (B, 3, H, W) in [0, 1]
     x = _crop_and_flip(x, params, config.image_size)  # (B, 3, S, S)
+    # From here on x is this function's own buffer (the warp allocated it), so the stages work in place:
+    # on the CPU a fresh image-sized tensor costs more than the arithmetic that fills it.
     if config.jitter_p > 0 and config.jitter_strength > 0:
-        x = _colour_jitter(x, params)
+        _colour_jitter_(x, params)
     if config.grayscale_p > 0:
-        x = torch.where(params.grayscale[:, None, None, None], _gray(x).expand_as(x), x)
+        # lerp with weight exactly 0 or 1 returns either end exactly, and is much faster than where.
+        x.lerp_(_gray(x).expand_as(x), _per_sample(params.grayscale, x))
     if config.blur_p > 0:
         x = _gaussian_blur(x, params, blur_kernel_size(config.image_size))
-    mean = torch.tensor(config.mean, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(config.std, device=x.device).view(1, 3, 1, 1)
-    return x.sub_(mean).div_(std)  # x is this function's own buffer by now (the warp allocated it)
+    mean = _constant(config.mean, x).view(1, 3, 1, 1)
+    std = _constant(config.std, x).view(1, 3, 1, 1)
+    return x.sub_(mean).div_(std)
 
 
 def augment_batch(
@@ -508,7 +517,7 @@ def augment_batch(
 
     Raises:
         TypeError: ``x`` is not a tensor, or its dtype is neither ``uint8`` nor floating.
-        ValueError: ``x`` is not 4-D with 3 channels.
+        ValueError: ``x`` is not 4-D with 3 channels, or is floating with NaN/inf or values outside [0, 1].
 
     Example:
         >>> x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
@@ -539,7 +548,8 @@ def make_views(
         A list of ``n_views`` tensors ``(B, 3, image_size, image_size)``, float32 on ``x.device``.
 
     Raises:
-        ValueError: ``n_views`` is not an int >= 1, or ``x`` is not 4-D with 3 channels.
+        ValueError: ``n_views`` is not an int >= 1, or ``x`` is not 4-D with 3 channels, or is floating
+            with NaN/inf or values outside [0, 1].
         TypeError: ``x`` is not a uint8 or floating tensor.
 
     Example:
@@ -582,7 +592,35 @@ def _check_images(x) -> torch.Tensor:
         )
     if x.dtype != torch.uint8 and not x.is_floating_point():
         raise TypeError(f"x has dtype {x.dtype}; pass uint8 in [0, 255] or floating point in [0, 1]")
+    if x.is_floating_point() and x.numel():
+        # Float pixels only (uint8 cannot be out of range): NaN would flow silently into the views, and
+        # 0..255 floats (the classic slip) become huge after normalisation. One host sync per call.
+        if not torch.isfinite(x).all():
+            raise ValueError("x contains NaN or inf; floating images must be finite, in [0, 1]")
+        low, high = torch.aminmax(x)
+        if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
+            raise ValueError(f"x has values in [{low.item():.4g}, {high.item():.4g}] but floating images must be "
+                             "in [0, 1]; divide by 255 (or pass uint8 in [0, 255])")
     return x
+
+
+def _to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` on ``device``; a CPU -> CUDA copy goes through pinned memory without blocking.
+
+    A plain ``.to("cuda")`` from pageable memory waits for all queued GPU work, a host sync every
+    training step; the pinned, non-blocking copy is ordered on the stream instead.
+    """
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _constant(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    """A small constant tensor with ``like``'s dtype and device, copied without a host sync."""
+    return _to_device(torch.tensor(values, dtype=like.dtype), like.device)
 
 
 def _centre_crop_size(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
@@ -599,8 +637,9 @@ def _centre_crop_size(height: int, width: int, ratio: tuple[float, float]) -> tu
     return h, w
 
 
-def _resample_weights(start: torch.Tensor, extent: torch.Tensor, flip: torch.Tensor | None, size: int,
-                      length: int) -> torch.Tensor:
+def _resample_weights(
+    start: torch.Tensor, extent: torch.Tensor, flip: torch.Tensor | None, size: int, length: int
+) -> torch.Tensor:
     """Per-sample matrix ``(B, size, length)`` that resizes the span ``[start, start + extent)`` to ``size``.
 
     Row k holds the weights of torchvision's (PIL-style) antialiased bilinear resize: a triangle filter
@@ -618,7 +657,7 @@ def _resample_weights(start: torch.Tensor, extent: torch.Tensor, flip: torch.Ten
     j = torch.arange(length, device=start.device, dtype=start.dtype) + 0.5  # (length,) input pixel centres
     weights = (1 - (j - centre[..., None]).abs() / support).clamp_(min=0)  # (B, size, length)
     inside = (j >= torch.floor(start)[:, None, None]) & (j <= torch.ceil(start + extent)[:, None, None])
-    weights = weights * inside
+    weights = weights.mul_(inside)
     # Rows whose filter misses every pixel (a box entirely outside the image) fall back to 0, not NaN.
     return weights / weights.sum(dim=-1, keepdim=True).clamp_(min=1e-12)
 
@@ -645,8 +684,13 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return r.mul(_LUMA[0]).add_(g, alpha=_LUMA[1]).add_(b, alpha=_LUMA[2]).unsqueeze(1)  # (B, 1, H, W)
 
 
-def _colour_jitter(x: torch.Tensor, params: ViewParams) -> torch.Tensor:
-    """ColorJitter with per-sample factors and per-sample op order, vectorised.
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A (B,) tensor as float weights (B, 1, 1, 1) that broadcast against ``like``."""
+    return values.to(like.dtype).view(-1, 1, 1, 1)
+
+
+def _colour_jitter_(x: torch.Tensor, params: ViewParams) -> torch.Tensor:
+    """ColorJitter with per-sample factors and per-sample op order, vectorised, in place on ``x``.
 
     Brightness, contrast and saturation are all blends ``f x + (1 - f) y`` (y = 0, the mean gray, the
     gray image), so each of the 4 positions in a sample's order is either one blend or the hue rotation.
@@ -657,7 +701,7 @@ def _colour_jitter(x: torch.Tensor, params: ViewParams) -> torch.Tensor:
     order = params.order  # (B, 4)
     is_hue = order == 3  # (B, 4)
     hue_position = is_hue.to(torch.int8).argmax(dim=1)  # (B,)
-    # Stable sort of position keys that push the hue op last: the 3 blend ops in the sample's order.
+    # Sort position keys that push the hue op last: the 3 blend ops in the sample's order.
     positions = torch.arange(4, device=x.device).expand(batch_size, 4)
     keys = torch.where(is_hue, 4, positions)
     blend_ops = order.gather(1, torch.argsort(keys, dim=1)[:, :3])  # (B, 3), values in {0, 1, 2}
@@ -666,30 +710,28 @@ def _colour_jitter(x: torch.Tensor, params: ViewParams) -> torch.Tensor:
 
     for slot in range(3):  # blends that come before the hue op
         active = params.jitter & (slot < hue_position)
-        x = _blend_slot(x, blend_ops[:, slot], blend_factors[:, slot], active)
-    hued = _adjust_hue(x, params.hue)
-    x = torch.where(params.jitter[:, None, None, None], hued, x)
+        _blend_slot_(x, blend_ops[:, slot], blend_factors[:, slot], active)
+    x.lerp_(_adjust_hue(x, params.hue), _per_sample(params.jitter, x))
     for slot in range(3):  # blends that come after it
         active = params.jitter & (slot >= hue_position)
-        x = _blend_slot(x, blend_ops[:, slot], blend_factors[:, slot], active)
+        _blend_slot_(x, blend_ops[:, slot], blend_factors[:, slot], active)
     return x
 
 
-def _blend_slot(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-    """One brightness (op 0) / contrast (1) / saturation (2) blend per sample, a no-op where not active.
+def _blend_slot_(x: torch.Tensor, op: torch.Tensor, factor: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+    """One brightness (op 0) / contrast (1) / saturation (2) blend per sample, in place, a no-op where not active.
 
     All three are torchvision's ``_blend``: ``x * f + y * (1 - f)``, clamped, with ``y`` = 0, the mean
     gray, or the gray image; written as ``x * f + (gray * a + c)`` with per-sample ``a`` and ``c`` so that
     one batched expression serves every op. ``f = 1`` (inactive) gives ``x * 1 + 0``, exactly ``x``.
     """
-    batch_size = x.shape[0]
     f = torch.where(active, factor, 1.0)  # (B,)
     gray = _gray(x)  # (B, 1, H, W)
     mean_gray = gray.mean(dim=(-3, -2, -1))  # (B,)
-    gray_weight = torch.where(op == 2, 1 - f, 0.0).view(batch_size, 1, 1, 1)
-    offset = torch.where(op == 1, (1 - f) * mean_gray, 0.0).view(batch_size, 1, 1, 1)
-    target = gray.mul_(gray_weight).add_(offset)  # (B, 1, H, W)
-    return torch.addcmul(target, x, f.view(batch_size, 1, 1, 1)).clamp_(0.0, 1.0)  # (B, 3, H, W)
+    gray_weight = torch.where(op == 2, 1 - f, 0.0)  # (B,)
+    offset = torch.where(op == 1, (1 - f) * mean_gray, 0.0)  # (B,)
+    target = gray.mul_(_per_sample(gray_weight, x)).add_(_per_sample(offset, x))  # (B, 1, H, W)
+    return x.mul_(_per_sample(f, x)).add_(target).clamp_(0.0, 1.0)
 
 
 # Pure hue -> RGB as triangle waves of the hue in sixths of a turn, h6 in [0, 6):
@@ -704,28 +746,31 @@ def _adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
 
     HSV keeps max (value) and max - min (chroma, = value * saturation) and moves only the hue, so the
     result is ``min + chroma * pure(h)`` with ``pure`` the fully saturated colour of the new hue: the
-    same numbers as torchvision's six-sector table, in fewer whole-tensor ops.
+    same numbers as torchvision's six-sector table, in fewer whole-tensor ops. Masks are multiplied in
+    rather than selected with ``torch.where``, which is several times slower on the CPU.
     """
-    batch_size = x.shape[0]
     r, g, b = x.unbind(dim=1)
     maxc = torch.maximum(torch.maximum(r, g), b)  # (B, H, W)
     minc = torch.minimum(torch.minimum(r, g), b)  # (B, H, W)
     chroma = maxc - minc  # (B, H, W)
+    # Which channel is the max decides the sector, with torchvision's tie-breaking: red, then green.
+    max_is_r = maxc == r
+    max_is_g = (maxc == g) & ~max_is_r
+    max_is_b = ~(max_is_r | max_is_g)
+    # Hue in sixths of a turn times chroma: (g - b), 2 chroma + (b - r) or 4 chroma + (r - g) by sector.
+    hue6 = (g - b).mul_(max_is_r)
+    hue6 += (b - r).add_(chroma, alpha=2.0).mul_(max_is_g)
+    hue6 += (r - g).add_(chroma, alpha=4.0).mul_(max_is_b)
     # Gray pixels (chroma 0) have no hue; dividing by 1 there avoids NaN, and chroma 0 zeroes it out.
-    inv_chroma = torch.where(chroma == 0, 1.0, chroma).reciprocal_()
-    hue6 = torch.where(
-        maxc == r,
-        (g - b).mul_(inv_chroma),
-        torch.where(maxc == g, (b - r).mul_(inv_chroma).add_(2.0), (r - g).mul_(inv_chroma).add_(4.0)),
-    )  # (B, H, W), hue in sixths of a turn, in [-1, 5)
-    hue6 = hue6.add_((6.0 * shift).view(batch_size, 1, 1)).remainder_(6.0)  # (B, H, W) in [0, 6)
+    hue6 = hue6.div_(chroma + (chroma == 0))  # (B, H, W), in [-1, 5)
+    hue6 = hue6.add_(_per_sample(6.0 * shift, x).view(-1, 1, 1)).remainder_(6.0)  # (B, H, W) in [0, 6)
 
     def per_channel(values: tuple[float, float, float]) -> torch.Tensor:
-        return torch.tensor(values, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        return _constant(values, x).view(1, 3, 1, 1)
 
-    pure = (hue6.unsqueeze(1) - per_channel(_HUE_CENTRE)).abs_()  # (B, 3, H, W)
-    pure = pure.mul_(per_channel(_HUE_SLOPE)).add_(per_channel(_HUE_OFFSET)).clamp_(0.0, 1.0)
-    return torch.addcmul(minc.unsqueeze(1), chroma.unsqueeze(1), pure).clamp_(0.0, 1.0)  # (B, 3, H, W)
+    pure = hue6.unsqueeze(1) - per_channel(_HUE_CENTRE)  # (B, 3, H, W)
+    pure = pure.abs_().mul_(per_channel(_HUE_SLOPE)).add_(per_channel(_HUE_OFFSET)).clamp_(0.0, 1.0)
+    return pure.mul_(chroma.unsqueeze(1)).add_(minc.unsqueeze(1)).clamp_(0.0, 1.0)  # (B, 3, H, W)
 
 
 def _gaussian_blur(x: torch.Tensor, params: ViewParams, kernel_size: int) -> torch.Tensor:
@@ -738,7 +783,8 @@ def _gaussian_blur(x: torch.Tensor, params: ViewParams, kernel_size: int) -> tor
     # A unit impulse leaves unblurred samples exactly unchanged.
     impulse = (offsets == 0).to(x.dtype).expand_as(kernel)
     kernel = torch.where(params.blur[:, None], kernel, impulse)  # (B, k)
-    kernel = kernel.repeat_interleave(channels, dim=0)  # (B*3, k): one filter per (sample, channel)
+    # expand + reshape rather than repeat_interleave, which syncs with the GPU to size its output.
+    kernel = kernel[:, None].expand(batch_size, channels, kernel_size).reshape(-1, kernel_size)  # (B*3, k)
     pad = kernel_size // 2
     x = F.pad(x, (pad, pad, pad, pad), mode="reflect")  # (B, 3, H + 2p, W + 2p)
     x = x.reshape(1, batch_size * channels, height + 2 * pad, width + 2 * pad)  # (1, B*3, H + 2p, W + 2p)

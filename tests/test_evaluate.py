@@ -58,12 +58,13 @@ def test_knn_matches_brute_force_loop(weighting, k):
 
 
 def test_knn_small_temperature_stays_finite_and_matches_loop():
-    # exp(1 / 0.01) = e^100 overflows float32: the implementation must still agree with the float64 loop.
+    # exp(s / 0.002) reaches e^400 and more, far past float32's e^88 (float64 holds up to e^709): the
+    # implementation must still agree with the float64 loop.
     g = torch.Generator().manual_seed(1)
     train_v, test_v = torch.randn(40, 6, generator=g), torch.randn(15, 6, generator=g)
     train_y = torch.randint(0, 3, (40,), generator=g)
-    expected = knn_oracle(train_v, train_y, test_v, 10, 0.01, "exp")
-    assert torch.equal(knn_predict(train_v, train_y, test_v, k=10, temperature=0.01), expected)
+    expected = knn_oracle(train_v, train_y, test_v, 10, 0.002, "exp")
+    assert torch.equal(knn_predict(train_v, train_y, test_v, k=10, temperature=0.002), expected)
 
 
 def test_knn_two_separated_clusters_is_perfect():
@@ -256,6 +257,20 @@ def test_linear_probe_raises_when_features_are_extracted_in_train_mode(monkeypat
     x, y = _separable(20, seed=0)
     with pytest.raises(RuntimeError, match="running_mean"):
         linear_probe(IdentityLikeEncoder(8), x, y, x, y, epochs=1)
+
+
+class OffsetEncoder(IdentityLikeEncoder):
+    """Features 1000 + 0.001 * x: the same information as x, at a scale no fixed learning rate suits."""
+
+    def forward(self, x):
+        return 1000.0 + 1e-3 * self.linear(x.flatten(1))
+
+
+def test_linear_probe_standardises_features_so_their_offset_and_scale_do_not_matter():
+    x_train, y_train = _separable(200, seed=0)
+    x_test, y_test = _separable(100, seed=1)
+    result = linear_probe(OffsetEncoder(8), x_train, y_train, x_test, y_test, epochs=10, lr=1e-2, batch_size=64)
+    assert result["test_acc"] >= 0.95
 
 
 def test_linear_probe_is_reproducible_with_a_seed():

@@ -1,0 +1,472 @@
+"""The course's interactive explorers: augmentations, temperature, and embedding snapshots.
+
+Each explorer is a thin ipywidgets layer over tested pure functions (STYLE rule 8: the
+widget moves a slider, the function computes, the plot draws):
+
+* :func:`augmentation_explorer` over :func:`augmentation_grid` and :func:`config_from_controls`
+  (SimCLR's pipeline, Chen et al. 2020, from :mod:`crl_helpers.views`);
+* :func:`temperature_explorer` over :mod:`crl_helpers.temperature` (Wang & Liu 2021);
+* :func:`umap_explorer` over :func:`crl_helpers.plots.align_snapshots` and
+  :func:`crl_helpers.plots.scatter_2d` (UMAP, McInnes et al. 2018).
+
+Every explorer is an :class:`Explorer`: an ``ipywidgets.VBox`` with its controls in
+``w.controls`` (a dict), an ``ipywidgets.Output`` in ``w.output`` that shows the current
+figure as a PNG, the last ``matplotlib`` figure in ``w.figure`` and its PNG bytes in
+``w.png``, the numbers it shows in ``w.state``, and ``w.update()`` to redraw (changing a
+control's value redraws by itself; tests and the smoke run call ``update()`` to be sure).
+
+Example:
+    >>> import torch
+    >>> images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    >>> w = augmentation_explorer(images, n_views=3)
+    >>> sorted(w.controls)[:3], w.state["grid_shape"]
+    (['blur_p', 'crop_scale_min', 'flip_p'], (2, 3, 3, 16, 16))
+    >>> before = w.png
+    >>> w.controls["jitter_strength"].value = 2.0
+    >>> w.png != before
+    True
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import traceback
+from typing import Callable
+
+import numpy as np
+import torch
+
+from crl_helpers.views import SIMCLR, ViewConfig, make_views
+
+__all__ = [
+    "Explorer",
+    "figure_png",
+    "CONTROL_FIELDS",
+    "config_from_controls",
+    "augmentation_grid",
+    "augmentation_explorer",
+    "temperature_explorer",
+    "umap_explorer",
+]
+
+
+# ------------------------------------------------------------------------------------- the shared machinery
+def figure_png(fig, dpi: int = 90) -> bytes:
+    """PNG bytes of a matplotlib figure.
+
+    Explorers show PNGs rather than live figures: a PNG displays the same in JupyterLab, in
+    VS Code and in a saved notebook, whatever matplotlib backend the kernel has.
+
+    Example:
+        >>> from matplotlib.figure import Figure
+        >>> figure_png(Figure(figsize=(1, 1)))[:4]
+        b'\\x89PNG'
+    """
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _new_figure(width: float, height: float, layout: str | None = "constrained"):
+    # The object API, not pyplot: no global figure list to leak, nothing shown twice.
+    # layout=None (fixed margins) where constrained layout's solver would double a redraw's cost.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout=layout)
+
+
+class Explorer:
+    """Base of the explorers; built by :func:`_make_explorer` as a subclass of ``ipywidgets.VBox``.
+
+    Attributes:
+        controls: name -> ipywidgets control (slider, dropdown, button ...).
+        output: the ``ipywidgets.Output`` that shows the figure.
+        figure: the last matplotlib ``Figure`` drawn.
+        png: that figure as PNG bytes.
+        state: the numbers behind the figure (for captions and tests).
+    """
+
+
+def _in_kernel() -> bool:
+    # Outside a Jupyter kernel (plain Python, doctests) an Output widget captures nothing and
+    # display() would print to stdout; the figure and PNG are still kept on the explorer.
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def _make_explorer(controls: dict, render: Callable[[], tuple], rows: list | None = None, caption: bool = True):
+    """Build a VBox explorer whose ``update()`` calls ``render() -> (figure, state, caption_html)``."""
+    import ipywidgets as widgets
+
+    class _Explorer(widgets.VBox, Explorer):
+        def update(self):
+            """Redraw from the controls' current values; returns the new Figure (errors raise)."""
+            fig, state, text = render()
+            self.figure, self.state, self.png = fig, state, figure_png(fig)
+            if self.caption is not None:
+                self.caption.value = text
+            if _in_kernel():
+                from IPython.display import Image, display
+
+                with self.output:
+                    self.output.clear_output(wait=True)
+                    display(Image(data=self.png, format="png"))
+            return fig
+
+        def _on_change(self, _change=None) -> None:
+            # A callback's exception would vanish into the browser's log: show it under the widget instead.
+            try:
+                self.update()
+            except Exception:  # noqa: BLE001 - shown to the user, not swallowed
+                if not _in_kernel():
+                    raise
+                with self.output:
+                    self.output.clear_output()
+                    print(traceback.format_exc())
+
+    output = widgets.Output(layout=widgets.Layout(min_height="120px"))
+    caption_widget = widgets.HTML() if caption else None
+    children = list(rows if rows is not None else controls.values())
+    children += [w for w in (caption_widget, output) if w is not None]
+    explorer = _Explorer(children=children)
+    explorer.controls, explorer.output, explorer.caption = controls, output, caption_widget
+    explorer.figure, explorer.png, explorer.state = None, b"", {}
+    for control in controls.values():
+        if isinstance(control, widgets.Button):
+            continue  # buttons wire their own on_click
+        # Play drives the snapshot slider (jslink) and is not drawn from itself.
+        if isinstance(control, widgets.ValueWidget) and not isinstance(control, widgets.Play):
+            control.observe(explorer._on_change, names="value")
+    return explorer
+
+
+# ------------------------------------------------------------------------------ 1. augmentation explorer
+#: The ViewConfig knobs the augmentation explorer exposes, with their slider ranges (min, max, step).
+CONTROL_FIELDS = {
+    "crop_scale_min": (0.05, 1.0, 0.01),
+    "flip_p": (0.0, 1.0, 0.05),
+    "jitter_strength": (0.0, 2.5, 0.05),
+    "jitter_p": (0.0, 1.0, 0.05),
+    "grayscale_p": (0.0, 1.0, 0.05),
+    "blur_p": (0.0, 1.0, 0.05),
+}
+
+
+def config_from_controls(base: ViewConfig = SIMCLR, **values) -> ViewConfig:
+    """The :class:`~crl_helpers.views.ViewConfig` that the explorer's control values describe.
+
+    ``crop_scale_min`` sets the lower end of ``crop_scale`` (the upper end stays ``base``'s, raised
+    to the minimum if needed); the other keys are ViewConfig fields of the same name. Keys left out
+    keep ``base``'s values.
+
+    Args:
+        base: the config to start from (image size, mean/std, crop ratio, blur sigma ...).
+        **values: any of :data:`CONTROL_FIELDS`.
+
+    Raises:
+        TypeError: an unknown key (the message lists the known ones), or ``base`` not a ViewConfig.
+        ValueError: a value ViewConfig rejects (a probability outside [0, 1], ...).
+
+    Example:
+        >>> config_from_controls(crop_scale_min=0.5, grayscale_p=0.0).crop_scale
+        (0.5, 1.0)
+        >>> config_from_controls(hue=0.1)
+        Traceback (most recent call last):
+        ...
+        TypeError: unknown control 'hue'; use crop_scale_min, flip_p, jitter_strength, jitter_p, grayscale_p, blur_p
+    """
+    if not isinstance(base, ViewConfig):
+        raise TypeError(f"base={base!r} must be a ViewConfig")
+    unknown = [k for k in values if k not in CONTROL_FIELDS]
+    if unknown:
+        raise TypeError(f"unknown control {unknown[0]!r}; use {', '.join(CONTROL_FIELDS)}")
+    changes = {k: float(v) for k, v in values.items() if k != "crop_scale_min"}
+    if "crop_scale_min" in values:
+        low = float(values["crop_scale_min"])
+        changes["crop_scale"] = (low, max(low, base.crop_scale[1]))
+    return dataclasses.replace(base, **changes)
+
+
+def augmentation_grid(images: torch.Tensor, config: ViewConfig = SIMCLR, n_views: int = 4,
+                      seed: int = 0) -> torch.Tensor:
+    """``n_views`` augmented views of each image, in [0, 1] for display (SimCLR, Chen et al. 2020).
+
+    The views are :func:`crl_helpers.views.make_views` with ``config`` (its ``mean``/``std`` are
+    replaced by 0/1 so the output is un-normalised) and a CPU generator seeded with ``seed``:
+    the same arguments always give the same grid.
+
+    Args:
+        images: ``(K, 3, H, W)``, uint8 in [0, 255] or float in [0, 1].
+        config: the augmentation settings (``image_size`` sets the views' side ``S``).
+        n_views: views per image.
+        seed: seeds the random parameters.
+
+    Returns:
+        float32 ``(K, n_views, 3, S, S)`` in [0, 1].
+
+    Raises:
+        TypeError, ValueError: as :func:`crl_helpers.views.make_views`.
+
+    Example:
+        >>> x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+        >>> grid = augmentation_grid(x, dataclasses.replace(SIMCLR, image_size=8), n_views=3)
+        >>> grid.shape, bool(grid.min() >= 0 and grid.max() <= 1)
+        (torch.Size([2, 3, 3, 8, 8]), True)
+    """
+    if not isinstance(config, ViewConfig):
+        raise TypeError(f"config={config!r} must be a ViewConfig")
+    display_config = dataclasses.replace(config, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    generator = torch.Generator().manual_seed(int(seed))
+    views = make_views(images, display_config, n_views=n_views, generator=generator)  # n_views x (K, 3, S, S)
+    return torch.stack(views, dim=1).clamp_(0.0, 1.0)  # (K, n_views, 3, S, S)
+
+
+def _to_display(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) uint8 or [0, 1] float -> (H, W, 3) float array for imshow."""
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    return x.clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
+
+
+def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_views: int = 4, seed: int = 0):
+    """Sliders for SimCLR's augmentations over a grid of views (Chen et al. 2020, Appendix A).
+
+    Rows are the ``K`` images (the original first), columns ``n_views`` random views drawn with
+    the current settings. The controls ``crop_scale_min``, ``flip_p``, ``jitter_strength``,
+    ``jitter_p``, ``grayscale_p``, ``blur_p`` edit the config (:func:`config_from_controls`);
+    ``resample`` draws new random parameters (next seed). Views are made at the images' own side.
+
+    Args:
+        images: ``(K, 3, H, W)`` uint8 or [0, 1] float; K of 2 to 8 reads best.
+        config: the starting settings.
+        n_views: views per image.
+        seed: the first seed.
+
+    Returns:
+        An :class:`Explorer` (an ``ipywidgets.VBox``); ``w.state`` holds ``config``, ``seed``,
+        ``grid`` (the views) and ``grid_shape``.
+
+    Raises:
+        TypeError, ValueError: bad images, config or n_views.
+    """
+    import ipywidgets as widgets
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"images must be a tensor (K, 3, H, W), got {shape}; for one image use x.unsqueeze(0)")
+    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
+        raise ValueError(f"n_views={n_views!r} must be an int >= 1")
+    base = dataclasses.replace(config, image_size=int(min(images.shape[-2:])))
+    images = images.detach().cpu()
+    controls = {}
+    for name, (low, high, step) in CONTROL_FIELDS.items():
+        value = base.crop_scale[0] if name == "crop_scale_min" else getattr(base, name)
+        controls[name] = widgets.FloatSlider(value=value, min=low, max=high, step=step, description=name,
+                                             continuous_update=False, readout_format=".2f",
+                                             style={"description_width": "110px"})
+    controls["resample"] = widgets.Button(description="re-sample views", icon="refresh")
+    seed_box = {"seed": int(seed)}
+
+    def render():
+        values = {name: controls[name].value for name in CONTROL_FIELDS}
+        current = config_from_controls(base, **values)
+        grid = augmentation_grid(images, current, n_views=n_views, seed=seed_box["seed"])  # (K, V, 3, S, S)
+        k = grid.shape[0]
+        fig = _new_figure(1.25 * (n_views + 1), 1.25 * k + 0.3, layout=None)
+        axes = fig.subplots(k, n_views + 1, squeeze=False)
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / (1.25 * k + 0.3), wspace=0.06,
+                            hspace=0.06)
+        for i in range(k):
+            axes[i, 0].imshow(_to_display(images[i]), interpolation="nearest")
+            for j in range(n_views):
+                axes[i, j + 1].imshow(_to_display(grid[i, j]), interpolation="nearest")
+        for j, ax in enumerate(axes[0]):
+            ax.set_title("original x" if j == 0 else f"view {j}", fontsize=8)
+        for ax in axes.flat:
+            ax.set_xticks([])
+            ax.set_yticks([])
+        state = {"config": current, "seed": seed_box["seed"], "grid": grid, "grid_shape": tuple(grid.shape)}
+        text = (f"crop scale [{current.crop_scale[0]:.2f}, {current.crop_scale[1]:.2f}] of the area, "
+                f"flip p={current.flip_p:.2f}, colour jitter s={current.jitter_strength:.2f} "
+                f"with p={current.jitter_p:.2f}, grayscale p={current.grayscale_p:.2f}, "
+                f"blur p={current.blur_p:.2f} | seed {seed_box['seed']}")
+        return fig, state, text
+
+    sliders = [controls[name] for name in CONTROL_FIELDS]
+    rows = [widgets.HBox(sliders[:3]), widgets.HBox(sliders[3:] + [controls["resample"]])]
+    explorer = _make_explorer(controls, render, rows=rows)
+
+    def resample(_button=None) -> None:
+        seed_box["seed"] += 1
+        explorer._on_change()
+
+    controls["resample"].on_click(resample)
+    explorer.resample = resample
+    explorer.update()
+    return explorer
+
+
+# ------------------------------------------------------------------------------- 2. temperature explorer
+def temperature_explorer(similarities: torch.Tensor | None = None, temperature: float = 0.5):
+    """A log-scale temperature slider over one anchor's InfoNCE (Wang & Liu 2021).
+
+    Three panels redraw as the temperature moves: (a) the similarity distribution (softmax of
+    ``s / temperature``, the positive in green); (b) the gradient ``dL/ds_j`` per candidate (the
+    pull on the positive, the push on each negative); (c) the loss against the temperature,
+    with the current value marked. Pure functions: :mod:`crl_helpers.temperature`.
+
+    Args:
+        similarities: ``(1 + K,)`` cosine similarities, positive first; default
+            :func:`crl_helpers.temperature.example_similarities`.
+        temperature: the starting temperature (the slider spans 0.01 to 10, widened if needed).
+
+    Returns:
+        An :class:`Explorer`; ``w.controls["temperature"]`` is the slider; ``w.state`` holds
+        ``temperature``, ``loss``, ``p`` (1 + K,), ``weights`` (1 + K,), ``p_positive`` and
+        ``hardness_share`` (of the hardest negative).
+
+    Raises:
+        TypeError, ValueError: as :func:`crl_helpers.temperature.similarity_distribution`.
+    """
+    import ipywidgets as widgets
+
+    from crl_helpers import temperature as tm
+
+    s = tm.example_similarities() if similarities is None else tm._check_similarities(similarities)
+    s = s.detach().cpu().double()
+    temperature = tm._check_temperature(temperature)
+    low = min(-2.0, math.floor(math.log10(temperature)))
+    high = max(1.0, math.ceil(math.log10(temperature)))
+    controls = {"temperature": widgets.FloatLogSlider(value=temperature, base=10, min=low, max=high, step=0.02,
+                                                      description="temperature", readout_format=".3f",
+                                                      continuous_update=False,
+                                                      layout=widgets.Layout(width="480px"))}
+    sweep = tm.temperature_sweep(s, torch.logspace(low, high, 61, dtype=torch.float64).tolist())
+    labels = ["pos"] + [f"{v:.2f}" for v in s[1:].tolist()]
+    colours = ["tab:green"] + ["tab:red"] * (len(s) - 1)
+
+    def render():
+        tau = float(controls["temperature"].value)
+        p = tm.similarity_distribution(s, tau)  # (1 + K,)
+        weights = tm.gradient_weights(s, tau)  # (1 + K,)
+        loss = tm.info_nce_from_similarities(s, tau)
+        share = tm.hardness_share(s, tau, top=1)
+        fig = _new_figure(12.0, 3.3, layout=None)
+        ax_p, ax_g, ax_l = fig.subplots(1, 3)
+        fig.subplots_adjust(left=0.05, right=0.99, bottom=0.24, top=0.9, wspace=0.22)
+        x = np.arange(len(s))
+        ax_p.bar(x, p.numpy(), color=colours)
+        ax_p.set_title(f"(a) similarity distribution p_j, p_pos = {float(p[0]):.2f}", fontsize=9)
+        ax_p.set_ylim(0, 1)
+        ax_g.bar(x, weights.numpy(), color=colours)
+        ax_g.axhline(0, color="black", linewidth=0.6)
+        ax_g.set_title(f"(b) gradient dL/ds_j: hardest negative gets {100 * share:.0f}% of the push", fontsize=9)
+        for ax in (ax_p, ax_g):
+            ax.set_xticks(x)
+            ax.set_xticklabels(labels, rotation=90, fontsize=7)
+            ax.set_xlabel("candidate (similarity s_j)", fontsize=8)
+        ax_l.plot(sweep["temperature"].numpy(), sweep["loss"].numpy(), color="tab:blue")
+        ax_l.axvline(tau, color="tab:orange", linestyle="--")
+        ax_l.plot([tau], [loss], "o", color="tab:orange")
+        ax_l.set_xscale("log")
+        ax_l.set_xlabel("temperature", fontsize=8)
+        ax_l.set_title(f"(c) InfoNCE loss = {loss:.3f} at temperature {tau:.3f}", fontsize=9)
+        ax_l.grid(alpha=0.3)
+        state = {"temperature": tau, "loss": loss, "p": p, "weights": weights, "p_positive": float(p[0]),
+                 "hardness_share": share}
+        text = (f"temperature {tau:.3f}: loss {loss:.3f}, p(positive) {float(p[0]):.3f}, "
+                f"pull on the positive {float(weights[0]):.2f}, the hardest negative takes {100 * share:.1f}% "
+                f"of the push on the {len(s) - 1} negatives (uniform would be {100 / (len(s) - 1):.1f}%)")
+        return fig, state, text
+
+    explorer = _make_explorer(controls, render)
+    explorer.update()
+    return explorer
+
+
+# ---------------------------------------------------------------------------------- 3. UMAP explorer
+def _check_colourings(colourings: dict, n_points: int) -> dict[str, np.ndarray]:
+    if not isinstance(colourings, dict) or not colourings:
+        raise ValueError("colourings must be a non-empty dict: name -> (N,) labels or floats, e.g. {'class': y}")
+    out = {}
+    for name, values in colourings.items():
+        values = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        if values.shape != (n_points,):
+            raise ValueError(f"colouring {name!r} has shape {values.shape}; it needs one value per point ({n_points},)")
+        out[str(name)] = values
+    return out
+
+
+def umap_explorer(snapshots: dict, colourings: dict, names=None, align: bool = True):
+    """Step through 2-D maps of an embedding (epochs, temperatures ...) coloured by class or a nuisance.
+
+    ``w.controls["snapshot"]`` (a selection slider over the snapshot keys, with a
+    ``w.controls["play"]`` button that animates it) picks the map; ``w.controls["colour"]`` (a
+    dropdown) picks the colouring: integer labels get a legend, floats (e.g. ``object_hue``) a
+    colour bar (:func:`crl_helpers.plots.scatter_2d`). Maps are aligned to each other first
+    (:func:`crl_helpers.plots.align_snapshots`) and share axis limits, so motion on screen is
+    motion of the points, not UMAP's arbitrary rotations.
+
+    Args:
+        snapshots: key -> (N, 2) map coordinates (UMAP of the same N points), in display order.
+        colourings: name -> (N,) integer labels or float values.
+        names: class names for integer colourings: a sequence (used for the first colouring) or
+            a dict colouring name -> sequence.
+        align: Procrustes-align the maps (turn off for maps that are already comparable).
+
+    Returns:
+        An :class:`Explorer`; ``w.state`` holds ``snapshot``, ``colouring`` and ``points`` (N, 2).
+
+    Raises:
+        ValueError: as :func:`crl_helpers.plots.align_snapshots`, or colourings of the wrong length.
+    """
+    import ipywidgets as widgets
+
+    from crl_helpers.plots import align_snapshots, scatter_2d
+
+    maps = align_snapshots(snapshots) if align else {k: np.asarray(v, dtype=np.float64) for k, v in snapshots.items()}
+    if not align:
+        align_snapshots(snapshots)  # the same validation
+    keys = list(maps)
+    n_points = len(next(iter(maps.values())))
+    colours = _check_colourings(colourings, n_points)
+    first_colouring = next(iter(colours))
+    if names is None or isinstance(names, dict):
+        names_by_colouring = dict(names or {})
+    else:
+        names_by_colouring = {first_colouring: list(names)}
+    everything = np.concatenate(list(maps.values()))  # (S*N, 2)
+    low, high = everything.min(axis=0), everything.max(axis=0)
+    margin = 0.05 * np.maximum(high - low, 1e-9)
+    limits = (low - margin, high + margin)
+
+    controls = {
+        "snapshot": widgets.SelectionSlider(options=[(str(k), k) for k in keys], value=keys[-1],
+                                            description="snapshot", continuous_update=False,
+                                            layout=widgets.Layout(width="420px")),
+        "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
+        "play": widgets.Play(min=0, max=max(len(keys) - 1, 0), value=len(keys) - 1, interval=900,
+                             description="animate"),
+    }
+    widgets.jslink((controls["play"], "value"), (controls["snapshot"], "index"))
+
+    def render():
+        key, colouring = controls["snapshot"].value, controls["colour"].value
+        points = maps[key]
+        values = colours[colouring]
+        fig = _new_figure(6.0, 4.6)
+        ax = fig.add_subplot(1, 1, 1)
+        label_names = names_by_colouring.get(colouring) if np.issubdtype(values.dtype, np.integer) else None
+        scatter_2d(ax, points, values, label_names, title=f"{key}: coloured by {colouring}")
+        ax.set_xlim(limits[0][0], limits[1][0])
+        ax.set_ylim(limits[0][1], limits[1][1])
+        state = {"snapshot": key, "colouring": colouring, "points": points}
+        return fig, state, f"snapshot <b>{key}</b> ({keys.index(key) + 1} of {len(keys)}), colour: {colouring}"
+
+    rows = [widgets.HBox([controls["play"], controls["snapshot"]]), controls["colour"]]
+    explorer = _make_explorer(controls, render, rows=rows)
+    explorer.update()
+    return explorer

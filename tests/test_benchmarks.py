@@ -1,0 +1,197 @@
+"""Tests for benchmarks/: both scripts in --quick CPU mode, their planning helpers, the device script's flags.
+
+cifar10_knn.py runs as the device check runs it (``python benchmarks/cifar10_knn.py``) with
+tqdm, matplotlib and umap made unimportable: the GPU box may lack them, and nothing it
+imports (throughput.py, crl_helpers.train, crl_helpers.evaluate) may need them.
+"""
+import importlib.util
+import io
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+
+def _load(name: str):
+    """Import a benchmark script as a module (benchmarks/ is no package)."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHMARKS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return module
+
+
+def _run(script: str, args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Run a script in a subprocess where tqdm, matplotlib and umap cannot be imported."""
+    blocked = tmp_path / "blocked"
+    blocked.mkdir(exist_ok=True)
+    for name in ("tqdm", "matplotlib", "umap"):
+        (blocked / f"{name}.py").write_text(f"raise ImportError('{name} is blocked: the benchmark path must not need it')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(blocked), str(ROOT)]), "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+# ----------------------------------------------------------------- throughput
+@pytest.fixture
+def keep_threads():
+    """main(["--quick"]) runs single-threaded; give the rest of the session its threads back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_throughput_quick_prints_the_three_pipelines_and_both_ratios(tmp_path, keep_threads, capsys):
+    # In this process, to import torch once (the kNN test below runs its script in a clean subprocess).
+    out = tmp_path / "throughput.json"
+    assert _load("throughput").main(["--quick", "--pipelines", "abcd", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    for label in ("(a) classic DataLoader", "(b) crl_helpers: augment_batch", "(c) model step only", "(d) variant"):
+        assert label in text
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert set(rows) == {"a", "b", "c", "c_repeat", "d"} and result["quick"] and result["card"] == "CPU"
+    for row in rows.values():
+        # source images per second, recomputed from the raw count and time
+        assert row["images_per_second"] == pytest.approx(row["steps"] * result["batch_size"] / row["seconds"])
+        assert math.isfinite(row["loss"]) and row["loss"] > 0
+    b_over_a = rows["b"]["images_per_second"] / rows["a"]["images_per_second"]
+    b_over_c = rows["b"]["images_per_second"] / max(rows["c"]["images_per_second"], rows["c_repeat"]["images_per_second"])
+    assert result["b_over_a"] == pytest.approx(b_over_a) and result["b_over_c"] == pytest.approx(b_over_c)
+    assert f"ratio b/a = {b_over_a:.2f}" in text and f"ratio b/c = {b_over_c:.2f}" in text
+    # the table comes last, the ratios and anchors at its foot
+    assert text.rstrip().splitlines()[-1].startswith("anchors")
+
+
+def test_throughput_rejects_bad_flags_with_a_message(keep_threads, capsys):
+    throughput = _load("throughput")
+    assert throughput.main(["--quick", "--pipelines", "xyz"]) == 2
+    assert "--pipelines 'xyz'" in capsys.readouterr().err
+    assert throughput.main(["--quick", "--preset", "nope"]) == 2
+    assert "--preset 'nope' is unknown" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- cifar10_knn
+def _tiny_cifar10_npz(path: Path, n_train: int = 96, n_test: int = 32) -> None:
+    """A small file in the offline copy's format: JPEG bytes, offsets, labels, class names."""
+    from PIL import Image
+
+    from crl_helpers.shapes import make_shapes
+
+    arrays = {"class_names": np.array([f"class{i}" for i in range(10)])}
+    for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+        data = make_shapes(n, seed=seed)
+        blobs = []
+        for img in data.x.permute(0, 2, 3, 1).numpy():
+            buf = io.BytesIO()
+            Image.fromarray(img).save(buf, format="JPEG", quality=75)
+            blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+        arrays[f"{split}_jpeg"] = np.concatenate(blobs)
+        arrays[f"{split}_offsets"] = np.cumsum([0] + [len(b) for b in blobs]).astype(np.int64)
+        arrays[f"y_{split}"] = data.y.numpy().astype(np.int64)
+    np.savez(path, **arrays)
+
+
+def test_cifar10_knn_quick_from_a_small_local_npz(tmp_path):
+    _tiny_cifar10_npz(tmp_path / "cifar10_jpeg.npz")
+    out = tmp_path / "knn.json"
+    proc = _run("cifar10_knn.py", ["--quick", "--dataset", "cifar10", "--data-root", str(tmp_path),
+                                   "--json", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "JPEG copy" in text and "kNN k=200 (t=0.1)" in text and "kNN k=10 majority" in text
+    result = json.loads(out.read_text())
+    assert result["jpeg_copy"] and (result["n_train"], result["n_test"]) == (96, 32)
+    assert result["epochs"] >= 1 and result["rows"][-1]["epoch"] == result["epochs"]
+    for row in result["rows"]:
+        for key in ("knn_k200", "knn_k10_majority"):
+            assert 0.0 <= row[key] <= 1.0
+            # an accuracy over 32 test images is a whole number of them
+            assert row[key] * 32 == pytest.approx(round(row[key] * 32), abs=1e-4)
+    assert result["final"] == result["rows"][-1]
+    assert re.search(r"final: kNN k=200 \d\.\d{4}, k=10 majority \d\.\d{4}", text)
+    assert "not judged" in text  # a CPU smoke run makes no claim about the GPU target
+
+
+def test_cifar10_knn_without_data_says_how_to_get_it(tmp_path, monkeypatch, keep_threads, capsys):
+    from crl_helpers import data
+
+    def offline(root, split, download):
+        raise data._offline_error("CIFAR-10", root, OSError("no network"))
+
+    monkeypatch.setattr(data, "_load_cifar10", offline)
+    assert _load("cifar10_knn").main(["--quick", "--dataset", "cifar10", "--data-root", str(tmp_path)]) == 2
+    assert "cifar10_knn: error: CIFAR-10 is not in" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "budget, per_epoch, overhead, max_epochs, expected",
+    [
+        (300.0, 1.4, 60.0, None, 171),  # floor(240 / 1.4)
+        (300.0, 1.5, 0.0, None, 200),  # exactly 200 epochs fit
+        (10.0, 3.0, 0.0, None, 3),
+        (1.0, 3.0, 0.0, None, 1),  # never fewer than one epoch
+        (10.0, 3.0, 20.0, None, 1),  # overhead beyond the budget
+        (100.0, 1.0, 0.0, 5, 5),
+    ],
+)
+def test_plan_epochs_is_the_floor_of_what_fits(budget, per_epoch, overhead, max_epochs, expected):
+    cifar10_knn = _load("cifar10_knn")
+    assert cifar10_knn.plan_epochs(budget, per_epoch, overhead, max_epochs) == expected
+
+
+def test_plan_epochs_rejects_a_zero_epoch_time():
+    with pytest.raises(ValueError, match="seconds_per_epoch"):
+        _load("cifar10_knn").plan_epochs(10.0, 0.0)
+
+
+def test_evaluation_epochs_are_spread_and_end_at_the_last():
+    evaluation_epochs = _load("cifar10_knn").evaluation_epochs
+    assert evaluation_epochs(10, 5) == [2, 4, 6, 8, 10]
+    assert evaluation_epochs(7, 1) == [7]
+    assert evaluation_epochs(2, 5) == [1, 2]
+
+
+# --------------------------------------------------------------- device check
+def _flags_passed(script: str) -> list[list[str]]:
+    """The argument lists device_check.sh builds for ``script`` (both modes), with shell variables filled."""
+    text = (BENCHMARKS / "device_check.sh").read_text()
+    prefix = "throughput" if script == "throughput" else "knn"
+    args = re.findall(rf"{prefix}_args\+?=\((.*?)\)", text)
+    words = [w.replace('"', "") for part in args for w in shlex.split(part, posix=False)]
+    values = {"$DATA": ".device-data", "$OUT/throughput.json": "x.json", "$OUT/cifar10_knn.json": "x.json",
+              "$STEPS": "300", "$minutes": "4.5"}
+    words = [values.get(w, w) for w in words]
+    return words
+
+
+def test_device_check_is_valid_bash_and_passes_flags_the_scripts_accept():
+    subprocess.run(["bash", "-n", str(BENCHMARKS / "device_check.sh")], check=True)
+    for script in ("throughput", "cifar10_knn"):
+        words = _flags_passed(script)
+        assert "--json" in words and "--data-root" in words
+        _load(script).build_parser().parse_args(words)  # argparse exits on an unknown flag
+
+
+@pytest.mark.parametrize("script", ["throughput", "cifar10_knn"])
+def test_docstring_examples_of_the_scripts_run(script):
+    # pytest's doctest collection skips benchmarks/ (pyproject: --ignore=benchmarks), so run them here.
+    import doctest
+
+    result = doctest.testmod(_load(script), verbose=False)
+    assert result.attempted >= 1 and result.failed == 0

@@ -1,0 +1,331 @@
+"""Tests for crl_helpers.beyond: memory bank, MoCo queue and momentum update, SupCon, triplet, train_method.
+
+Oracles are written from the papers' formulas: loops over anchors in float64, hand-computed
+triplets, a Python list as the FIFO queue, the closed form of repeated momentum updates.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crl_helpers.beyond import (
+    METHODS,
+    MemoryBank,
+    MethodConfig,
+    MoCoQueue,
+    momentum_update,
+    semi_hard_negatives,
+    supcon_loss,
+    train_method,
+    triplet_loss,
+)
+from crl_helpers.losses import nt_xent
+
+
+# --------------------------------------------------------------------- oracles
+def supcon_oracle(z, labels, temperature):
+    """Khosla et al. 2020, eq. 2, one anchor at a time, float64."""
+    z = [[x / math.sqrt(sum(y * y for y in row)) for x in row] for row in z.double().tolist()]
+    labels = labels.tolist()
+    losses = []
+    for i in range(len(z)):
+        sim = [sum(a * b for a, b in zip(z[i], z[j])) / temperature for j in range(len(z))]
+        denominator = sum(math.exp(sim[a]) for a in range(len(z)) if a != i)
+        positives = [p for p in range(len(z)) if p != i and labels[p] == labels[i]]
+        if positives:
+            losses.append(-sum(math.log(math.exp(sim[p]) / denominator) for p in positives) / len(positives))
+    return sum(losses) / len(losses)
+
+
+def nt_xent_oracle(z1, z2, temperature):
+    z = F.normalize(torch.cat([z1, z2]).double(), dim=1).tolist()
+    n = len(z1)
+    total = 0.0
+    for a in range(2 * n):
+        partner = (a + n) % (2 * n)
+        sims = {b: sum(x * y for x, y in zip(z[a], z[b])) / temperature for b in range(2 * n)}
+        total += -math.log(math.exp(sims[partner]) / sum(math.exp(sims[b]) for b in range(2 * n) if b != a))
+    return total / (2 * n)
+
+
+def info_nce_oracle(query, positive_key, negative_keys, temperature):
+    q = F.normalize(query.double(), dim=1).tolist()
+    k = F.normalize(positive_key.double(), dim=1).tolist()
+    negs = F.normalize(negative_keys.double(), dim=1).tolist()
+    total = 0.0
+    for i in range(len(q)):
+        pos = math.exp(sum(a * b for a, b in zip(q[i], k[i])) / temperature)
+        neg = sum(math.exp(sum(a * b for a, b in zip(q[i], n)) / temperature) for n in negs)
+        total += -math.log(pos / (pos + neg))
+    return total / len(q)
+
+
+def sq_dist(a, b):
+    return sum((x - y) ** 2 for x, y in zip(a, b))
+
+
+# ----------------------------------------------------------------- memory bank
+def test_memory_bank_starts_on_the_sphere_and_is_seeded():
+    a = MemoryBank(10, 4, generator=torch.Generator().manual_seed(3))
+    b = MemoryBank(10, 4, generator=torch.Generator().manual_seed(3))
+    assert a.bank.shape == (10, 4)
+    torch.testing.assert_close(a.bank.norm(dim=1), torch.ones(10))
+    assert torch.equal(a.bank, b.bank)
+
+
+def test_memory_bank_update_follows_the_instdisc_formula():
+    bank = MemoryBank(5, 2, momentum=0.25, generator=torch.Generator().manual_seed(0))
+    before = bank.bank.clone()
+    z = torch.tensor([[3.0, 4.0], [0.0, -2.0]])
+    bank.update(torch.tensor([4, 1]), z)
+    for row, i in zip(([0.6, 0.8], [0.0, -1.0]), (4, 1)):
+        old = before[i].tolist()
+        mixed = [0.25 * o + 0.75 * r for o, r in zip(old, row)]
+        norm = math.sqrt(sum(m * m for m in mixed))
+        assert bank.bank[i].tolist() == pytest.approx([m / norm for m in mixed], abs=1e-6)
+    untouched = [0, 2, 3]
+    assert torch.equal(bank.bank[untouched], before[untouched])
+
+
+def test_memory_bank_momentum_zero_replaces_the_entry():
+    bank = MemoryBank(3, 2, momentum=0.0)
+    bank.update(torch.tensor([2]), torch.tensor([[0.0, 5.0]]))
+    assert bank.bank[2].tolist() == pytest.approx([0.0, 1.0])
+
+
+def test_memory_bank_getitem_returns_a_copy():
+    bank = MemoryBank(3, 2)
+    key = bank[torch.tensor([0])]
+    bank.update(torch.tensor([0]), -key)
+    assert not torch.equal(key, bank[torch.tensor([0])])
+
+
+def test_memory_bank_loss_is_info_nce_against_sampled_entries():
+    torch.manual_seed(0)
+    bank = MemoryBank(20, 3, generator=torch.Generator().manual_seed(1))
+    query, index = torch.randn(4, 3), torch.tensor([0, 5, 7, 19])
+    loss = bank.loss(query, index, n_negatives=6, temperature=0.5, generator=torch.Generator().manual_seed(2))
+    drawn = torch.randint(20, (6,), generator=torch.Generator().manual_seed(2))
+    expected = info_nce_oracle(query, bank.bank[index], bank.bank[drawn], 0.5)
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    (dict(size=0, dim=2), ValueError), (dict(size=2, dim=2.0), TypeError),
+    (dict(size=2, dim=2, momentum=1.0), ValueError), (dict(size=2, dim=2, momentum=-0.1), ValueError),
+])
+def test_memory_bank_rejects_bad_arguments(kwargs, error):
+    with pytest.raises(error):
+        MemoryBank(**kwargs)
+
+
+def test_memory_bank_update_rejects_bad_inputs():
+    bank = MemoryBank(4, 2)
+    with pytest.raises(ValueError, match="outside"):
+        bank.update(torch.tensor([4]), torch.ones(1, 2))
+    with pytest.raises(ValueError, match="repeats"):
+        bank.update(torch.tensor([1, 1]), torch.ones(2, 2))
+    with pytest.raises(ValueError, match="d=3"):
+        bank.update(torch.tensor([1]), torch.ones(1, 3))
+    with pytest.raises(TypeError, match="index"):
+        bank.update(torch.tensor([1.0]), torch.ones(1, 2))
+
+
+# ------------------------------------------------------------------- MoCo queue
+def test_queue_is_fifo_like_a_list():
+    queue = MoCoQueue(size=5, dim=2, generator=torch.Generator().manual_seed(0))
+    reference = queue.keys.tolist()  # oldest first at the start: row order
+    for step, b in enumerate((2, 3, 1, 4, 2)):
+        angles = torch.arange(b, dtype=torch.float32) + 10 * step
+        keys = torch.stack([angles.cos(), angles.sin()], dim=1)  # (b, 2) unit rows
+        queue.enqueue(keys)
+        reference = (reference + keys.tolist())[-5:]  # append newest, drop oldest
+        torch.testing.assert_close(queue.ordered(), torch.tensor(reference), atol=1e-6, rtol=0)
+
+
+def test_queue_normalises_and_detaches():
+    queue = MoCoQueue(size=2, dim=2)
+    keys = torch.tensor([[3.0, 4.0]], requires_grad=True)
+    queue.enqueue(keys)
+    assert queue.ordered()[-1].tolist() == pytest.approx([0.6, 0.8])
+    assert not queue.keys.requires_grad
+
+
+def test_queue_rejects_a_batch_larger_than_itself():
+    with pytest.raises(ValueError, match="queue of at least"):
+        MoCoQueue(size=2, dim=2).enqueue(torch.ones(3, 2))
+
+
+def test_momentum_update_closed_form_after_k_steps():
+    torch.manual_seed(0)
+    online, target = nn.Linear(3, 2), nn.Linear(3, 2)
+    t0 = {k: v.clone().double() for k, v in target.state_dict().items()}
+    m, k = 0.9, 5
+    for _ in range(k):
+        momentum_update(online, target, m)
+    # A constant online encoder: theta_k = m^k theta_0 + (1 - m^k) theta_q.
+    for name, value in target.state_dict().items():
+        expected = m ** k * t0[name] + (1 - m ** k) * online.state_dict()[name].double()
+        torch.testing.assert_close(value.double(), expected, atol=1e-6, rtol=0)
+
+
+def test_momentum_update_extremes_and_buffers():
+    online = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    target = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    target[1].running_mean.fill_(7.0)
+    before = [p.clone() for p in target.parameters()]
+    momentum_update(online, target, m=1.0)
+    assert all(torch.equal(a, b) for a, b in zip(before, target.parameters()))
+    momentum_update(online, target, m=0.0)
+    assert all(torch.equal(a, b) for a, b in zip(online.parameters(), target.parameters()))
+    assert target[1].running_mean.tolist() == [7.0, 7.0]  # the key encoder keeps its own statistics
+
+
+def test_momentum_update_rejects_mismatched_modules_and_bad_m():
+    with pytest.raises(ValueError, match="deepcopy"):
+        momentum_update(nn.Linear(2, 2), nn.Linear(2, 3))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        momentum_update(nn.Linear(2, 2), nn.Linear(2, 2), m=1.5)
+    with pytest.raises(TypeError):
+        momentum_update(nn.Linear(2, 2), "target")
+
+
+# ----------------------------------------------------------------------- SupCon
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_supcon_matches_a_loop_over_anchors(seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(9, 4, generator=g)
+    labels = torch.tensor([0, 1, 0, 2, 1, 0, 3, 2, 1])  # label 3 has no positive: left out of the mean
+    loss = supcon_loss(z, labels, temperature=0.3)
+    assert loss.item() == pytest.approx(supcon_oracle(z, labels, 0.3), rel=1e-5)
+
+
+def test_supcon_with_one_label_per_image_is_nt_xent():
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    ids = torch.arange(6)
+    loss = supcon_loss(torch.cat([z1, z2]), torch.cat([ids, ids]), temperature=0.2)
+    assert loss.item() == pytest.approx(nt_xent_oracle(z1, z2, 0.2), rel=1e-5)
+    torch.testing.assert_close(loss, nt_xent(z1, z2, 0.2))
+
+
+def test_supcon_closed_form_for_identical_embeddings():
+    # All similarities equal: each positive has probability 1 / (M - 1).
+    z = torch.ones(6, 3)
+    loss = supcon_loss(z, torch.tensor([0, 0, 0, 1, 1, 1]), temperature=0.1)
+    assert loss.item() == pytest.approx(math.log(5), rel=1e-6)
+
+
+def test_supcon_gradient_is_finite_in_float64():
+    z = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: supcon_loss(t, torch.tensor([0, 0, 1, 1, 2, 2]), 0.5), (z,))
+
+
+def test_supcon_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="no anchor has a positive"):
+        supcon_loss(torch.randn(3, 2), torch.arange(3))
+    with pytest.raises(ValueError, match="one label per row"):
+        supcon_loss(torch.randn(3, 2), torch.arange(2))
+    with pytest.raises(TypeError, match="integer"):
+        supcon_loss(torch.randn(2, 2), torch.zeros(2))
+    with pytest.raises(ValueError, match="temperature"):
+        supcon_loss(torch.randn(2, 2), torch.zeros(2, dtype=torch.long), temperature=0.0)
+
+
+# ---------------------------------------------------------------------- triplet
+def test_triplet_hand_computed_cases():
+    e0, e1 = [1.0, 0.0], [0.0, 1.0]
+    diag = [math.sqrt(0.5), math.sqrt(0.5)]
+    anchor = torch.tensor([e0, e0, e0])
+    positive = torch.tensor([e0, diag, e1])
+    negative = torch.tensor([e1, e1, diag])
+    # d(e0, e0)=0, d(e0, diag)=2-sqrt(2), d(e0, e1)=2.
+    rows = [max(0.0 - 2.0 + 0.5, 0.0), max((2 - math.sqrt(2)) - 2.0 + 0.5, 0.0),
+            max(2.0 - (2 - math.sqrt(2)) + 0.5, 0.0)]
+    assert rows[0] == 0.0 and rows[1] == 0.0
+    loss = triplet_loss(anchor, positive, negative, margin=0.5)
+    assert loss.item() == pytest.approx(sum(rows) / 3, rel=1e-6)
+
+
+def test_triplet_normalises_and_matches_a_loop():
+    g = torch.Generator().manual_seed(0)
+    a, p, n = (torch.randn(7, 3, generator=g) * 5 for _ in range(3))
+    expected = []
+    for ai, pi, ni in zip(F.normalize(a, dim=1).tolist(), F.normalize(p, dim=1).tolist(), F.normalize(n, dim=1).tolist()):
+        expected.append(max(sq_dist(ai, pi) - sq_dist(ai, ni) + 0.2, 0.0))
+    assert triplet_loss(a, p, n).item() == pytest.approx(sum(expected) / 7, rel=1e-5)
+
+
+def test_triplet_rejects_bad_inputs():
+    with pytest.raises(ValueError, match="same shape"):
+        triplet_loss(torch.ones(2, 2), torch.ones(2, 2), torch.ones(3, 2))
+    with pytest.raises(ValueError, match="margin"):
+        triplet_loss(torch.ones(2, 2), torch.ones(2, 2), torch.ones(2, 2), margin=-1.0)
+
+
+def test_semi_hard_negatives_match_a_loop():
+    g = torch.Generator().manual_seed(4)
+    a, p = torch.randn(8, 3, generator=g), torch.randn(8, 3, generator=g)
+    an, pn = F.normalize(a, dim=1).tolist(), F.normalize(p, dim=1).tolist()
+    chosen = semi_hard_negatives(a, p).tolist()
+    for i in range(8):
+        d_ap = sq_dist(an[i], pn[i])
+        others = {j: sq_dist(an[i], pn[j]) for j in range(8) if j != i}
+        outside = {j: d for j, d in others.items() if d > d_ap}
+        want = min(outside, key=outside.get) if outside else max(others, key=others.get)
+        assert chosen[i] == want, (i, chosen[i], want)
+
+
+def test_semi_hard_falls_back_to_the_farthest_when_none_is_farther_than_the_positive():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    p = torch.tensor([[-1.0, 0.0], [0.0, -1.0], [-0.6, -0.8]])  # antipodal positives: nothing is farther
+    c = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    # Anchor 0 (e0): d to c1 = 2, to c2 = 0.8 -> farthest is 1.
+    assert semi_hard_negatives(a, p, c).tolist()[0] == 1
+
+
+# ---------------------------------------------------------------- train_method
+@pytest.fixture(scope="module")
+def tiny():
+    from crl_helpers.data import load_dataset
+    from crl_helpers.train import CPU
+
+    config = replace(CPU, epochs=1, n_train=32, n_test=16, batch_size=16, progress=False, out_dir=None,
+                     head_hidden_dim=32, head_out_dim=16, knn_k=5)
+    data = (load_dataset("shapes", "train", n=32), load_dataset("shapes", "test", n=16))
+    return config, data
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_train_method_runs_every_method(tiny, method):
+    config, data = tiny
+    seen = []
+    result = train_method(method, config, data, options=MethodConfig(queue_size=16, bank_negatives=8),
+                          callback=lambda epoch, model, row: seen.append(epoch))
+    assert result["method"] == method and seen == [1]
+    assert math.isfinite(result["final_loss"]) and 0.0 <= result["knn_acc"] <= 1.0
+    assert [row["epoch"] for row in result["history"]] == [1]
+
+
+def test_train_method_simclr_is_the_train_loop(tiny):
+    from crl_helpers.train import train
+
+    config, data = tiny
+    ours = train_method("simclr", config, data)["history"][0]["loss"]
+    reference = train(config, data=data, evaluate=False).history[0]["loss"]
+    assert ours == pytest.approx(reference, rel=1e-4)
+
+
+def test_train_method_rejects_unknown_methods_and_options(tiny):
+    config, data = tiny
+    with pytest.raises(ValueError, match="simclr"):
+        train_method("byol", config, data)
+    with pytest.raises(TypeError, match="MethodConfig"):
+        train_method("moco", config, data, options={"queue_size": 4})
+    with pytest.raises(ValueError, match="moco_momentum"):
+        MethodConfig(moco_momentum=2.0)

@@ -1,0 +1,150 @@
+"""End to end: the augmentation explorer renders in a real JupyterLab and redraws when a slider moves.
+
+Starts JupyterLab headless on a free localhost port (with a token, in a temporary folder), opens a small
+generated notebook in headless Chromium through Playwright, runs all cells, waits for the widget's
+figure, edits the ``jitter_strength`` slider the way a user can (its readout is editable), and checks
+that the figure changed and that no "Error displaying widget" appeared.
+
+Needs ``/usr/bin/chromium`` (Debian package ``chromium``) and the ``playwright`` Python package
+(no ``playwright install``: the system Chromium is used). Skips with the reason when either is missing.
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = os.environ.get("CRL_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SERVER_START_SECONDS = 120
+RENDER_SECONDS = 240  # kernel start, torch import and the first figure on a busy 2-core machine
+REDRAW_SECONDS = 90
+
+NOTEBOOK = {
+    "cells": [{
+        "cell_type": "code", "execution_count": None, "id": "explorer", "metadata": {}, "outputs": [],
+        "source": ("from crl_helpers.data import load_dataset\n"
+                   "from crl_helpers.widgets import augmentation_explorer\n"
+                   "explorer = augmentation_explorer(load_dataset('shapes', 'train', n=3).x, n_views=3, seed=0)\n"
+                   "explorer"),
+    }],
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "nbformat": 4, "nbformat_minor": 5,
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_server(port: int, token: str, process: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"jupyter lab exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(1)
+    raise RuntimeError(f"jupyter lab did not answer within {SERVER_START_SECONDS} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)  # the server and the kernels it started
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def _figure_src(page) -> str | None:
+    image = page.locator(".jp-OutputArea-output .widget-vbox img").first
+    return image.get_attribute("src") if image.count() else None
+
+
+def _wait_until(predicate, seconds: float, what: str, page, shots: Path):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    page.screenshot(path=str(shots / "failure.png"), full_page=True)
+    raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}; screenshot: {shots / 'failure.png'}")
+
+
+@pytest.mark.browser
+def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (CI installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    pytest.importorskip("jupyterlab", reason="pip install jupyterlab")
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    (root / "explorer.ipynb").write_text(json.dumps(NOTEBOOK))
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"))
+    log = tmp_path / "jupyter.log"
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")  # CI containers run as root
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    try:
+        _wait_for_server(port, token, server, log)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.set_default_timeout(RENDER_SECONDS * 1000)
+                page.goto(f"http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}")
+                page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
+                page.wait_for_function("window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')")
+                page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+                first = _wait_until(lambda: (_figure_src(page) or "").startswith("data:image/png") and _figure_src(page),
+                                    RENDER_SECONDS, "the explorer's figure", page, tmp_path)
+                page.screenshot(path=str(tmp_path / "before.png"), full_page=True)
+
+                slider = page.locator(".widget-slider", has=page.locator("label", has_text="jitter_strength")).first
+                readout = slider.locator(".widget-readout")
+                readout.click()
+                page.keyboard.press("Control+A")
+                page.keyboard.type("2.0")
+                page.keyboard.press("Enter")
+
+                second = _wait_until(lambda: (_figure_src(page) or first) != first and _figure_src(page),
+                                     REDRAW_SECONDS, "the figure to redraw after moving the slider", page, tmp_path)
+                page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
+                assert second.startswith("data:image/png")
+                assert "2.00" in readout.inner_text()
+                assert "Error displaying widget" not in page.content()
+                assert "jitter s=2.00" in page.locator(".jp-OutputArea-output .widget-html").first.inner_text()
+            finally:
+                browser.close()
+    finally:
+        _stop(server)

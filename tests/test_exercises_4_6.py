@@ -1,0 +1,249 @@
+"""The checkers of notebooks 04-06 accept correct answers (written here independently, as a student
+would) and reject plausible wrong ones with a hint that names the slip."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from crl_helpers.exercises import (
+    check_alignment,
+    check_cosine_schedule,
+    check_info_nce,
+    check_knn_predict,
+    check_linear_probe_frozen,
+    check_logsumexp,
+    check_nt_xent,
+    check_uniformity,
+)
+
+
+def stub(*args, **kwargs):  # what the exercise cell defines before the student writes anything
+    return None
+
+
+def raises(*args, **kwargs):
+    raise NotImplementedError("write me")
+
+
+ALL = [check_info_nce, check_nt_xent, check_logsumexp, check_alignment, check_cosine_schedule, check_uniformity,
+       check_knn_predict, check_linear_probe_frozen]
+
+
+@pytest.mark.parametrize("checker", ALL, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("answer", [stub, raises])
+def test_unfinished_answers_fail_gracefully(checker, answer, capsys):
+    result = checker(answer)
+    assert not result
+    assert "[NOT YET]" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- InfoNCE
+def info_nce_loop(query, positive_key, negative_keys, temperature):
+    losses = []
+    for q, k in zip(F.normalize(query, dim=1), F.normalize(positive_key, dim=1)):
+        pos = torch.exp(q @ k / temperature)
+        neg = sum(torch.exp(q @ n / temperature) for n in F.normalize(negative_keys, dim=1))
+        losses.append(-torch.log(pos / (pos + neg)))
+    return torch.stack(losses).mean()
+
+
+def info_nce_vectorised(query, positive_key, negative_keys, temperature):
+    q, k, n = (F.normalize(t, dim=1) for t in (query, positive_key, negative_keys))
+    logits = torch.cat([(q * k).sum(1, keepdim=True), q @ n.T], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(q), dtype=torch.long))
+
+
+@pytest.mark.parametrize("answer", [info_nce_loop, info_nce_vectorised])
+def test_info_nce_accepts_loop_and_vectorised(answer):
+    assert check_info_nce(answer)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda q, k, n, t: info_nce_vectorised(q, k, n, 1.0), "temperature is missing"),
+    (lambda q, k, n, t: info_nce_vectorised(q, k, n, t) * len(q), "SUM over queries"),
+    (lambda q, k, n, t: F.cross_entropy(torch.cat([(q * k).sum(1, keepdim=True), q @ n.T], 1) / t,
+                                        torch.zeros(len(q), dtype=torch.long)), "not L2-normalised"),
+    (lambda q, k, n, t: (-(F.normalize(q, dim=1) * F.normalize(k, dim=1)).sum(1) / t
+                         + torch.logsumexp(F.normalize(q, dim=1) @ F.normalize(n, dim=1).T / t, 1)).mean(),
+     "positive is missing from the denominator"),
+    (lambda q, k, n, t: info_nce_vectorised(q, k, n, t).expand(3), "a scalar"),
+])
+def test_info_nce_rejects_slips_with_hints(wrong, hint):
+    result = check_info_nce(wrong)
+    assert not result and hint in result.message
+
+
+# ------------------------------------------------------------------- NT-Xent
+def nt_xent_loop(z1, z2, temperature):
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = len(z1)
+    total = 0.0
+    for a in range(2 * n):
+        partner = (a + n) % (2 * n)
+        denominator = sum(torch.exp(z[a] @ z[b] / temperature) for b in range(2 * n) if b != a)
+        total = total - torch.log(torch.exp(z[a] @ z[partner] / temperature) / denominator)
+    return total / (2 * n)
+
+
+def nt_xent_unmasked(z1, z2, temperature):
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = len(z1)
+    return F.cross_entropy(z @ z.T / temperature, torch.cat([torch.arange(n) + n, torch.arange(n)]))
+
+
+def nt_xent_cross_only(z1, z2, temperature):
+    a, b = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    target = torch.arange(len(a))
+    return 0.5 * (F.cross_entropy(a @ b.T / temperature, target) + F.cross_entropy(b @ a.T / temperature, target))
+
+
+def test_nt_xent_accepts_a_loop():
+    assert check_nt_xent(nt_xent_loop)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (nt_xent_unmasked, "mask the diagonal"),
+    (nt_xent_cross_only, "all 2N-1 other views"),
+    (lambda z1, z2, t: nt_xent_loop(z1, z2, 1.0), "temperature is missing"),
+    (lambda z1, z2, t: nt_xent_loop(z1, z2, t) + 0.01, "the partner of view i"),
+])
+def test_nt_xent_rejects_slips_with_hints(wrong, hint):
+    result = check_nt_xent(wrong)
+    assert not result and hint in result.message
+
+
+# --------------------------------------------------------------- logsumexp
+def stable_logsumexp(logits):
+    m = logits.max(dim=-1, keepdim=True).values
+    return (logits - m).exp().sum(-1).log() + m.squeeze(-1)
+
+
+def test_logsumexp_accepts_the_stable_version_and_rejects_the_naive_one():
+    assert check_logsumexp(stable_logsumexp)
+    naive = check_logsumexp(lambda x: x.exp().sum(-1).log())
+    assert not naive and "subtract each row's max" in naive.message
+    whole = check_logsumexp(lambda x: torch.logsumexp(x.flatten(), 0))
+    assert not whole and "last dimension" in whole.message
+    global_max = check_logsumexp(lambda x: (x - x.max()).exp().sum(-1).log() + x.max())
+    assert not global_max  # one max for all rows underflows the row at -1000
+
+
+# --------------------------------------------------------------- alignment
+def test_alignment_checker():
+    assert check_alignment(lambda z1, z2: (F.normalize(z1, dim=1) - F.normalize(z2, dim=1)).pow(2).sum(1).mean())
+    raw = check_alignment(lambda z1, z2: (z1 - z2).pow(2).sum(1).mean())
+    assert not raw and "normalise" in raw.message
+    no_square = check_alignment(lambda z1, z2: (F.normalize(z1, dim=1) - F.normalize(z2, dim=1)).norm(dim=1).mean())
+    assert not no_square and "square" in no_square.message
+
+
+# --------------------------------------------------------- cosine schedule
+def schedule_loop(base, epochs, steps_per_epoch, warmup_epochs):
+    total, warm = epochs * steps_per_epoch, int(round(warmup_epochs * steps_per_epoch))
+    out = []
+    for s in range(total):
+        if s < warm:
+            out.append(base * (s + 1) / warm)
+        else:
+            out.append(0.5 * base * (1 + math.cos(math.pi * (s - warm) / (total - warm))))
+    return out
+
+
+def test_cosine_schedule_accepts_a_loop():
+    assert check_cosine_schedule(schedule_loop)
+
+
+def test_cosine_schedule_rejects_slips():
+    def warmup_from_zero(base, epochs, steps, warmup):
+        out = schedule_loop(base, epochs, steps, warmup)
+        w = int(round(warmup * steps))
+        return list(np.linspace(0, base, w)) + out[w:] if w else out
+
+    result = check_cosine_schedule(warmup_from_zero)
+    assert not result and "warm-up is not" in result.message
+
+    def full_period(base, epochs, steps, warmup):
+        out = schedule_loop(base, epochs, steps, warmup)
+        w, total = int(round(warmup * steps)), epochs * steps
+        return out[:w] + [0.5 * base * (1 + math.cos(2 * math.pi * (s - w) / (total - w))) for s in range(w, total)]
+
+    result = check_cosine_schedule(full_period)
+    assert not result and "warm-up is right" in result.message
+
+    short = check_cosine_schedule(lambda base, epochs, steps, warmup: schedule_loop(base, epochs, steps, warmup)[:-1])
+    assert not short and "one per step" in short.message
+
+
+# -------------------------------------------------------------- uniformity
+def uniformity_loop(z):
+    z = F.normalize(z, dim=1).double()
+    terms = [math.exp(-2 * (z[i] - z[j]).pow(2).sum().item()) for i in range(len(z)) for j in range(i + 1, len(z))]
+    return math.log(sum(terms) / len(terms))
+
+
+def test_uniformity_checker():
+    assert check_uniformity(uniformity_loop)
+    no_log = check_uniformity(lambda z: math.exp(uniformity_loop(z)))
+    assert not no_log and "log" in no_log.message
+    with_diagonal = check_uniformity(lambda z: torch.exp(-2 * torch.cdist(F.normalize(z, dim=1), F.normalize(z, dim=1)).pow(2)).mean().log())
+    assert not with_diagonal and "i = j" in with_diagonal.message
+
+
+# --------------------------------------------------------------------- kNN
+def knn_loop(train_v, train_y, test_v, k, temperature):
+    train_v, test_v = F.normalize(train_v, dim=1), F.normalize(test_v, dim=1)
+    preds = []
+    for q in test_v:
+        sims = sorted(((float(q @ v), int(y)) for v, y in zip(train_v, train_y)), reverse=True)[:k]
+        votes = {}
+        for s, y in sims:
+            votes[y] = votes.get(y, 0.0) + math.exp(s / temperature)
+        preds.append(max(sorted(votes), key=lambda c: votes[c]))
+    return torch.tensor(preds)
+
+
+def test_knn_checker_accepts_a_loop_and_rejects_slips():
+    assert check_knn_predict(knn_loop)
+    from crl_helpers.evaluate import knn_predict
+
+    majority = check_knn_predict(lambda tv, ty, q, k, t: knn_predict(tv, ty, q, k=k, weighting="majority"))
+    assert not majority and "exp(similarity / temperature)" in majority.message
+    all_points = check_knn_predict(lambda tv, ty, q, k, t: knn_predict(tv, ty, q, k=len(tv), temperature=t))
+    assert not all_points and "k most similar" in all_points.message
+    scores = check_knn_predict(lambda tv, ty, q, k, t: knn_predict(tv, ty, q, k=k, temperature=t).float())
+    assert not scores and "integer" in scores.message
+
+
+# ------------------------------------------------------------ linear probe
+def probe(encoder, x_train, y_train, x_test, y_test, eval_mode=True, train_encoder=False):
+    encoder.eval() if eval_mode else encoder.train()
+    torch.manual_seed(0)
+    classifier = nn.Linear(encoder.feature_dim, 2)
+    params = list(classifier.parameters()) + (list(encoder.parameters()) if train_encoder else [])
+    optimizer = torch.optim.Adam(params, lr=0.05)
+    with torch.no_grad():
+        v_train = encoder(x_train)
+    for _ in range(100):
+        if train_encoder:  # the slip: features recomputed with gradients, encoder in the optimizer
+            v_train = encoder(x_train)
+        loss = F.cross_entropy(classifier(v_train), y_train)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        return (classifier(encoder(x_test)).argmax(1) == y_test).float().mean().item()
+
+
+def test_linear_probe_checker():
+    assert check_linear_probe_frozen(probe)
+    train_mode = check_linear_probe_frozen(lambda *a: probe(*a, eval_mode=False))
+    assert not train_mode and "encoder.eval()" in train_mode.message
+    trained = check_linear_probe_frozen(lambda *a: probe(*a, train_encoder=True))
+    assert not trained and "weights changed" in trained.message
+    chance = check_linear_probe_frozen(lambda *a: 0.5)
+    assert not chance and "0.9" in chance.message

@@ -1,0 +1,225 @@
+"""Tests for crl_helpers.widgets (the explorers and their pure functions) and the 2-D map helpers
+they use from crl_helpers.plots (align_snapshots, pca_embed), which were added with them."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from crl_helpers.plots import align_snapshots, embed_2d, pca_embed
+from crl_helpers.views import NO_AUGMENTATION, SIMCLR
+from crl_helpers.widgets import (
+    CONTROL_FIELDS,
+    augmentation_explorer,
+    augmentation_grid,
+    config_from_controls,
+    temperature_explorer,
+    umap_explorer,
+)
+
+ipywidgets = pytest.importorskip("ipywidgets")
+
+
+def _images(k: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 256, (k, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------------------ augmentation_grid
+def test_grid_shape_range_and_determinism():
+    x = _images()
+    config = dataclasses.replace(SIMCLR, image_size=16)
+    grid = augmentation_grid(x, config, n_views=4, seed=3)
+    assert grid.shape == (3, 4, 3, 16, 16) and grid.dtype == torch.float32
+    assert grid.min() >= 0 and grid.max() <= 1
+    assert torch.equal(grid, augmentation_grid(x, config, n_views=4, seed=3))
+    assert not torch.equal(grid, augmentation_grid(x, config, n_views=4, seed=4))
+    assert not torch.equal(grid[:, 0], grid[:, 1])  # views of one image differ
+
+
+def test_grid_without_augmentation_is_the_image_in_unit_range():
+    # Whatever mean/std the config carries, the grid is un-normalised: x / 255 exactly.
+    x = _images(2, 8)
+    config = dataclasses.replace(NO_AUGMENTATION, image_size=8, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.1))
+    grid = augmentation_grid(x, config, n_views=2)
+    for view in range(2):
+        torch.testing.assert_close(grid[:, view], x.float() / 255, atol=1e-5, rtol=0)
+
+
+def test_grid_all_grayscale_has_equal_channels():
+    config = config_from_controls(dataclasses.replace(NO_AUGMENTATION, image_size=16), grayscale_p=1.0)
+    grid = augmentation_grid(_images(), config, n_views=2)
+    torch.testing.assert_close(grid[:, :, 0], grid[:, :, 1])
+    torch.testing.assert_close(grid[:, :, 1], grid[:, :, 2])
+
+
+def test_grid_flip_always_mirrors():
+    x = _images(2, 8)
+    config = config_from_controls(dataclasses.replace(NO_AUGMENTATION, image_size=8), flip_p=1.0)
+    grid = augmentation_grid(x, config, n_views=1)
+    torch.testing.assert_close(grid[:, 0], x.float().flip(-1) / 255, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------- config_from_controls
+def test_config_from_controls_maps_each_field():
+    config = config_from_controls(SIMCLR, crop_scale_min=0.35, flip_p=0.1, jitter_strength=1.5, jitter_p=0.3,
+                                  grayscale_p=0.9, blur_p=0.4)
+    assert config.crop_scale == (0.35, 1.0)
+    assert (config.flip_p, config.jitter_strength, config.jitter_p, config.grayscale_p, config.blur_p) == \
+        (0.1, 1.5, 0.3, 0.9, 0.4)
+    assert config.mean == SIMCLR.mean and config.image_size == SIMCLR.image_size  # untouched fields kept
+    assert config_from_controls(SIMCLR) == SIMCLR
+
+
+def test_config_from_controls_raises_on_unknown_or_invalid():
+    with pytest.raises(TypeError, match="unknown control 'hue'"):
+        config_from_controls(SIMCLR, hue=0.1)
+    with pytest.raises(ValueError, match="flip_p"):
+        config_from_controls(SIMCLR, flip_p=1.5)
+    with pytest.raises(TypeError, match="ViewConfig"):
+        config_from_controls({"flip_p": 0.5})
+
+
+def test_crop_min_above_base_max_raises_the_max():
+    base = dataclasses.replace(SIMCLR, crop_scale=(0.2, 0.5))
+    assert config_from_controls(base, crop_scale_min=0.7).crop_scale == (0.7, 0.7)
+
+
+# ------------------------------------------------------------------------------------------ explorers
+def test_augmentation_explorer_controls_redraw():
+    w = augmentation_explorer(_images(2), n_views=3, seed=5)
+    assert isinstance(w, ipywidgets.VBox) and isinstance(w.output, ipywidgets.Output)
+    assert set(CONTROL_FIELDS) | {"resample"} == set(w.controls)
+    assert w.state["grid_shape"] == (2, 3, 3, 16, 16) and w.png.startswith(b"\x89PNG")
+    before_png, before_grid = w.png, w.state["grid"]
+    w.controls["grayscale_p"].value = 1.0  # the observer redraws
+    assert w.state["config"].grayscale_p == 1.0
+    assert w.png != before_png and not torch.equal(w.state["grid"], before_grid)
+    g = w.state["grid"]
+    torch.testing.assert_close(g[:, :, 0], g[:, :, 2])  # every view grey now
+    w.controls["resample"].click()
+    assert w.state["seed"] == 6
+    assert w.update() is w.figure
+
+
+def test_augmentation_explorer_rejects_bad_images():
+    with pytest.raises(ValueError, match="K, 3, H, W"):
+        augmentation_explorer(torch.zeros(3, 8, 8, dtype=torch.uint8))
+
+
+def test_temperature_explorer_state_matches_oracle_and_slider_redraws():
+    s = [0.7, 0.5, 0.1, -0.2]
+    w = temperature_explorer(torch.tensor(s), temperature=0.5)
+    slider = w.controls["temperature"]
+    assert isinstance(slider, ipywidgets.FloatLogSlider)
+
+    def oracle(tau):
+        exps = [math.exp(v / tau) for v in s]
+        return -math.log(exps[0] / sum(exps)), max(exps[1:]) / sum(exps[1:])
+
+    loss, share = oracle(0.5)
+    assert w.state["loss"] == pytest.approx(loss) and w.state["hardness_share"] == pytest.approx(share)
+    before = w.png
+    slider.value = 0.05
+    loss, share = oracle(w.state["temperature"])
+    assert w.state["temperature"] == pytest.approx(0.05, rel=0.05)
+    assert w.state["loss"] == pytest.approx(loss) and w.state["hardness_share"] == pytest.approx(share)
+    assert w.png != before
+    assert "loss" in w.caption.value
+
+
+def test_temperature_explorer_defaults_and_range():
+    w = temperature_explorer()
+    assert w.state["p"].shape == (16,)
+    wide = temperature_explorer([0.5, 0.1], temperature=50.0)
+    assert wide.controls["temperature"].max >= 2 and wide.state["temperature"] == pytest.approx(50.0, rel=0.05)
+    with pytest.raises(ValueError, match="temperature"):
+        temperature_explorer([0.5, 0.1], temperature=0.0)
+
+
+def test_umap_explorer_aligns_and_switches():
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(40, 2))
+    rotation = np.array([[0.0, -1.0], [1.0, 0.0]])
+    snapshots = {"epoch 1": base, "epoch 2": base @ rotation + 10.0, "epoch 3": base * np.array([-1.0, 1.0])}
+    labels = rng.integers(0, 3, size=40)
+    w = umap_explorer(snapshots, {"class": labels, "object_hue": rng.random(40)}, names=["a", "b", "c"])
+    assert w.state["snapshot"] == "epoch 3"  # starts at the last snapshot
+    np.testing.assert_allclose(w.state["points"], base, atol=1e-9)  # the mirror image was undone
+    before = w.png
+    w.controls["snapshot"].value = "epoch 2"
+    np.testing.assert_allclose(w.state["points"], base, atol=1e-9)  # rotation and shift undone
+    w.controls["colour"].value = "object_hue"
+    assert w.state["colouring"] == "object_hue" and w.png != before
+    assert isinstance(w.controls["play"], ipywidgets.Play) and w.controls["play"].max == 2
+
+
+def test_umap_explorer_validates_colourings():
+    with pytest.raises(ValueError, match="one value per point"):
+        umap_explorer({"a": np.zeros((5, 2))}, {"class": np.zeros(4, dtype=int)})
+    with pytest.raises(ValueError, match="non-empty"):
+        umap_explorer({"a": np.zeros((5, 2))}, {})
+
+
+# --------------------------------------------------------------------------- plots: align_snapshots, pca_embed
+def _brute_force_residual(points: np.ndarray, target: np.ndarray) -> float:
+    """Smallest ||(P - mean) R - (T - mean)|| over 7,200 rotations, each with and without a mirror."""
+    p, t = points - points.mean(0), target - target.mean(0)
+    best = math.inf
+    for angle in np.linspace(0, 2 * math.pi, 3600, endpoint=False):
+        c, s = math.cos(angle), math.sin(angle)
+        for mirror in (1.0, -1.0):
+            r = np.array([[c, -s], [s, c]]) @ np.diag([1.0, mirror])
+            best = min(best, float(np.linalg.norm(p @ r - t)))
+    return best
+
+
+def test_align_snapshots_is_optimal_against_brute_force():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(30, 2))
+    b = rng.normal(size=(30, 2)) + 2 * a[:, ::-1]  # related but not an exact transform
+    aligned = align_snapshots({"a": a, "b": b})
+    np.testing.assert_array_equal(aligned["a"], a)  # the first map is the reference
+    residual = float(np.linalg.norm(aligned["b"] - aligned["b"].mean(0) - (a - a.mean(0))))
+    assert residual <= _brute_force_residual(b, a) + 1e-6
+    np.testing.assert_allclose(aligned["b"].mean(0), a.mean(0), atol=1e-12)
+    # Distances between points are kept: only a rigid motion was applied.
+    d = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(d(aligned["b"]), d(b), atol=1e-9)
+
+
+def test_align_snapshots_chains_and_keeps_order():
+    a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [2.0, 1.0]])
+    flipped = a * np.array([1.0, -1.0])
+    snapshots = {3: flipped + 1.0, 1: a, 2: flipped}
+    aligned = align_snapshots(snapshots)
+    assert list(aligned) == [3, 1, 2]
+    np.testing.assert_allclose(aligned[1], flipped + 1.0, atol=1e-9)
+    np.testing.assert_allclose(aligned[2], flipped + 1.0, atol=1e-9)
+
+
+@pytest.mark.parametrize("bad, match", [({}, "non-empty"), ({"a": np.zeros((4, 3))}, r"\(N, 2\)"),
+                                        ({"a": np.zeros((4, 2)), "b": np.zeros((5, 2))}, "different numbers"),
+                                        ({"a": np.full((4, 2), np.nan)}, "NaN")])
+def test_align_snapshots_validates(bad, match):
+    with pytest.raises(ValueError, match=match):
+        align_snapshots(bad)
+
+
+def test_pca_embed_recovers_a_known_plane():
+    rng = np.random.default_rng(2)
+    coords = rng.normal(size=(50, 2)) * np.array([5.0, 1.0])  # variance 25 along axis 0, 1 along axis 1
+    coords -= coords.mean(0)
+    basis, _ = np.linalg.qr(rng.normal(size=(6, 2)))  # (6, 2) orthonormal columns
+    v = coords @ basis.T  # (50, 6): the plane inside 6-D
+    points = pca_embed(v)
+    assert points.shape == (50, 2)
+    # Up to a sign per axis (and the tiny rotation within the plane PCA may pick, as the sample
+    # axes are not exactly the principal ones), distances are preserved exactly:
+    d = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(d(points), d(coords), atol=1e-4)
+    assert points[:, 0].var() > points[:, 1].var()
+    with pytest.raises(ValueError, match="method"):
+        embed_2d(v, method="tsne")
