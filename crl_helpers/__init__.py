@@ -1,1 +1,26 @@
-"""crl_helpers: the package behind the contrastive representation learning course."""
+"""crl_helpers: the package behind the contrastive representation learning course.
+
+The main pieces are re-exported here, flat (``from crl_helpers import nt_xent``);
+each lives in a module named after its chapter: data, views, models, losses,
+metrics, train, evaluate, plots, widgets.
+
+Example:
+    >>> import torch
+    >>> from crl_helpers import nt_xent
+    >>> z = torch.ones(4, 8)
+    >>> round(float(nt_xent(z, z, temperature=0.5)), 4) == round(float(torch.log(torch.tensor(7.0))), 4)
+    True
+"""
+from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from crl_helpers.data import DatasetUnavailable, ImageData, load_cifar10_npz, load_dataset, load_image_folder
+from crl_helpers.device import pick_device
+from crl_helpers.evaluate import extract_embeddings, fine_tune, knn_accuracy, knn_predict, linear_probe
+from crl_helpers.losses import info_nce, nt_xent, nt_xent_logits
+from crl_helpers.metrics import alignment, contrastive_accuracy, cosine_stats, embedding_std, uniformity
+from crl_helpers.models import (ProjectionHead, SimCLRModel, SmallConvNet, build_encoder, count_parameters,
+                                resnet18_cifar, resnet18_imagenet)
+from crl_helpers.shapes import SHAPE_NAMES, make_shapes
+from crl_helpers.train import CIFAR10_GPU, CPU, PRESETS, TrainConfig, TrainResult, train
+from crl_helpers.views import MultiViewTransform, ViewConfig, augment_batch, make_views, view_transform
+
+__version__ = "0.1.0"

@@ -502,7 +502,8 @@ def train_method(method: str, config=None, data=None, *, options: MethodConfig =
 
     Returns:
         ``{"method", "knn_acc", "final_loss", "history" (per epoch: epoch, loss, seconds),
-        "train_seconds", "model" (the trained SimCLRModel), "mean", "std"}``.
+        "train_seconds", "negatives" (negative keys per query), "memory" (the MemoryBank or
+        MoCoQueue, else None), "model" (the trained SimCLRModel, on the CPU), "mean", "std"}``.
 
     Raises:
         ValueError: an unknown method, a batch larger than the training set.
@@ -538,13 +539,14 @@ def train_method(method: str, config=None, data=None, *, options: MethodConfig =
     dim = model.head.out_dim
 
     bank = queue = key_model = None
+    n_negatives = {"simclr": 2 * config.batch_size - 2, "supcon": 2 * config.batch_size - 2, "triplet": 1}.get(method)
     if method == "memory_bank":
         bank = MemoryBank(n_train, dim, options.bank_momentum, generator=store_gen).to(device)
         n_negatives = min(options.bank_negatives, n_train)
     elif method == "moco":
         # A queue longer than the data minus a batch would hold keys of the current images (false negatives).
-        queue_size = max(config.batch_size, min(options.queue_size, n_train - config.batch_size))
-        queue = MoCoQueue(queue_size, dim, generator=store_gen).to(device)
+        n_negatives = max(config.batch_size, min(options.queue_size, n_train - config.batch_size))
+        queue = MoCoQueue(n_negatives, dim, generator=store_gen).to(device)
         key_model = copy.deepcopy(model).requires_grad_(False)
     y_train = train_data.y.to(device)
 
@@ -622,5 +624,7 @@ def train_method(method: str, config=None, data=None, *, options: MethodConfig =
     v_test = extract_embeddings(model.encoder, test_data.x, device=device, mean=mean, std=std)  # (M, D)
     knn_acc = knn_accuracy(v_train, train_data.y, v_test, test_data.y, k=config.knn_k,
                            temperature=config.knn_temperature)
+    memory = bank.to("cpu") if bank is not None else queue.to("cpu") if queue is not None else None
     return {"method": method, "knn_acc": knn_acc, "final_loss": history[-1]["loss"], "history": history,
-            "train_seconds": sum(r["seconds"] for r in history), "model": model.cpu(), "mean": mean, "std": std}
+            "train_seconds": sum(r["seconds"] for r in history), "negatives": n_negatives, "memory": memory,
+            "model": model.cpu(), "mean": mean, "std": std}

@@ -51,17 +51,20 @@ class TrainConfig:
     head_hidden_dim: int = 512  # SimCLR's head: 2-layer MLP, hidden as wide as v
     head_out_dim: int = 128  # the paper's z dimension
     head_depth: int = 2  # paper: depth 2 beats linear (1) and none (0)
-    epochs: int = 30
-    batch_size: int = 256  # 2N = 512 views per step; more negatives help, up to CPU cost
+    epochs: int = 15  # ~2 minutes on 2 CPU cores; kNN 0.78 after 5 epochs, 0.84 after 10, ~0.87 after 20
+    batch_size: int = 128  # 2N = 256 views per step: on a CPU budget more steps beat more negatives
     temperature: float = 0.2  # lower than 0.5 suits small batches (paper, table 5)
     optimizer: str = "adamw"  # adamw needs no LR scaling; "sgd" (momentum 0.9) for long GPU runs
-    lr: float = 2e-3  # peak learning rate after warm-up
+    lr: float = 5e-3  # peak learning rate after warm-up (beat 2e-3 in a 10-epoch budget: kNN 0.69 vs 0.64)
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0  # linear warm-up, then cosine decay to 0 (Goyal et al. 2017; Loshchilov 2017)
-    views: ViewConfig = ViewConfig(crop_scale=(0.25, 1.0), jitter_strength=1.0)  # mean/std set from the data
+    # Crops keep >= 40% of the area so both views see the object; hue drawn around the whole circle
+    # because the shapes' colours are random per image (hue +-0.1 left a colour shortcut:
+    # contrastive accuracy 0.53 but kNN 0.46). mean/std are set from the data at run time.
+    views: ViewConfig = ViewConfig(crop_scale=(0.4, 1.0), jitter_strength=0.5, hue_shift=0.5)
     knn_k: int = 200  # kNN monitor of InstDisc/DINO: k=200, votes weighted by exp(sim / 0.1)
     knn_temperature: float = 0.1
-    knn_every: int = 0  # kNN accuracy every k epochs (0: only at the end), for the curves
+    knn_every: int = 5  # kNN accuracy every k epochs (0: only at the end), for the curves; ~2 s each
     linear_epochs: int = 50  # linear probe on frozen features (cheap: features are precomputed)
     umap: bool = True  # UMAP plot of test embeddings at the end
     device: str = "auto"  # CUDA, then MPS, then CPU

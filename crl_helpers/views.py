@@ -103,6 +103,9 @@ class ViewConfig:
     # Colour-distortion strength s: brightness = contrast = saturation = 0.8 s, hue = 0.2 s. The paper
     # uses s = 1.0 on ImageNet and s = 0.5 on CIFAR-10.
     jitter_strength: float = 0.5
+    # Hue shift amplitude as a fraction of a turn; None means the paper's 0.2 s. 0.5 draws the hue
+    # uniformly around the whole circle, for data whose colours are random per image (the shapes).
+    hue_shift: float | None = None
     # Colour jitter is applied to 80% of views in the paper; the other 20% keep their colours.
     jitter_p: float = 0.8
     # A fifth of views lose colour entirely, so the encoder cannot match views by colour histogram alone.
@@ -141,6 +144,8 @@ class ViewConfig:
                 f"jitter_strength={self.jitter_strength!r} must be in [0, {_MAX_JITTER_STRENGTH}] "
                 "(hue = 0.2 * strength may not exceed half a turn); the paper uses 0.5 on CIFAR, 1.0 on ImageNet"
             )
+        if self.hue_shift is not None and not 0.0 <= self.hue_shift <= 0.5:
+            raise ValueError(f"hue_shift={self.hue_shift!r} must be in [0, 0.5] (a fraction of a turn) or None")
         lo, hi = self.blur_sigma
         if not 0 < lo <= hi:
             raise ValueError(f"blur_sigma={self.blur_sigma!r} must satisfy 0 < low <= high, e.g. (0.1, 2.0)")
@@ -167,8 +172,8 @@ class ViewConfig:
 
     @property
     def hue(self) -> float:
-        """Hue jitter amplitude, 0.2 s (shift drawn from [-0.2 s, 0.2 s] of a full turn)."""
-        return 0.2 * self.jitter_strength
+        """Hue jitter amplitude, 0.2 s (shift drawn from [-0.2 s, 0.2 s] of a full turn), or ``hue_shift``."""
+        return 0.2 * self.jitter_strength if self.hue_shift is None else self.hue_shift
 
 
 #: The paper's CIFAR-10 pipeline: crop + flip, colour jitter (s = 0.5), grayscale, no blur.
@@ -486,7 +491,7 @@ def apply_view_params(x: torch.Tensor, params: ViewParams, config: ViewConfig = 
     x = _crop_and_flip(x, params, config.image_size)  # (B, 3, S, S)
     # From here on x is this function's own buffer (the warp allocated it), so the stages work in place:
     # on the CPU a fresh image-sized tensor costs more than the arithmetic that fills it.
-    if config.jitter_p > 0 and config.jitter_strength > 0:
+    if config.jitter_p > 0 and (config.jitter_strength > 0 or config.hue > 0):
         _colour_jitter_(x, params)
     if config.grayscale_p > 0:
         # lerp with weight exactly 0 or 1 returns either end exactly, and is much faster than where.

@@ -310,6 +310,18 @@ def test_train_method_runs_every_method(tiny, method):
     assert result["method"] == method and seen == [1]
     assert math.isfinite(result["final_loss"]) and 0.0 <= result["knn_acc"] <= 1.0
     assert [row["epoch"] for row in result["history"]] == [1]
+    expected = {"simclr": 30, "supcon": 30, "triplet": 1, "memory_bank": 8, "moco": 16}[method]
+    assert result["negatives"] == expected
+    memory = result["memory"]
+    if method == "memory_bank":
+        assert isinstance(memory, MemoryBank) and memory.bank.shape == (32, 16)
+        # Every training image was visited once: no entry is still the random initial one.
+        fresh = MemoryBank(32, 16, generator=torch.Generator().manual_seed(config.seed + 1))
+        assert not torch.isclose(memory.bank, fresh.bank).all(dim=1).any()
+    elif method == "moco":
+        assert isinstance(memory, MoCoQueue) and memory.ptr == 0  # 2 batches of 16 filled the 16-key ring twice
+    else:
+        assert memory is None
 
 
 def test_train_method_simclr_is_the_train_loop(tiny):

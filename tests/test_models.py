@@ -50,9 +50,12 @@ def test_small_convnet_accepts_any_image_size():
         assert net(torch.randn(2, 3, h, w)).shape == (2, 16)
 
 
-def test_small_convnet_halves_resolution_four_times():
+def test_small_convnet_halves_resolution_three_times():
     net = SmallConvNet(width=4)
-    assert net.features(torch.randn(2, 3, 32, 32)).shape == (2, 32, 2, 2)  # 8w channels, 32 / 2**4
+    assert net.features(torch.randn(2, 3, 32, 32)).shape == (2, 32, 4, 4)  # 8w channels, 32 / 2**3
+    strides = [m.stride for m in net.features if isinstance(m, nn.Conv2d)]
+    assert strides == [(2, 2), (1, 1), (1, 1), (1, 1)]  # only the stem downsamples by stride
+    assert sum(isinstance(m, nn.MaxPool2d) for m in net.features) == 2
 
 
 def test_small_convnet_parameter_count_by_hand():

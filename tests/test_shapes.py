@@ -25,7 +25,10 @@ def test_nuisances_vary_within_a_class():
     data = make_shapes(200, seed=0)
     disks = data.subset(data.y == 0)
     assert disks.factors["object_hue"].std() > 0.2  # colours spread over the hue circle
-    assert disks.factors["rotation"].max() - disks.factors["rotation"].min() > math.pi
+    spread = disks.factors["rotation"].max() - disks.factors["rotation"].min()
+    assert math.radians(40) < spread <= math.radians(60)  # default: uniform in [-30, 30] degrees
+    turned = make_shapes(200, seed=0, max_rotation=180).factors["rotation"]
+    assert turned.max() - turned.min() > math.pi
 
 
 def test_object_centre_has_object_colour_and_corner_background():
@@ -61,3 +64,7 @@ def test_bad_arguments():
         make_shapes(4, image_size=4)
     with pytest.raises(ValueError, match="noise"):
         make_shapes(4, noise=2.0)
+    with pytest.raises(ValueError, match="max_rotation"):
+        make_shapes(4, max_rotation=360)
+    with pytest.raises(ValueError, match="scale_range"):
+        make_shapes(4, scale_range=(0.9, 0.5))
