@@ -20,7 +20,8 @@ from crl_helpers.metrics import alignment, contrastive_accuracy, cosine_stats, e
 from crl_helpers.models import (ProjectionHead, SimCLRModel, SmallConvNet, build_encoder, count_parameters,
                                 resnet18_cifar, resnet18_imagenet)
 from crl_helpers.shapes import SHAPE_NAMES, make_shapes
-from crl_helpers.train import CIFAR10_GPU, CPU, PRESETS, TrainConfig, TrainResult, train
+# `train` (the function) is not re-exported: it would shadow the module `crl_helpers.train`.
+from crl_helpers.train import CIFAR10_GPU, CPU, PRESETS, TrainConfig, TrainResult
 from crl_helpers.views import MultiViewTransform, ViewConfig, augment_batch, make_views, view_transform
 
 __version__ = "0.1.0"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
+import zipfile
 from pathlib import Path
 
 import torch
@@ -58,6 +59,11 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}; train without --resume first")
+    if not zipfile.is_zipfile(path):
+        # torch.save writes a zip archive; anything else (truncated, garbage, empty) would reach the
+        # unpickler and be reported as "pickled objects", sending a student after an attacker, not a bad copy.
+        raise CheckpointError(f"{path} is corrupt or truncated (not the zip archive torch.save writes); "
+                              f"delete it to start afresh, or point --out at a fresh folder")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -51,7 +51,9 @@ def plot_curves(history: list[dict], path: str | os.PathLike | None = None):
     present = [(k, label) for k, label in _CURVES if any(k in row for row in history)]
     if not present:
         raise ValueError("history holds none of the metrics to plot (loss, contrastive_acc, ...)")
-    fig, (nrows, ncols) = _figure(1, len(present), (3.2 * len(present), 2.8))
+    ncols = min(len(present), 3)
+    nrows = -(-len(present) // ncols)  # a grid of at most 3 columns stays readable on a laptop screen
+    fig, _ = _figure(nrows, ncols, (3.4 * ncols, 2.6 * nrows))
     for i, (key, label) in enumerate(present):
         ax = fig.add_subplot(nrows, ncols, i + 1)
         rows = [r for r in history if key in r]

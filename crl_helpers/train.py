@@ -19,7 +19,6 @@ import json
 import math
 import os
 import time
-import zipfile
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
@@ -51,7 +50,7 @@ class TrainConfig:
     head_hidden_dim: int = 512  # SimCLR's head: 2-layer MLP, hidden as wide as v
     head_out_dim: int = 128  # the paper's z dimension
     head_depth: int = 2  # paper: depth 2 beats linear (1) and none (0)
-    epochs: int = 15  # ~2 minutes on 2 CPU cores; kNN 0.78 after 5 epochs, 0.84 after 10, ~0.87 after 20
+    epochs: int = 20  # ~80 s of training on 2 idle CPU cores; kNN 0.83 after 15 epochs, ~0.87 after 20
     batch_size: int = 128  # 2N = 256 views per step: on a CPU budget more steps beat more negatives
     temperature: float = 0.2  # lower than 0.5 suits small batches (paper, table 5)
     optimizer: str = "adamw"  # adamw needs no LR scaling; "sgd" (momentum 0.9) for long GPU runs
@@ -245,7 +244,6 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
     if resume:
         if out is None:
             raise CheckpointError("resume needs an output directory holding checkpoint.pt")
-        _check_zip(out / "checkpoint.pt")
         state = load_checkpoint(out / "checkpoint.pt", map_location=device)
         try:
             model.load_state_dict(state["model"])
@@ -355,14 +353,6 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
     return result
 
 
-def _check_zip(path: Path) -> None:
-    # torch.save writes a zip archive; anything else (truncated, garbage, empty) would reach the unpickler
-    # and be reported as "pickled objects", which sends a student looking for an attacker, not a bad copy.
-    if path.exists() and not zipfile.is_zipfile(path):
-        raise CheckpointError(f"{path} is corrupt or truncated (not the zip archive torch.save writes); "
-                              f"delete it to start afresh, or point --out at a fresh folder")
-
-
 def _batch_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     # A tensor version of metrics.contrastive_accuracy that stays on the device (no sync).
     z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)  # (2B, d)
@@ -423,10 +413,13 @@ def evaluate_run(result: TrainResult, initial_encoder_state: dict, train_data: I
         device=str(device),
         dataset=config.dataset, encoder=config.encoder, n_train=len(train_data), n_test=len(test_data),
     )
+    if history:  # the final kNN belongs on the curves too
+        history[-1]["knn_acc"] = metrics["knn_acc"]
     if config.out_dir:
         from crl_helpers.plots import plot_curves, plot_umap
 
         out = Path(config.out_dir)
+        write_history(history, out / "history.csv")  # now with the final kNN
         plot_curves(history, out / "curves.png")
         if config.umap:
             plot_umap(v_test, test_data.y, test_data.class_names, out / "umap.png",

@@ -267,7 +267,7 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
         controls[name] = widgets.FloatSlider(value=value, min=low, max=high, step=step, description=name,
                                              continuous_update=False, readout_format=".2f",
                                              style={"description_width": "110px"})
-    controls["resample"] = widgets.Button(description="re-sample views", icon="refresh")
+    controls["resample"] = widgets.Button(description="re-sample", icon="refresh", tooltip="draw new random views")
     seed_box = {"seed": int(seed)}
 
     def render():

@@ -39,7 +39,7 @@ NOTEBOOK = {
                    "explorer = augmentation_explorer(load_dataset('shapes', 'train', n=3).x, n_views=3, seed=0)\n"
                    "explorer"),
     }],
-    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+    "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}},
     "nbformat": 4, "nbformat_minor": 5,
 }
 
@@ -64,9 +64,22 @@ def _wait_for_server(port: int, token: str, process: subprocess.Popen, log: Path
     raise RuntimeError(f"jupyter lab did not answer within {SERVER_START_SECONDS} s:\n{log.read_text()[-3000:]}")
 
 
+def _shutdown_kernels(port: int, token: str) -> None:
+    # Kernels run in sessions of their own: ask the server to stop them before stopping the server.
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernels?token={token}", timeout=10) as r:
+            kernels = json.load(r)
+        for kernel in kernels:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/api/kernels/{kernel['id']}?token={token}",
+                                             method="DELETE")
+            urllib.request.urlopen(request, timeout=30).close()
+    except OSError:
+        pass  # the server is gone already; SIGTERM below is all that is left to do
+
+
 def _stop(process: subprocess.Popen) -> None:
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)  # the server and the kernels it started
+        os.killpg(process.pid, signal.SIGTERM)  # a graceful stop: the server shuts down what it still runs
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
@@ -77,6 +90,11 @@ def _stop(process: subprocess.Popen) -> None:
 def _figure_src(page) -> str | None:
     image = page.locator(".jp-OutputArea-output .widget-vbox img").first
     return image.get_attribute("src") if image.count() else None
+
+
+def run_all(page) -> None:
+    # Fire and forget: the command's promise resolves only when every cell has run, and evaluate() would wait.
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
 
 
 def _wait_until(predicate, seconds: float, what: str, page, shots: Path):
@@ -124,10 +142,19 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
                 page.goto(f"http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}")
                 page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
                 page.wait_for_function("window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')")
-                page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+                run_all(page)
 
-                first = _wait_until(lambda: (_figure_src(page) or "").startswith("data:image/png") and _figure_src(page),
-                                    RENDER_SECONDS, "the explorer's figure", page, tmp_path)
+                def rendered():
+                    # JupyterLab may ask which kernel to start (a race with its own auto-start): accept the
+                    # preselected python3 and run again, since the first request may have been dropped.
+                    accept = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+                    if accept.count():
+                        accept.first.click()
+                        run_all(page)
+                    src = _figure_src(page) or ""
+                    return src if src.startswith("data:image/png") else None
+
+                first = _wait_until(rendered, RENDER_SECONDS, "the explorer's figure", page, tmp_path)
                 page.screenshot(path=str(tmp_path / "before.png"), full_page=True)
 
                 slider = page.locator(".widget-slider", has=page.locator("label", has_text="jitter_strength")).first
@@ -147,4 +174,5 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
             finally:
                 browser.close()
     finally:
+        _shutdown_kernels(port, token)
         _stop(server)
