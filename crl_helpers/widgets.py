@@ -150,6 +150,7 @@ CONTROL_FIELDS = {
     "crop_scale_min": (0.05, 1.0, 0.01),
     "flip_p": (0.0, 1.0, 0.05),
     "jitter_strength": (0.0, 2.5, 0.05),
+    "hue_shift": (0.0, 0.5, 0.01),
     "jitter_p": (0.0, 1.0, 0.05),
     "grayscale_p": (0.0, 1.0, 0.05),
     "blur_p": (0.0, 1.0, 0.05),
@@ -160,8 +161,9 @@ def config_from_controls(base: ViewConfig = SIMCLR, **values) -> ViewConfig:
     """The :class:`~crl_helpers.views.ViewConfig` that the explorer's control values describe.
 
     ``crop_scale_min`` sets the lower end of ``crop_scale`` (the upper end stays ``base``'s, raised
-    to the minimum if needed); the other keys are ViewConfig fields of the same name. Keys left out
-    keep ``base``'s values.
+    to the minimum if needed); the other keys are ViewConfig fields of the same name (``hue_shift``
+    fixes the hue amplitude, which otherwise follows ``jitter_strength``). Keys left out keep
+    ``base``'s values.
 
     Args:
         base: the config to start from (image size, mean/std, crop ratio, blur sigma ...).
@@ -177,7 +179,7 @@ def config_from_controls(base: ViewConfig = SIMCLR, **values) -> ViewConfig:
         >>> config_from_controls(hue=0.1)
         Traceback (most recent call last):
         ...
-        TypeError: unknown control 'hue'; use crop_scale_min, flip_p, jitter_strength, jitter_p, grayscale_p, blur_p
+        TypeError: unknown control 'hue'; use crop_scale_min, flip_p, jitter_strength, hue_shift, jitter_p, grayscale_p, blur_p
     """
     if not isinstance(base, ViewConfig):
         raise TypeError(f"base={base!r} must be a ViewConfig")
@@ -236,7 +238,7 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
 
     Rows are the ``K`` images (the original first), columns ``n_views`` random views drawn with
     the current settings. The controls ``crop_scale_min``, ``flip_p``, ``jitter_strength``,
-    ``jitter_p``, ``grayscale_p``, ``blur_p`` edit the config (:func:`config_from_controls`);
+    ``hue_shift``, ``jitter_p``, ``grayscale_p``, ``blur_p`` edit the config (:func:`config_from_controls`);
     ``resample`` draws new random parameters (next seed). Views are made at the images' own side.
 
     Args:
@@ -263,7 +265,8 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
     images = images.detach().cpu()
     controls = {}
     for name, (low, high, step) in CONTROL_FIELDS.items():
-        value = base.crop_scale[0] if name == "crop_scale_min" else getattr(base, name)
+        # hue_shift may be None in a config (hue follows the strength): the slider shows the amplitude in force.
+        value = {"crop_scale_min": base.crop_scale[0], "hue_shift": base.hue}.get(name, getattr(base, name, None))
         controls[name] = widgets.FloatSlider(value=value, min=low, max=high, step=step, description=name,
                                              continuous_update=False, readout_format=".2f",
                                              style={"description_width": "110px"})
@@ -291,12 +294,13 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
         state = {"config": current, "seed": seed_box["seed"], "grid": grid, "grid_shape": tuple(grid.shape)}
         text = (f"crop scale [{current.crop_scale[0]:.2f}, {current.crop_scale[1]:.2f}] of the area, "
                 f"flip p={current.flip_p:.2f}, colour jitter s={current.jitter_strength:.2f} "
-                f"with p={current.jitter_p:.2f}, grayscale p={current.grayscale_p:.2f}, "
+                f"(hue shift up to {current.hue:.2f} of a turn) with p={current.jitter_p:.2f}, "
+                f"grayscale p={current.grayscale_p:.2f}, "
                 f"blur p={current.blur_p:.2f} | seed {seed_box['seed']}")
         return fig, state, text
 
     sliders = [controls[name] for name in CONTROL_FIELDS]
-    rows = [widgets.HBox(sliders[:3]), widgets.HBox(sliders[3:] + [controls["resample"]])]
+    rows = [widgets.HBox(sliders[:4]), widgets.HBox(sliders[4:] + [controls["resample"]])]
     explorer = _make_explorer(controls, render, rows=rows)
 
     def resample(_button=None) -> None:

@@ -65,10 +65,11 @@ def test_grid_flip_always_mirrors():
 # ---------------------------------------------------------------------------------- config_from_controls
 def test_config_from_controls_maps_each_field():
     config = config_from_controls(SIMCLR, crop_scale_min=0.35, flip_p=0.1, jitter_strength=1.5, jitter_p=0.3,
-                                  grayscale_p=0.9, blur_p=0.4)
+                                  grayscale_p=0.9, blur_p=0.4, hue_shift=0.45)
     assert config.crop_scale == (0.35, 1.0)
     assert (config.flip_p, config.jitter_strength, config.jitter_p, config.grayscale_p, config.blur_p) == \
         (0.1, 1.5, 0.3, 0.9, 0.4)
+    assert config.hue == 0.45 and config_from_controls(SIMCLR, jitter_strength=1.5).hue == pytest.approx(0.3)
     assert config.mean == SIMCLR.mean and config.image_size == SIMCLR.image_size  # untouched fields kept
     assert config_from_controls(SIMCLR) == SIMCLR
 
@@ -96,6 +97,7 @@ def test_augmentation_explorer_controls_redraw():
     before_png, before_grid = w.png, w.state["grid"]
     w.controls["grayscale_p"].value = 1.0  # the observer redraws
     assert w.state["config"].grayscale_p == 1.0
+    assert w.controls["hue_shift"].value == pytest.approx(SIMCLR.hue)  # the amplitude in force, 0.2 x strength
     assert w.png != before_png and not torch.equal(w.state["grid"], before_grid)
     g = w.state["grid"]
     torch.testing.assert_close(g[:, :, 0], g[:, :, 2])  # every view grey now
