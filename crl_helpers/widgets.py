@@ -28,6 +28,7 @@ Example:
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import math
@@ -88,9 +89,15 @@ class Explorer:
     """
 
 
+def _png_output(png: bytes) -> dict:
+    """A display_data output (nbformat) holding a PNG, as an Output widget's ``outputs`` entry."""
+    return {"output_type": "display_data", "data": {"image/png": base64.b64encode(png).decode("ascii"),
+                                                    "text/plain": "<figure>"}, "metadata": {}}
+
+
 def _in_kernel() -> bool:
-    # Outside a Jupyter kernel (plain Python, doctests) an Output widget captures nothing and
-    # display() would print to stdout; the figure and PNG are still kept on the explorer.
+    # Outside a Jupyter kernel (plain Python, doctests, tests) nobody sees the Output widget, so a
+    # callback's error is raised instead of being shown under the widget.
     try:
         from IPython import get_ipython
     except ImportError:
@@ -109,12 +116,10 @@ def _make_explorer(controls: dict, render: Callable[[], tuple], rows: list | Non
             self.figure, self.state, self.png = fig, state, figure_png(fig)
             if self.caption is not None:
                 self.caption.value = text
-            if _in_kernel():
-                from IPython.display import Image, display
-
-                with self.output:
-                    self.output.clear_output(wait=True)
-                    display(Image(data=self.png, format="png"))
+            # Replace the Output widget's outputs as one state update instead of capturing display() calls
+            # in a `with output:` block: capture routes the cell's own messages through the widget, and under
+            # nbclient (CI) that intermittently stalled a cell until its timeout. One synced trait is atomic.
+            self.output.outputs = (_png_output(self.png),)
             return fig
 
         def _on_change(self, _change=None) -> None:
@@ -124,9 +129,7 @@ def _make_explorer(controls: dict, render: Callable[[], tuple], rows: list | Non
             except Exception:  # noqa: BLE001 - shown to the user, not swallowed
                 if not _in_kernel():
                     raise
-                with self.output:
-                    self.output.clear_output()
-                    print(traceback.format_exc())
+                self.output.outputs = ({"output_type": "stream", "name": "stderr", "text": traceback.format_exc()},)
 
     output = widgets.Output(layout=widgets.Layout(min_height="120px"))
     caption_widget = widgets.HTML() if caption else None
@@ -269,7 +272,8 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
         value = {"crop_scale_min": base.crop_scale[0], "hue_shift": base.hue}.get(name, getattr(base, name, None))
         controls[name] = widgets.FloatSlider(value=value, min=low, max=high, step=step, description=name,
                                              continuous_update=False, readout_format=".2f",
-                                             style={"description_width": "110px"})
+                                             style={"description_width": "105px"},
+                                             layout=widgets.Layout(width="320px"))
     controls["resample"] = widgets.Button(description="re-sample", icon="refresh", tooltip="draw new random views")
     seed_box = {"seed": int(seed)}
 
