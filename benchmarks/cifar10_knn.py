@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, help="use only this many test images (default: all)")
     p.add_argument("--encoder", help=f"one of {', '.join(ENCODERS)} (default: the preset's, resnet18)")
     p.add_argument("--batch-size", type=int, help="source images per step (default: the preset's, 512)")
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), help="(default: the preset's, sgd with Nesterov momentum)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the preset's, 0.6 for batch 512)")
+    p.add_argument("--weight-decay", type=float, help="(default: the preset's, 5e-4)")
+    p.add_argument("--temperature", type=float, help="NT-Xent temperature (default: the preset's, 0.2)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model on CUDA (default: the preset's, on)")
     p.add_argument("--device", help="auto (default), cuda, cpu")
@@ -139,7 +143,8 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
         raise ValueError(f"--minutes {plan['minutes']} must be > 0, --probe-steps and --evals >= 1")
     changes = {"data_root": args.data_root, "out_dir": None, "progress": False, "umap": False, "seed": args.seed,
                "knn_every": 0}
-    for name in ("dataset", "n_train", "n_test", "encoder", "batch_size", "compile", "device"):
+    for name in ("dataset", "n_train", "n_test", "encoder", "batch_size", "compile", "device", "optimizer", "lr",
+                 "weight_decay", "temperature"):
         value = pick(name)
         if value is not None:
             changes[name] = value

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 4's device check: the ONE script a session with a GPU runs, in one call of at most 10 minutes.
 #   1. benchmarks/throughput.py: pipelines (a) classic, (b) crl_helpers, (c) step only, and (d) the variant of
-#      (b) with one augment call per step; STEPS (300) timed steps each after compiling (about 2 minutes in all);
+#      (b) with eager (uncompiled) views; STEPS (300) timed steps each after compiling (about 2 minutes in all),
+#      and a profile of 5 (b) steps (profile_b.txt: where the time goes);
 #   2. benchmarks/cifar10_knn.py: SimCLR on CIFAR-10 for MINUTES (5) of training, then kNN on the test split;
 #   3. a short table of every figure, printed last (rows ready for benchmarks/RESULTS.md).
 # Logs and JSON go to $OUT (set by the device tool; otherwise runs/device_check).
@@ -15,7 +16,9 @@
 # Environment: MINUTES (training budget, 5), STEPS (300), DATA (.device-data), PYTHON (python3),
 #   DEADLINE (seconds the whole script may take: 570, the call's 600 less a margin),
 #   RESERVE (seconds cifar10_knn.py needs besides training: data, probe with compile, evaluations; 120),
-#   T_THROUGHPUT (hard limit of step 1, 240 s), QUICK=1 (both scripts in --quick mode).
+#   T_THROUGHPUT (hard limit of step 1, 240 s), QUICK=1 (both scripts in --quick mode),
+#   THROUGHPUT_ARGS / KNN_ARGS (extra flags for step 1 / step 2, e.g. KNN_ARGS="--lr 0.3 --temperature 0.1"
+#   to try another recipe; SKIP_THROUGHPUT=1 runs step 2 alone with the whole deadline).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -38,8 +41,12 @@ mkdir -p "$OUT"
 "| cuda", torch.cuda.is_available())'
 } 2>&1 | tee "$OUT/env.txt"
 
-throughput_args=(--data-root "$DATA" --json "$OUT/throughput.json")
+throughput_args=(--data-root "$DATA" --json "$OUT/throughput.json" --profile "$OUT")
 knn_args=(--data-root "$DATA" --json "$OUT/cifar10_knn.json")
+# shellcheck disable=SC2206  # word splitting of the extra flags is intended
+throughput_args+=(${THROUGHPUT_ARGS:-})
+# shellcheck disable=SC2206
+knn_args+=(${KNN_ARGS:-})
 if [ "$QUICK" = 1 ]; then
   throughput_args+=(--quick)
   knn_args+=(--quick)
@@ -48,9 +55,14 @@ else
   [ -f "$DATA/cifar10_jpeg.npz" ] || echo "warning: no $DATA/cifar10_jpeg.npz: torchvision will try to download (offline: fails)"
 fi
 
-echo "== 1. throughput: python benchmarks/throughput.py ${throughput_args[*]}"
-timeout "$T_THROUGHPUT" "$PY" benchmarks/throughput.py "${throughput_args[@]}" 2>&1 | tee "$OUT/throughput.log"
-status_throughput=$?
+if [ "${SKIP_THROUGHPUT:-0}" = 1 ]; then
+  echo "== 1. throughput: skipped (SKIP_THROUGHPUT=1)"
+  status_throughput=0
+else
+  echo "== 1. throughput: python benchmarks/throughput.py ${throughput_args[*]}"
+  timeout "$T_THROUGHPUT" "$PY" benchmarks/throughput.py "${throughput_args[@]}" 2>&1 | tee "$OUT/throughput.log"
+  status_throughput=${PIPESTATUS[0]}
+fi
 
 # Whatever step 1 left of the deadline bounds step 2; its training budget shrinks rather than overrun.
 left=$((DEADLINE - SECONDS))
@@ -62,7 +74,7 @@ if [ "$QUICK" != 1 ]; then
 fi
 echo "== 2. kNN: python benchmarks/cifar10_knn.py ${knn_args[*]}  (${left} s left)"
 timeout "$((left > 30 ? left : 30))" "$PY" benchmarks/cifar10_knn.py "${knn_args[@]}" 2>&1 | tee "$OUT/cifar10_knn.log"
-status_knn=$?
+status_knn=${PIPESTATUS[0]}
 
 echo "== 3. summary (exit status: throughput $status_throughput, cifar10_knn $status_knn; 124 = timed out)"
 "$PY" - "$OUT" <<'PY'
@@ -88,11 +100,16 @@ t = load("throughput.json")
 if t:
     card, cmd = f"{t['card']}, {t['cpu_cores']} cores", t["command"]
     names = {"a": f"(a) classic DataLoader, {t['workers']} workers", "b": "(b) crl_helpers GPU pipeline",
-             "c": "(c) model step only", "c_repeat": "(c) repeated", "d": "(d) (b) with one augment call"}
+             "c": "(c) model step only", "c_repeat": "(c) repeated", "d": "(d) (b) with eager views"}
     anchor = {"a": "9,300 (H200)", "c": "37,000 compiled / 28,000 eager (H200)"}
     for key, row in t["rows"].items():
         print(f"| {card} | {date} | `{cmd}` | {names[key]}: {row['images_per_second']:,.0f} source img/s | "
               f"{anchor.get(key, '')} |")
+    print(f"| {card} | {date} | `{cmd}` | first step {t['first_step_seconds']:.1f} s, first views "
+          f"{t.get('first_views_seconds', float('nan')):.1f} s (compiling); views compiled: {t.get('views_compiled')} | |")
+    for stage, ms in sorted(t.get("profile", {}).get("stages_ms_per_step", {}).items()):
+        device_ms = f" / {ms['device_ms']:.2f} ms device" if ms.get("device_ms") is not None else ""
+        print(f"| {card} | {date} | `{cmd}` | (b) {stage}: {ms['cpu_ms']:.2f} ms CPU{device_ms} per step | |")
     if "first_host_sync" in t:
         print(f"| {card} | {date} | `{cmd}` | host sync in a (b) step: {t['first_host_sync'] or 'none'} | none |")
     for key, target in (("b_over_a", ">= 3.5"), ("b_over_c", ">= 0.9")):

@@ -9,10 +9,14 @@ float32, channels_last, optional ``torch.compile``, fused optimizer):
 (a) classic: a torchvision-style Dataset of PIL images with
     ``crl_helpers.views.MultiViewTransform`` in a ``DataLoader`` with one worker per
     CPU core (``pin_memory``, ``persistent_workers``), then the step on the device;
-(b) crl_helpers: the dataset on the device as uint8, ``augment_batch`` there with
-    independent parameters per sample (what ``crl_helpers.train.train`` does);
+(b) crl_helpers: the dataset on the device as uint8, both views made there by
+    ``crl_helpers.views.ViewAugmenter`` (independent parameters per sample, drawn on the
+    device, one compiled graph when ``config.compile``), what ``train`` does;
 (c) the step alone, on views augmented beforehand and kept on the device: the
     ceiling that (b) approaches when augmentation is free.
+
+Variant (d) is (b) with the views NOT compiled, to show what compiling them buys; ``--profile``
+records where the time of a (b) step goes (``torch.profiler``, per-stage and top kernels).
 
 The issue's targets, on one H100/H200: b >= 3.5 a and b >= 0.9 c. ``--quick`` runs
 all three on the CPU with a small ConvNet in seconds (for CI): its figures say
@@ -47,15 +51,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crl_helpers.data import DATASETS, DatasetUnavailable, ImageData, load_dataset  # noqa: E402
 from crl_helpers.device import autocast_dtype, pick_device  # noqa: E402
-from crl_helpers.losses import nt_xent  # noqa: E402
 from crl_helpers.models import ENCODERS  # noqa: E402
-from crl_helpers.train import PRESETS, TrainConfig, _batch_accuracy, build_model, build_optimizer  # noqa: E402
-from crl_helpers.views import MultiViewTransform, ViewConfig, augment_batch  # noqa: E402
+from crl_helpers.train import PRESETS, SimCLRStep, TrainConfig, build_model, build_optimizer  # noqa: E402
+from crl_helpers.views import MultiViewTransform, ViewAugmenter, ViewConfig  # noqa: E402
 
 # The issue's anchors: one H200, 16 CPU cores, ResNet-18 (CIFAR stem), head 512-1024-128, batch 512, bf16.
 ANCHORS = {"a": 9_300, "c_eager": 28_000, "c_compiled": 37_000}
 TARGET_B_OVER_A = 3.5
 TARGET_B_OVER_C = 0.9
+# Steps that --profile records (after two untimed ones).
+PROFILE_STEPS = 5
 # Views augmented ahead for (c): several batches, so (c) does not time one batch sitting in cache.
 POOL_BATCHES = 8
 # Settings of --quick: CPU, a small ConvNet, a few steps; seconds in all, for CI.
@@ -69,54 +74,27 @@ def source_images_per_second(steps: int, batch_size: int, seconds: float) -> flo
 
 
 # ------------------------------------------------------------------ the step
-class SimCLRStep:
-    """One SimCLR step as ``crl_helpers.train.train`` takes it, on a ready batch of views ``x12``.
-
-    Forward under the device's autocast (bf16 on CUDA), NT-Xent in float32, fused
-    optimizer on CUDA, channels_last on CUDA, the model compiled when
-    ``config.compile`` and CUDA; the running (loss, accuracy) sums stay on the device,
-    read once per timed window. It restates the body of ``train``'s loop (which is not
-    a function of its own): keep the two alike.
+def make_step(config: TrainConfig) -> SimCLRStep:
+    """``crl_helpers.train``'s step object, built as ``train(config)`` builds it (same seed, model, optimizer).
 
     Raises:
         ValueError: a bad device name in ``config``.
     """
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device)
+    step = SimCLRStep(model, build_optimizer(model, config, device), config, device)
+    for group in step.optimizer.param_groups:
+        # A warm-up-sized rate: speed does not depend on it, and a random-init model stays finite.
+        group["lr"] = config.lr * 0.1
+    return step
 
-    def __init__(self, config: TrainConfig) -> None:
-        self.device = pick_device(config.device)
-        self.config = config
-        torch.manual_seed(config.seed)
-        self.model = build_model(config).to(self.device)
-        self.channels_last = self.device.type == "cuda"
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        self.optimizer = build_optimizer(self.model, config, self.device)
-        for group in self.optimizer.param_groups:
-            # A warm-up-sized rate: speed does not depend on it, and a random-init model stays finite.
-            group["lr"] = config.lr * 0.1
-        self.compiled = config.compile and self.device.type == "cuda"
-        self.step_model = torch.compile(self.model) if self.compiled else self.model
-        self.amp = autocast_dtype(self.device)
-        self.sums = torch.zeros(2, device=self.device)  # running (loss, contrastive accuracy)
 
-    def __call__(self, x12: torch.Tensor) -> None:
-        if self.channels_last:
-            x12 = x12.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=self.amp, enabled=self.amp is not None):
-            _, z = self.step_model(x12)  # (2B, d)
-        z1, z2 = z.float().chunk(2)  # (B, d) each
-        loss = nt_xent(z1, z2, self.config.temperature, validate=False)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        with torch.no_grad():
-            self.sums += torch.stack([loss.detach(), _batch_accuracy(z1.detach(), z2.detach())])
-
-    def last_loss(self, steps: int) -> float:
-        """Mean loss since the last call (one host sync), then reset the sums."""
-        mean = float(self.sums[0]) / max(steps, 1)
-        self.sums.zero_()
-        return mean
+def last_loss(step: SimCLRStep, steps: int) -> float:
+    """Mean loss of the last ``steps`` steps (one host sync), then reset the step's sums."""
+    mean = float(step.sums[0]) / max(steps, 1)
+    step.sums.zero_()
+    return mean
 
 
 def synchronize(device: torch.device) -> None:
@@ -140,7 +118,7 @@ def time_steps(step: SimCLRStep, batches: Iterator[torch.Tensor], warmup: int, s
         step(next(batches))
     synchronize(step.device)
     seconds = time.perf_counter() - t0
-    return {"steps": steps, "seconds": seconds, "loss": step.last_loss(steps),
+    return {"steps": steps, "seconds": seconds, "loss": last_loss(step, steps),
             "images_per_second": source_images_per_second(steps, step.config.batch_size, seconds)}
 
 
@@ -163,6 +141,53 @@ def first_host_sync(step: SimCLRStep, batches: Iterator[torch.Tensor]) -> str | 
     finally:
         torch.cuda.set_sync_debug_mode(0)
     return None
+
+
+def profile_steps(step: SimCLRStep, batches: Iterator[torch.Tensor], out_dir: str, device: torch.device,
+                  top: int = 12) -> dict:
+    """Where a (b) step's time goes: ``torch.profiler`` over ``PROFILE_STEPS`` steps, after two untimed ones.
+
+    Writes the profiler's table (sorted by device time on CUDA, CPU time otherwise) to
+    ``out_dir/profile_b.txt``; returns its path, the per-step time of the package's labelled
+    stages (``crl.views``, ``crl.forward_loss``, ``crl.backward``, ``crl.optimizer``) and the
+    ``top`` entries as short lines.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for _ in range(2):
+        step(next(batches))
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for _ in range(PROFILE_STEPS):
+            step(next(batches))
+        synchronize(device)
+    averages = prof.key_averages()
+    on_device = device.type == "cuda"
+
+    def self_us(event) -> float:  # self time in microseconds, on the device when there is one
+        if not on_device:
+            return event.self_cpu_time_total
+        return getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0.0)
+
+    def total_us(event) -> float:
+        if not on_device:
+            return event.cpu_time_total
+        return getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0.0)
+
+    sort = ("self_cuda_time_total" if on_device else "self_cpu_time_total")
+    path = Path(out_dir) / "profile_b.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(averages.table(sort_by=sort, row_limit=40) + "\n")
+    stages = {e.key: {"cpu_ms": round(e.cpu_time_total / PROFILE_STEPS / 1e3, 3),
+                      "device_ms": round(total_us(e) / PROFILE_STEPS / 1e3, 3) if on_device else None}
+              for e in averages if e.key.startswith("crl.")}
+    ranked = sorted((e for e in averages if not e.key.startswith(("crl.", "ProfilerStep"))), key=self_us,
+                    reverse=True)[:top]
+    lines = [f"{self_us(e) / PROFILE_STEPS / 1e3:8.3f} ms/step {e.count / PROFILE_STEPS:6.1f} calls/step  {e.key[:70]}"
+             for e in ranked]
+    return {"table": str(path), "stages_ms_per_step": stages, "top": lines,
+            "clock": "device" if on_device else "cpu", "steps": PROFILE_STEPS}
 
 
 # --------------------------------------------------------------- (a) classic
@@ -206,13 +231,11 @@ def classic_batches(loader: torch.utils.data.DataLoader, device: torch.device) -
 
 
 # ----------------------------------------------------------- (b) crl_helpers
-def package_batches(x_device: torch.Tensor, views: ViewConfig, batch_size: int, generator: torch.Generator,
-                    one_call: bool = False) -> Iterator[torch.Tensor]:
-    """(b): ``x12`` batches made on ``x_device``'s device by ``augment_batch``, as ``train`` makes them.
+def package_batches(x_device: torch.Tensor, augment: ViewAugmenter, batch_size: int,
+                    generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """(b): ``x12`` batches made on ``x_device``'s device by ``augment``, as ``train`` makes them.
 
-    ``one_call=True`` is variant (d): both views from ONE ``augment_batch`` call on the batch
-    stacked twice (parameters are independent per row, so the views are drawn alike), which
-    halves the kernel launches per step.
+    ``generator`` (CPU) draws the epoch's permutation; ``augment`` draws the views on the device.
     """
     n = x_device.shape[0]
     while True:
@@ -221,13 +244,17 @@ def package_batches(x_device: torch.Tensor, views: ViewConfig, batch_size: int, 
             x = x_device[order[i * batch_size:(i + 1) * batch_size]]  # (B, 3, H, W) uint8
             # Never yield inside no_grad: the caller's step would run with gradients off.
             with torch.no_grad():
-                if one_call:
-                    x12 = augment_batch(x.repeat(2, 1, 1, 1), views, generator=generator)  # (2B, 3, S, S)
-                else:
-                    x1 = augment_batch(x, views, generator=generator)  # (B, 3, S, S)
-                    x2 = augment_batch(x, views, generator=generator)
-                    x12 = torch.cat([x1, x2])  # (2B, 3, S, S)
+                x12 = augment(x)  # (2B, 3, S, S)
             yield x12
+
+
+def make_augmenter(config: TrainConfig, data: ImageData, device: torch.device, compile: bool | None = None,
+                   seed: int | None = None) -> ViewAugmenter:
+    """The view maker ``train(config)`` uses on ``device``; ``compile`` overrides its choice (variant d)."""
+    on_cuda = device.type == "cuda"
+    compile = config.compile and on_cuda if compile is None else compile
+    return ViewAugmenter(views_for(config, data), device, compile=compile, channels_last=on_cuda,
+                         seed=config.seed if seed is None else seed)
 
 
 def views_for(config: TrainConfig, data: ImageData) -> ViewConfig:
@@ -244,9 +271,10 @@ def measure_package_pipeline(config: TrainConfig, data: ImageData, steps: int, w
         "seconds_per_step"}``; ``first_step_seconds`` holds ``torch.compile``'s work when
         compiling.
     """
-    step = SimCLRStep(config)
+    step = make_step(config)
     generator = torch.Generator().manual_seed(config.seed)
-    batches = package_batches(data.x.to(step.device), views_for(config, data), config.batch_size, generator)
+    batches = package_batches(data.x.to(step.device), make_augmenter(config, data, step.device), config.batch_size,
+                              generator)
     t0 = time.perf_counter()
     step(next(batches))
     synchronize(step.device)
@@ -272,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, help="untimed steps before each timing (default 20)")
     p.add_argument("--workers", type=int, default=os.cpu_count(), help="DataLoader workers for (a): all CPU cores")
     p.add_argument("--pipelines", default="abc",
-                   help="which of a, b, c to run (default abc); d adds the variant of (b) with one augment call")
+                   help="which of a, b, c to run (default abc); d adds the variant of (b) with eager (uncompiled) views")
+    p.add_argument("--profile", metavar="DIR",
+                   help=f"also profile {PROFILE_STEPS} steps of (b) and write DIR/profile_b.txt (where the time goes)")
     p.add_argument("--json", help="also write the figures to this JSON file")
     return p
 
@@ -288,6 +318,7 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
         "warmup": args.warmup if args.warmup is not None else quick.get("warmup", 20),
         "workers": args.workers,
         "pipelines": args.pipelines,
+        "profile": args.profile,
     }
     changes = {"dataset": run["dataset"], "data_root": args.data_root, "out_dir": None, "progress": False}
     for field in ("encoder", "batch_size", "compile", "device"):
@@ -304,15 +335,18 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
     return config, run
 
 
-def _describe(config: TrainConfig, step: SimCLRStep, data: ImageData, run: dict) -> list[str]:
+def _describe(config: TrainConfig, step: SimCLRStep, augment: ViewAugmenter, data: ImageData,
+              run: dict) -> list[str]:
     device = step.device
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     head = f"{step.model.encoder.feature_dim}-{config.head_hidden_dim}-{config.head_out_dim}"
+    amp = autocast_dtype(device)
     return [
         f"device: {card} | torch {torch.__version__} | {os.cpu_count()} CPU cores",
         f"model: {config.encoder}, head {head} | batch {config.batch_size} source images (x2 views) | "
-        f"autocast {str(step.amp).replace('torch.', '') if step.amp else 'off'} | "
-        f"channels_last {'on' if step.channels_last else 'off'} | compile {'on' if step.compiled else 'off'} | "
+        f"autocast {str(amp).replace('torch.', '') if amp else 'off'} | "
+        f"channels_last {'on' if device.type == 'cuda' else 'off'} | "
+        f"compile {'on' if step.compiled else 'off'} (views: {'on' if augment.compiled else 'off'}) | "
         f"optimizer {config.optimizer}{' (fused)' if device.type == 'cuda' else ''}",
         f"data: {config.dataset}, {len(data):,} images {data.image_size}x{data.image_size} | "
         f"timed {run['steps']} steps per pipeline after {run['warmup']} warm-up steps",
@@ -324,25 +358,31 @@ def run_benchmark(config: TrainConfig, run: dict, out=print) -> dict:
     data = load_dataset(config.dataset, "train", root=config.data_root, n=run["n_images"], seed=config.seed)
     if config.batch_size > len(data):
         raise ValueError(f"--batch-size {config.batch_size} exceeds the {len(data)} images; use a smaller one")
-    views = views_for(config, data)
-    step = SimCLRStep(config)
+    step = make_step(config)
     device = step.device
-    for line in _describe(config, step, data, run):
+    augment = make_augmenter(config, data, device)
+    for line in _describe(config, step, augment, data, run):
         out(line)
     generator = torch.Generator().manual_seed(config.seed)
     x_device = data.x.to(device)  # uint8 (N, 3, H, W): the dataset held on the device, as train() holds it
-    package = package_batches(x_device, views, config.batch_size, generator)
-    pool = [next(package) for _ in range(POOL_BATCHES)]  # (2B, 3, S, S) each, for (c)
+    package = package_batches(x_device, augment, config.batch_size, generator)
+    t0 = time.perf_counter()
+    pool = [next(package)]  # compiles the views, when compiling
+    synchronize(device)
+    results = {"first_views_seconds": time.perf_counter() - t0, "rows": {}, "views_compiled": augment.compiled}
+    pool += [next(package) for _ in range(POOL_BATCHES - 1)]  # (2B, 3, S, S) each, for (c)
     synchronize(device)
 
     t0 = time.perf_counter()
     step(pool[0])  # compiles, when compiling: kept out of every timed window
     synchronize(device)
-    results = {"first_step_seconds": time.perf_counter() - t0, "rows": {}}
-    out(f"first step (compile, cuDNN set-up): {results['first_step_seconds']:.1f} s")
+    results["first_step_seconds"] = time.perf_counter() - t0
+    out(f"first views (compile): {results['first_views_seconds']:.1f} s | first step (compile, cuDNN set-up): "
+        f"{results['first_step_seconds']:.1f} s | views compiled: {augment.compiled}")
     if device.type == "cuda":
         # A batch stream of its own: an error raised inside a generator ends it.
-        audit = package_batches(x_device, views, config.batch_size, torch.Generator().manual_seed(config.seed + 1))
+        audit = package_batches(x_device, make_augmenter(config, data, device, seed=config.seed + 1),
+                                config.batch_size, torch.Generator().manual_seed(config.seed + 1))
         try:
             results["first_host_sync"] = first_host_sync(step, audit)
         except Exception as err:  # a diagnostic: it must never cost the run its figures
@@ -355,9 +395,20 @@ def run_benchmark(config: TrainConfig, run: dict, out=print) -> dict:
     if "b" in run["pipelines"]:
         rows["b"] = time_steps(step, package, warmup, steps)
     if "d" in run["pipelines"]:
-        one_call = package_batches(x_device, views, config.batch_size, generator, one_call=True)
-        rows["d"] = time_steps(step, one_call, warmup, steps)
+        eager = package_batches(x_device, make_augmenter(config, data, device, compile=False), config.batch_size,
+                                generator)
+        rows["d"] = time_steps(step, eager, warmup, steps)
+    if run.get("profile"):
+        results["profile"] = profile_steps(step, package, run["profile"], device)
+        out(f"profile of {PROFILE_STEPS} (b) steps, written to {results['profile']['table']}; per step: "
+            + ", ".join(f"{k} {v['cpu_ms']:.2f} ms CPU" + (f" / {v['device_ms']:.2f} ms device" if v['device_ms']
+                                                          is not None else "")
+                        for k, v in sorted(results["profile"]["stages_ms_per_step"].items())))
+        out(f"top {len(results['profile']['top'])} by self {results['profile']['clock']} time:")
+        for line in results["profile"]["top"]:
+            out("  " + line)
     if "a" in run["pipelines"]:
+        views = views_for(config, data)
         loader = classic_loader(data.x, views, config.batch_size, run["workers"], device, config.seed)
         # The loader fills its queue (workers x prefetch_factor batches) while the step warms up; drain
         # it in the warm-up too, or the timed window would count batches made before it began.
@@ -386,10 +437,10 @@ def format_table(results: dict, workers: int, quick: bool) -> str:
     """The figures as a fixed-width table, ratios last."""
     labels = {
         "a": f"(a) classic DataLoader, {workers} workers, PIL views",
-        "b": "(b) crl_helpers: augment_batch on device",
+        "b": "(b) crl_helpers: ViewAugmenter on device",
         "c": "(c) model step only, pre-augmented views",
         "c_repeat": "(c) again, after (a): the timer's spread",
-        "d": "(d) variant of (b): one augment call, 2B rows",
+        "d": "(d) variant of (b): views NOT compiled",
     }
     lines = [f"{'pipeline':<46} {'steps':>6} {'seconds':>8} {'source img/s':>13} {'loss':>7}"]
     for key in ("a", "b", "d", "c", "c_repeat"):

@@ -481,7 +481,7 @@ def train_method(method: str, config=None, data=None, *, options: MethodConfig =
     Everything but the objective comes from ``config`` and :mod:`crl_helpers.train`: the model
     (:func:`~crl_helpers.train.build_model`), the optimizer, the warm-up + cosine learning rate
     (:func:`~crl_helpers.train.cosine_schedule`), the batched views
-    (:func:`~crl_helpers.views.augment_batch`), the kNN read-out. Per method:
+    (:class:`~crl_helpers.views.ViewAugmenter`), the kNN read-out. Per method:
 
     * ``"simclr"``: NT-Xent over the two views of the batch (Chen et al. 2020);
     * ``"memory_bank"``: one view; InfoNCE against the image's bank entry and
@@ -513,8 +513,9 @@ def train_method(method: str, config=None, data=None, *, options: MethodConfig =
 
     from crl_helpers.device import autocast_dtype, pick_device
     from crl_helpers.evaluate import extract_embeddings, knn_accuracy
-    from crl_helpers.train import CPU, NonFiniteLossError, build_model, build_optimizer, cosine_schedule, load_data
-    from crl_helpers.views import augment_batch
+    from crl_helpers.train import (CPU, NonFiniteLossError, build_model, build_optimizer, cosine_schedule, epoch_seeds,
+                                   load_data)
+    from crl_helpers.views import ViewAugmenter
 
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}")
@@ -550,17 +551,20 @@ def train_method(method: str, config=None, data=None, *, options: MethodConfig =
         key_model = copy.deepcopy(model).requires_grad_(False)
     y_train = train_data.y.to(device)
 
-    def objective(x: Tensor, index: Tensor, gen: torch.Generator) -> Tensor:
+    # Views as train.train makes them (same generator, seeds and call), so the SimCLR arm IS the train loop.
+    augment = ViewAugmenter(views, device, n_views=1 if method == "memory_bank" else 2)
+
+    def objective(x: Tensor, index: Tensor) -> Tensor:
         if method == "memory_bank":
-            x1 = augment_batch(x, views, generator=gen)  # (B, 3, S, S): InstDisc uses a single view
+            x1 = augment(x)  # (B, 3, S, S): InstDisc uses a single view
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 _, z = model(x1)  # (B, d)
             z = z.float()
             loss = info_nce(z, bank[index], bank.negatives(n_negatives, store_gen), config.temperature, validate=False)
             bank.update(index, z)
             return loss
-        x1 = augment_batch(x, views, generator=gen)  # (B, 3, S, S)
-        x2 = augment_batch(x, views, generator=gen)
+        x12 = augment(x)  # (2B, 3, S, S) = [view 1; view 2]
+        x1, x2 = x12.chunk(2)  # (B, 3, S, S) each
         if method == "moco":
             with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
                 _, query = model(x1)  # (B, d)
@@ -571,7 +575,7 @@ def train_method(method: str, config=None, data=None, *, options: MethodConfig =
             queue.enqueue(key.float())
             return loss
         with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            _, z = model(torch.cat([x1, x2]))  # (2B, d): one forward, BN sees both views
+            _, z = model(x12)  # (2B, d): one forward, BN sees both views
         z1, z2 = z.float().chunk(2)  # (B, d) each
         if method == "simclr":
             return nt_xent(z1, z2, config.temperature, validate=False)
@@ -587,18 +591,19 @@ def train_method(method: str, config=None, data=None, *, options: MethodConfig =
 
         progress = tqdm(total=config.epochs * steps_per_epoch, desc=method, unit="step", dynamic_ncols=True)
     x_train = train_data.x.to(device)  # uint8 (N, 3, H, W)
-    aug_gen = torch.Generator()
+    order_gen = torch.Generator()
     history: list[dict] = []
     for epoch in range(config.epochs):
         model.train()
-        aug_gen.manual_seed(config.seed * 100_003 + epoch)  # as train.train: same views per (seed, epoch)
-        order = torch.randperm(n_train, generator=aug_gen)  # (N,) on the CPU: indexes the bank too
+        order_seed, view_seed = epoch_seeds(config.seed, epoch)  # as train.train: same batches and views
+        order = torch.randperm(n_train, generator=order_gen.manual_seed(order_seed))  # (N,) CPU: indexes the bank too
+        augment.manual_seed(view_seed)
         total, t0 = 0.0, time.perf_counter()
         for i in range(steps_per_epoch):
             for group in optimizer.param_groups:
                 group["lr"] = lr_schedule[epoch * steps_per_epoch + i]
             index = order[i * config.batch_size:(i + 1) * config.batch_size]  # (B,)
-            loss = objective(x_train[index.to(device)], index.to(device), aug_gen)
+            loss = objective(x_train[index.to(device)], index.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

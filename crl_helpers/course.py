@@ -8,24 +8,34 @@ Every notebook picks one of three tiers with one call at its top:
 - ``"gpu"``: a CUDA GPU; real datasets (CIFAR-10) when present, ResNet-18.
 
 Trained models are cached on disk by a hash of their config, so a later notebook never
-forces a re-run of an earlier one (the UvA tutorial's "load if trained" pattern).
+forces a re-run of an earlier one (the UvA tutorial's "load if trained" pattern). The
+course's main SimCLR run, trained in notebook 05 and evaluated in 03 and 06, is built by
+:func:`main_config` alone, so that every notebook asks the cache for the same key.
 
 Example:
     >>> pick_tier("cpu")
     'cpu'
+    >>> config_key(main_config("smoke")) == config_key(main_config("smoke"))
+    True
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
+if TYPE_CHECKING:  # annotations only: this module imports the training stack lazily, where it is used
+    from crl_helpers.models import SimCLRModel
+
 TIERS = ("smoke", "cpu", "gpu")
 CACHE_DIR = Path(os.environ.get("CRL_CACHE", "runs/cache"))
+NOTEBOOK_DATA_ROOT = "../data"  # the repository's data/ folder, seen from notebooks/ where the notebooks run
 
 
 def pick_tier(override: str | None = None) -> str:
@@ -67,11 +77,71 @@ def config_key(config) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: bool = True):
+def main_config(tier: str, data_root: str = NOTEBOOK_DATA_ROOT):
+    """The course's main SimCLR run for ``tier``: the one ``TrainConfig`` that notebooks 03, 05 and 06 train or load.
+
+    Notebook 05 trains it, 03 and 06 evaluate it; since the cache is keyed by
+    :func:`config_key`, the notebooks share one run only because they all build it here.
+
+    - ``"smoke"``: the ``CPU`` preset on 256 training and 128 test images for 2 epochs (CI);
+    - ``"cpu"``: the ``CPU`` preset, the small ConvNet on the built-in shapes;
+    - ``"gpu"``: the ``CIFAR10_GPU`` preset, ResNet-18 on CIFAR-10 when it is in ``data_root``
+      (or can be downloaded there), else on the built-in shapes (a note is printed).
+
+    Every tier evaluates kNN every few epochs (``knn_every``) and skips the UMAP plot,
+    which the notebooks draw themselves.
+
+    Args:
+        tier: one of :data:`TIERS`, usually :func:`pick_tier`'s answer.
+        data_root: where real datasets live. Part of the config, hence of the cache key:
+            the default is the repository's ``data/`` as seen from ``notebooks/``.
+
+    Returns:
+        :class:`crl_helpers.train.TrainConfig`.
+
+    Raises:
+        ValueError: ``tier`` is not one of :data:`TIERS`.
+
+    Example:
+        >>> config = main_config("smoke")
+        >>> config.dataset, config.epochs, config.n_train, config.data_root
+        ('shapes', 2, 256, '../data')
+    """
+    from dataclasses import replace
+
+    from crl_helpers.data import DatasetUnavailable, load_dataset
+    from crl_helpers.train import CIFAR10_GPU, CPU
+
+    if tier not in TIERS:
+        raise ValueError(f"tier={tier!r} is unknown; choose one of {', '.join(TIERS)}")
+    if tier == "smoke":
+        return replace(CPU, data_root=data_root, n_train=256, n_test=128, epochs=2, batch_size=128,
+                       knn_every=1, linear_epochs=5, umap=False)
+    if tier == "cpu":
+        return replace(CPU, data_root=data_root, knn_every=5, umap=False)
+    try:
+        load_dataset("cifar10", "test", root=data_root, n=16)  # a small probe: is CIFAR-10 there?
+    except DatasetUnavailable as err:
+        print(f"Note: CIFAR-10 is not available ({err}).\nUsing ResNet-18 on the built-in shapes dataset instead.")
+        return replace(CIFAR10_GPU, dataset="shapes", data_root=data_root, knn_every=10, umap=False)
+    return replace(CIFAR10_GPU, data_root=data_root, knn_every=10, umap=False)
+
+
+def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: bool = True,
+                  callback: Callable[[int, SimCLRModel, dict], None] | None = None):
     """Train ``config`` once and cache it; later calls (any notebook) load the result.
 
     The run lives in ``cache_dir/<config_key>/``. A finished run is loaded (model weights,
     history, metrics); an interrupted one is resumed from its last checkpoint.
+
+    Args:
+        config: a :class:`crl_helpers.train.TrainConfig`; its ``out_dir`` is replaced by the cache folder.
+        cache_dir: the cache's root; ``None`` = :data:`CACHE_DIR` (``$CRL_CACHE`` or ``runs/cache``).
+        evaluate: run the final evaluation (kNN, linear probe, ``metrics.json``), as ``train`` does.
+        callback: passed to ``train``, which calls ``callback(epoch, model, row)`` after each
+            epoch it trains. It is **ignored when the result comes from the cache**, and a
+            resumed run calls it only for the epochs still to train: a callback that needs
+            every epoch (snapshots, say) must train afresh with ``train`` itself.
 
     Returns:
         :class:`crl_helpers.train.TrainResult`.
@@ -92,5 +162,5 @@ def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: 
             metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
             return TrainResult(model=model, history=list(state["history"]), metrics=metrics,
                                mean=tuple(state["mean"]), std=tuple(state["std"]))
-        return train(config, resume=True, evaluate=evaluate)
-    return train(config, evaluate=evaluate)
+        return train(config, resume=True, evaluate=evaluate, callback=callback)
+    return train(config, evaluate=evaluate, callback=callback)

@@ -305,15 +305,29 @@ def knn_accuracy(
 
 
 # --------------------------------------------------------------- linear probe
-def _check_split(x_train, y_train, x_test, y_test) -> int:
-    """Validate a train/test split; return the number of classes seen in either."""
-    _check_images("x_train", x_train)
-    _check_images("x_test", x_test)
+def _check_split(x_train, y_train, x_test, y_test, kind: str = "images") -> int:
+    """Validate a train/test split of images ``x`` (``kind="images"``) or features ``v`` (``kind="features"``);
+    return the number of classes seen in either."""
+    check, prefix = (_check_images, "x") if kind == "images" else (_check_features, "v")
+    check(f"{prefix}_train", x_train)
+    check(f"{prefix}_test", x_test)
     _check_labels("y_train", y_train, x_train.shape[0])
     _check_labels("y_test", y_test, x_test.shape[0])
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(f"x_train images are {tuple(x_train.shape[1:])} but x_test are {tuple(x_test.shape[1:])}")
+        raise ValueError(f"{prefix}_train {kind} are {tuple(x_train.shape[1:])} but {prefix}_test are "
+                         f"{tuple(x_test.shape[1:])}; both splits must come from the same source")
     return int(max(y_train.max(), y_test.max())) + 1
+
+
+def _check_optimisation(epochs, lr, batch_size, weight_decay, seed) -> None:
+    """Validate the arguments that linear_probe(_on_features) and fine_tune share: the classifier's training run."""
+    _check_int("epochs", epochs, 1)
+    _check_positive_float("lr", lr)
+    _check_int("batch_size", batch_size, 1)
+    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
+        raise ValueError(f"weight_decay={weight_decay!r} must be a number >= 0")
+    if seed is not None:
+        _check_int("seed", seed, 0)
 
 
 @contextlib.contextmanager
@@ -344,6 +358,83 @@ def _assert_unchanged(module: nn.Module, before: dict[str, torch.Tensor]) -> Non
         )
 
 
+def linear_probe_on_features(
+    v_train: torch.Tensor, y_train: torch.Tensor, v_test: torch.Tensor, y_test: torch.Tensor, *,
+    epochs: int = 50, lr: float = 1e-3, batch_size: int = 256, weight_decay: float = 0.0,
+    device: torch.device | str | None = None, progress: bool = False, seed: int | None = 0,
+) -> dict:
+    """Linear evaluation protocol on precomputed frozen features (Chen et al. 2020, SimCLR, section 4).
+
+    The probe behind :func:`linear_probe`, for a caller that already holds the
+    features ``v = e(x)`` (from :func:`extract_embeddings`, say, which the kNN read-out
+    needs as well): nothing is recomputed. The features are standardised with the
+    training set's per-dimension mean and std, and an ``nn.Linear(d, n_classes)`` is
+    trained on them with Adam and cross-entropy. Given the features that
+    ``linear_probe`` would extract and the same seed, it returns exactly what
+    ``linear_probe`` returns.
+
+    Args:
+        v_train, v_test: features ``(N, d)`` and ``(M, d)``, floating point; used
+            detached, as float32.
+        y_train, y_test: labels ``(N,)`` and ``(M,)``; ``n_classes = max label + 1`` over both.
+        epochs: passes over the training features. 50: the features are precomputed,
+            so epochs are cheap and Adam converges well within them.
+        lr: Adam learning rate. 1e-3, Adam's default, suits standardised features.
+        batch_size: training features per step.
+        weight_decay: Adam's L2 penalty; 0 because the probe should reflect the
+            features, not a regulariser's tuning.
+        device: where to train; ``None`` = where ``v_train`` is.
+        progress: tqdm progress bar over epochs.
+        seed: seeds the classifier's initialisation and batch order (CPU RNG,
+            restored afterwards); ``None`` leaves the RNG alone.
+
+    Returns:
+        ``{"train_acc": float, "test_acc": float, "history": [{"epoch", "loss"}, ...]}``.
+
+    Raises:
+        TypeError, ValueError: bad features, labels or arguments (keyword-only after ``y_test``).
+
+    Example:
+        >>> v = torch.tensor([[2.0, 0.1], [1.5, -0.2], [-1.8, 0.3], [-2.2, 0.0]])  # (N, d)
+        >>> y = torch.tensor([0, 0, 1, 1])
+        >>> linear_probe_on_features(v, y, v, y, epochs=100, lr=0.1)["test_acc"]
+        1.0
+    """
+    n_classes = _check_split(v_train, y_train, v_test, y_test, kind="features")
+    _check_optimisation(epochs, lr, batch_size, weight_decay, seed)
+    device = v_train.device if device is None else torch.device(device)
+    v_train = v_train.detach().to(device).float()  # (N, d)
+    v_test = v_test.detach().to(device).float()  # (M, d)
+
+    # Standardising makes one learning rate fit every encoder, whatever its feature scale.
+    mu = v_train.mean(dim=0)  # (d,)
+    sigma = v_train.std(dim=0, unbiased=False).clamp_min(1e-6)  # (d,) constant dimensions stay finite
+    v_train, v_test = (v_train - mu) / sigma, (v_test - mu) / sigma
+    y_train_d, y_test_d = y_train.to(device), y_test.to(device)
+
+    history = []
+    with _seeded(seed):
+        classifier = nn.Linear(v_train.shape[1], n_classes).to(device)
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+        n = v_train.shape[0]
+        for epoch in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
+            order = torch.randperm(n).to(device)
+            total = 0.0
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                loss = F.cross_entropy(classifier(v_train[idx]), y_train_d[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * idx.numel()
+            history.append({"epoch": epoch + 1, "loss": total / n})
+
+    with torch.no_grad():
+        train_acc = (classifier(v_train).argmax(1) == y_train_d).float().mean().item()
+        test_acc = (classifier(v_test).argmax(1) == y_test_d).float().mean().item()
+    return {"train_acc": train_acc, "test_acc": test_acc, "history": history}
+
+
 def linear_probe(
     encoder: nn.Module,
     x_train: torch.Tensor,
@@ -362,11 +453,13 @@ def linear_probe(
 ) -> dict:
     """Linear evaluation protocol: a linear classifier on frozen features (Chen et al. 2020, SimCLR, section 4).
 
-    Features ``v`` are computed once (``extract_embeddings``, eval mode, no grad),
-    standardised with the training set's per-dimension mean and std, and an
-    ``nn.Linear(d, n_classes)`` is trained on them with Adam and cross-entropy.
-    The encoder's parameters and buffers are compared bit for bit before and
-    after: a probe that changed its encoder would not measure that encoder.
+    Features ``v`` are computed once (``extract_embeddings``, eval mode, no grad)
+    and handed to :func:`linear_probe_on_features`, which standardises them with
+    the training set's per-dimension mean and std and trains an
+    ``nn.Linear(d, n_classes)`` on them with Adam and cross-entropy; call that
+    directly when the features are already at hand. The encoder's parameters and
+    buffers are compared bit for bit before and after: a probe that changed its
+    encoder would not measure that encoder.
 
     Args:
         encoder: the encoder (a ``SimCLRModel`` is probed on its ``v``).
@@ -399,49 +492,17 @@ def linear_probe(
         >>> sorted(result), 0.0 <= result["test_acc"] <= 1.0
         (['history', 'test_acc', 'train_acc'], True)
     """
-    n_classes = _check_split(x_train, y_train, x_test, y_test)
-    _check_int("epochs", epochs, 1)
-    _check_positive_float("lr", lr)
-    _check_int("batch_size", batch_size, 1)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"weight_decay={weight_decay!r} must be a number >= 0")
-    if seed is not None:
-        _check_int("seed", seed, 0)
+    _check_split(x_train, y_train, x_test, y_test)
+    _check_optimisation(epochs, lr, batch_size, weight_decay, seed)  # before the costly feature extraction
     device = _resolve_device(device, encoder)
 
     before = _snapshot(encoder)
-    kw = dict(batch_size=batch_size, device=device, mean=mean, std=std, which="v", progress=progress)
-    train_v = extract_embeddings(encoder, x_train, **kw).to(device)  # (N, d)
-    test_v = extract_embeddings(encoder, x_test, **kw).to(device)  # (M, d)
+    kw = dict(batch_size=batch_size, device=device, mean=mean, std=std, which="v", progress=progress, to_cpu=False)
+    v_train = extract_embeddings(encoder, x_train, **kw)  # (N, d)
+    v_test = extract_embeddings(encoder, x_test, **kw)  # (M, d)
     _assert_unchanged(encoder, before)
-
-    # Standardising makes one learning rate fit every encoder, whatever its feature scale.
-    mu = train_v.mean(dim=0)  # (d,)
-    sigma = train_v.std(dim=0, unbiased=False).clamp_min(1e-6)  # (d,) constant dimensions stay finite
-    train_v, test_v = (train_v - mu) / sigma, (test_v - mu) / sigma
-    y_train_d, y_test_d = y_train.to(device), y_test.to(device)
-
-    history = []
-    with _seeded(seed):
-        classifier = nn.Linear(train_v.shape[1], n_classes).to(device)
-        optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
-        n = train_v.shape[0]
-        for epoch in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
-            order = torch.randperm(n).to(device)
-            total = 0.0
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
-                loss = F.cross_entropy(classifier(train_v[idx]), y_train_d[idx])
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * idx.numel()
-            history.append({"epoch": epoch + 1, "loss": total / n})
-
-    with torch.no_grad():
-        train_acc = (classifier(train_v).argmax(1) == y_train_d).float().mean().item()
-        test_acc = (classifier(test_v).argmax(1) == y_test_d).float().mean().item()
-    return {"train_acc": train_acc, "test_acc": test_acc, "history": history}
+    return linear_probe_on_features(v_train, y_train, v_test, y_test, epochs=epochs, lr=lr, batch_size=batch_size,
+                                    weight_decay=weight_decay, device=device, progress=progress, seed=seed)
 
 
 # ---------------------------------------------------------------- fine-tuning
@@ -471,14 +532,15 @@ def fine_tune(
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = False,
     seed: int | None = 0,
+    eval_every: int = 1,
 ) -> dict:
     """Fine-tune encoder + linear classifier end to end (Chen et al. 2020, SimCLR, section 6 / appendix B.6).
 
     Works on a deep COPY of ``encoder``: the caller's encoder is never modified
-    (its parameters, buffers and device stay as they were). Every parameter of the
-    copy is trained, with Adam and cross-entropy, in train mode (BatchNorm uses
-    batch statistics). Given a freshly initialised encoder this is the
-    supervised-from-scratch baseline.
+    (its parameters, buffers and device stay as they were); the trained copy comes
+    back in the result. Every parameter of the copy is trained, with Adam and
+    cross-entropy, in train mode (BatchNorm uses batch statistics). Given a freshly
+    initialised encoder this is the supervised-from-scratch baseline.
 
     Args:
         encoder: the encoder (a ``SimCLRModel`` is fine-tuned without its head).
@@ -501,12 +563,19 @@ def fine_tune(
         progress: tqdm progress bar over epochs.
         seed: seeds the classifier's initialisation and batch order (CPU RNG,
             restored afterwards); ``None`` leaves the RNG alone.
+        eval_every: score the test set after every ``eval_every``-th epoch and after
+            the last one; 0 scores it only after the last. 1 (every epoch) draws a
+            full curve; a larger value saves the test passes when only the final
+            accuracy is wanted. Scoring never changes the training itself.
 
     Returns:
-        ``{"train_acc", "test_acc", "history"}``: accuracies of the final model in
-        eval mode on the (un-augmented) training and test sets, and one dict per
-        epoch ``{"epoch", "loss", "train_acc", "test_acc"}`` (``train_acc`` there is
-        the running accuracy on the augmented batches during that epoch).
+        ``{"train_acc", "test_acc", "history", "model"}``: accuracies of the final
+        model in eval mode on the (un-augmented) training and test sets; one dict per
+        epoch ``{"epoch", "loss", "train_acc"}`` plus ``"test_acc"`` on the epochs
+        that were scored (``train_acc`` there is the running accuracy on the augmented
+        batches during that epoch); and the fine-tuned ``nn.Sequential(encoder_copy,
+        nn.Linear(d, n_classes))``, in eval mode on ``device``, mapping images
+        ``(B, C, H, W)`` to logits ``(B, n_classes)`` (its encoder is ``model[0]``).
 
     Raises:
         TypeError, ValueError: bad inputs or arguments.
@@ -515,22 +584,19 @@ def fine_tune(
         >>> from crl_helpers.models import SmallConvNet
         >>> x = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
         >>> y = torch.arange(20) % 2
-        >>> result = fine_tune(SmallConvNet(width=4, feature_dim=8), x, y, x, y, epochs=2, batch_size=8)
-        >>> [h["epoch"] for h in result["history"]]
-        [1, 2]
+        >>> result = fine_tune(SmallConvNet(width=4, feature_dim=8), x, y, x, y, epochs=3, batch_size=8, eval_every=2)
+        >>> [h["epoch"] for h in result["history"]], [h["epoch"] for h in result["history"] if "test_acc" in h]
+        ([1, 2, 3], [2, 3])
+        >>> result["model"](x[:4].float()).shape  # (B, n_classes)
+        torch.Size([4, 2])
     """
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
     n_classes = _check_split(x_train, y_train, x_test, y_test)
-    _check_int("epochs", epochs, 1)
-    _check_positive_float("lr", lr)
-    _check_int("batch_size", batch_size, 1)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"weight_decay={weight_decay!r} must be a number >= 0")
+    _check_optimisation(epochs, lr, batch_size, weight_decay, seed)
     if augment is not None and not callable(augment):
         raise TypeError(f"augment={augment!r} must be a callable x_batch -> x_input, or None")
-    if seed is not None:
-        _check_int("seed", seed, 0)
+    _check_int("eval_every", eval_every, 0)
     if isinstance(encoder, SimCLRModel):
         encoder = encoder.drop_head()
     device = _resolve_device(device, encoder)
@@ -566,8 +632,12 @@ def fine_tune(
                 total_loss += loss.item() * yb.numel()
                 correct += (logits.argmax(1) == yb).sum().item()
                 seen += yb.numel()
-            test_acc = _accuracy(model, x_test, y_test, batch_size, device, mean, std)
-            history.append({"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1), "test_acc": test_acc})
+            row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "train_acc": correct / max(seen, 1)}
+            if epoch + 1 == epochs or (eval_every and (epoch + 1) % eval_every == 0):
+                # Eval mode reads BatchNorm's running statistics without updating them, and draws no random
+                # numbers: scoring leaves the next epoch exactly as it would have been.
+                row["test_acc"] = _accuracy(model, x_test, y_test, batch_size, device, mean, std)
+            history.append(row)
 
-    train_acc = _accuracy(model, x_train, y_train, batch_size, device, mean, std)
-    return {"train_acc": train_acc, "test_acc": history[-1]["test_acc"], "history": history}
+    train_acc = _accuracy(model, x_train, y_train, batch_size, device, mean, std)  # leaves the model in eval mode
+    return {"train_acc": train_acc, "test_acc": history[-1]["test_acc"], "history": history, "model": model}

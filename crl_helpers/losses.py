@@ -85,7 +85,17 @@ def _compute_dtype(*xs: Tensor) -> torch.dtype:
 
 
 def _normalize(x: Tensor, dtype: torch.dtype) -> Tensor:
-    return F.normalize(x.to(dtype), dim=-1)
+    """Rows scaled to unit L2 norm in ``dtype``, for ANY finite scale of the row.
+
+    A row is first divided by its largest absolute entry: its sum of squares then lies in [1, d],
+    so it neither overflows (entries above ~1e19 in float32 would give an infinite norm and a zero
+    vector) nor underflows (entries below ~1e-23 would give a zero norm). The result does not depend
+    on that factor, so it is detached: the gradient is the one of plain normalisation. All-zero rows
+    stay zero, as with ``F.normalize``.
+    """
+    x = x.to(dtype)
+    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)  # (..., 1)
+    return F.normalize(x / scale, dim=-1)
 
 
 def nt_xent_logits(

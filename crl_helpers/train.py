@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.profiler import record_function
 
 from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crl_helpers.data import DATASETS, ImageData, load_dataset
@@ -35,7 +36,7 @@ from crl_helpers.distributed import (DistributedContext, all_reduce_mean, cleanu
 from crl_helpers.losses import nt_xent
 from crl_helpers.metrics import alignment, contrastive_accuracy, embedding_std, uniformity
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
-from crl_helpers.views import ViewConfig, augment_batch
+from crl_helpers.views import ViewAugmenter, ViewConfig
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,19 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
 _RANK_SEED_STRIDE = 1_000_000_007
 
 
+def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int]:
+    """Seeds of an epoch's batch order (shared by all ranks) and of one rank's views, from (seed, epoch).
+
+    Drawn afresh every epoch, so a resumed run (and ``beyond.train_method``) sees the same batches and views.
+
+    Example:
+        >>> epoch_seeds(0, 3)
+        (3, 1000000010)
+    """
+    base = seed * 100_003 + epoch
+    return base, base + _RANK_SEED_STRIDE * (rank + 1)
+
+
 def _train(config: TrainConfig, context: DistributedContext, resume: bool,
            data: tuple[ImageData, ImageData] | None, evaluate: bool,
            callback: Callable[[int, SimCLRModel, dict], None] | None) -> TrainResult:
@@ -258,55 +272,28 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
                                   f"resume with the same --encoder and head, or use a fresh --out") from err
 
     x_train = train_data.x.to(device)  # uint8 (N, 3, H, W), lives on the device
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
-    step_model: nn.Module = model
-    if world_size > 1:  # after channels_last: DDP's gradient buckets copy the parameters' strides
-        from torch.nn.parallel import DistributedDataParallel
-
-        # Gradients are AVERAGED over ranks; nt_xent_distributed's per-rank mean makes that the global loss's.
-        step_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile and device.type == "cuda":
-        step_model = torch.compile(step_model)
-    amp = autocast_dtype(device)
-    # Per-epoch generators seeded from (seed, epoch): a resumed run draws the same views.
-    aug_gen = torch.Generator()
-    # With several ranks the permutation is shared (same seed everywhere) but each rank draws its own views.
-    view_gen = aug_gen if world_size == 1 else torch.Generator()
+    on_cuda = device.type == "cuda"
+    step_fn = SimCLRStep(model, optimizer, config, device, world_size)
+    augment = ViewAugmenter(views, device, compile=config.compile and on_cuda, channels_last=on_cuda)
+    # Per-epoch seeds from (seed, epoch): a resumed run draws the same batches and views. The permutation
+    # is drawn on the CPU and shared by all ranks; each rank draws its own views on its device.
+    order_gen = torch.Generator()
     progress = _progress_bar(config, start_epoch, steps_per_epoch) if is_main else None
 
     for epoch in range(start_epoch, config.epochs):
         model.train()
-        aug_gen.manual_seed(config.seed * 100_003 + epoch)
-        order = torch.randperm(len(train_data), generator=aug_gen).to(device)
-        if view_gen is not aug_gen:
-            view_gen.manual_seed(config.seed * 100_003 + epoch + _RANK_SEED_STRIDE * (rank + 1))
-        sums = torch.zeros(2, device=device)  # running (loss, contrastive accuracy), no per-step host sync
+        order_seed, view_seed = epoch_seeds(config.seed, epoch, rank)
+        order = torch.randperm(len(train_data), generator=order_gen.manual_seed(order_seed)).to(device)
+        augment.manual_seed(view_seed)
+        sums = step_fn.sums.zero_()  # running (loss, contrastive accuracy), no per-step host sync
         t0 = time.perf_counter()
         for i in range(steps_per_epoch):
             step = epoch * steps_per_epoch + i
-            for group in optimizer.param_groups:
-                group["lr"] = float(lr_schedule[step])  # numpy scalars fail weights_only loads
             start = i * config.batch_size + rank * local_batch  # this rank's slice of the global batch
             x = x_train[order[start:start + local_batch]]  # (B, 3, H, W), B = batch_size / world_size
             with torch.no_grad():
-                x1 = augment_batch(x, views, generator=view_gen)  # (B, 3, S, S)
-                x2 = augment_batch(x, views, generator=view_gen)
-                x12 = torch.cat([x1, x2])  # (2B, 3, S, S): one forward, BN sees both views
-                if device.type == "cuda":
-                    x12 = x12.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                _, z = step_model(x12)  # (2B, d)
-            z1, z2 = z.float().chunk(2)
-            if world_size > 1:
-                loss = nt_xent_distributed(z1, z2, config.temperature, validate=False)
-            else:
-                loss = nt_xent(z1, z2, config.temperature, validate=False)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                sums += torch.stack([loss.detach(), _batch_accuracy(z1.detach(), z2.detach())])
+                x12 = augment(x)  # (2B, 3, S, S): both views, one call, one forward so BN sees both
+            z1, z2 = step_fn(x12, lr=float(lr_schedule[step]))  # numpy scalars fail weights_only loads
             if progress is not None and (i % 10 == 9 or i == steps_per_epoch - 1):
                 loss_avg, acc_avg = (sums / (i + 1)).tolist()  # host sync only every 10 steps
                 elapsed = time.perf_counter() - t0
@@ -353,6 +340,93 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
     return result
 
 
+class _Objective(nn.Module):
+    """What one step differentiates: views -> encoder + head under autocast -> NT-Xent in float32.
+
+    One module, so that ``torch.compile`` turns the model, the loss and the batch's contrastive
+    accuracy into one graph. Returns ``(loss, accuracy, z1, z2)``; ``z1``, ``z2`` (B, d) detached.
+    """
+
+    def __init__(self, model: nn.Module, temperature: float, amp: torch.dtype | None, distributed: bool) -> None:
+        super().__init__()
+        self.model, self.temperature, self.amp, self.distributed = model, temperature, amp, distributed
+
+    def forward(self, x12: torch.Tensor):
+        with torch.autocast(x12.device.type, dtype=self.amp, enabled=self.amp is not None):
+            _, z = self.model(x12)  # (2B, d)
+        z1, z2 = z.float().chunk(2)  # (B, d) each; the loss is computed in float32
+        loss_fn = nt_xent_distributed if self.distributed else nt_xent
+        loss = loss_fn(z1, z2, self.temperature, validate=False)  # the loop checks the loss, once per epoch
+        z1, z2 = z1.detach(), z2.detach()
+        with torch.no_grad():
+            accuracy = _batch_accuracy(z1, z2)
+        return loss, accuracy, z1, z2
+
+
+class SimCLRStep:
+    """One SimCLR optimisation step on a batch of views, exactly as :func:`train` takes it.
+
+    ``step(x12, lr)``: forward of the ``2B`` views under the device's autocast (bf16 on CUDA),
+    NT-Xent in float32, backward, optimizer step (fused on CUDA), and the batch's loss and
+    contrastive accuracy added to :attr:`sums` on the device: no host sync anywhere. On CUDA the
+    model is put in channels_last; with ``config.compile`` on CUDA, model + loss are one compiled
+    graph (under torchrun: the DistributedDataParallel model is compiled, the loss is not).
+    ``benchmarks/throughput.py`` times this same object.
+
+    Args:
+        model: the :class:`~crl_helpers.models.SimCLRModel`, already on ``device``.
+        optimizer: over ``model``'s parameters (see :func:`build_optimizer`).
+        config: supplies ``temperature`` and ``compile``.
+        device: where ``model`` lives.
+        world_size: processes under torchrun; > 1 wraps the model in DistributedDataParallel.
+
+    Example:
+        >>> from dataclasses import replace
+        >>> cfg = replace(CPU, batch_size=4)
+        >>> model = build_model(cfg)
+        >>> step = SimCLRStep(model, build_optimizer(model, cfg, torch.device("cpu")), cfg, torch.device("cpu"))
+        >>> z1, z2 = step(torch.randn(8, 3, 32, 32), lr=1e-3)
+        >>> z1.shape, step.sums.shape
+        (torch.Size([4, 128]), torch.Size([2]))
+    """
+
+    def __init__(self, model: SimCLRModel, optimizer: torch.optim.Optimizer, config: TrainConfig,
+                 device: torch.device, world_size: int = 1) -> None:
+        self.model, self.optimizer, self.config, self.device = model, optimizer, config, device
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its parameters
+        net: nn.Module = model
+        if world_size > 1:  # after channels_last: DDP's gradient buckets copy the parameters' strides
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Gradients are AVERAGED over ranks; nt_xent_distributed's per-rank mean makes that the global loss's.
+            net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.compiled = config.compile and device.type == "cuda"
+        if self.compiled and world_size > 1:
+            net = torch.compile(net)  # the all-gather of the loss stays outside the graph
+        objective = _Objective(net, config.temperature, autocast_dtype(device), distributed=world_size > 1)
+        self.objective = torch.compile(objective) if self.compiled and world_size == 1 else objective
+        self.sums = torch.zeros(2, device=device)  # running (loss, contrastive accuracy)
+
+    def __call__(self, x12: torch.Tensor, lr: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on views ``x12`` (2B, 3, S, S) = [view 1; view 2]; returns the detached ``z1, z2`` (B, d)."""
+        if lr is not None:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+        if self.device.type == "cuda":
+            x12 = x12.contiguous(memory_format=torch.channels_last)  # a no-op for ViewAugmenter's views
+        # The labels name the stages in a torch.profiler trace (benchmarks/throughput.py --profile).
+        with record_function("crl.forward_loss"):
+            loss, accuracy, z1, z2 = self.objective(x12)
+        with record_function("crl.backward"):
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        with record_function("crl.optimizer"):
+            self.optimizer.step()
+            self.sums += torch.stack([loss.detach(), accuracy])
+        return z1, z2
+
+
 def _batch_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
     # A tensor version of metrics.contrastive_accuracy that stays on the device (no sync).
     z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)  # (2B, d)
@@ -386,7 +460,7 @@ def _knn(encoder: nn.Module, train_data: ImageData, test_data: ImageData, config
 def evaluate_run(result: TrainResult, initial_encoder_state: dict, train_data: ImageData, test_data: ImageData,
                  config: TrainConfig, device: torch.device) -> dict:
     """kNN of the trained and of the untrained encoder, a linear probe, plots and ``metrics.json``."""
-    from crl_helpers.evaluate import extract_embeddings, knn_accuracy, linear_probe
+    from crl_helpers.evaluate import extract_embeddings, knn_accuracy, linear_probe_on_features
 
     mean, std = result.mean, result.std
     encoder = result.model.encoder
@@ -400,8 +474,9 @@ def evaluate_run(result: TrainResult, initial_encoder_state: dict, train_data: I
     r_train = extract_embeddings(random_encoder, train_data.x, device=device, mean=mean, std=std)
     r_test = extract_embeddings(random_encoder, test_data.x, device=device, mean=mean, std=std)
     metrics["knn_acc_random_init"] = knn_accuracy(r_train, train_data.y, r_test, test_data.y, **knn)
-    probe = linear_probe(encoder, train_data.x, train_data.y, test_data.x, test_data.y, epochs=config.linear_epochs,
-                         device=device, mean=mean, std=std)
+    # The features kNN just used: the probe trains on them, with no second pass of the encoder.
+    probe = linear_probe_on_features(v_train, train_data.y, v_test, test_data.y, epochs=config.linear_epochs,
+                                     device=device)
     metrics["linear_acc"] = probe["test_acc"]
     history = result.history
     metrics.update(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.profiler import record_function
 from torchvision.transforms import v2
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "apply_view_params",
     "augment_batch",
     "make_views",
+    "view_params_from_uniforms",
+    "N_UNIFORMS",
+    "ViewAugmenter",
 ]
 
 # ITU-R 601 luma weights exactly as torchvision's rgb_to_grayscale writes them (0.2989, not 0.299), so
@@ -345,6 +349,17 @@ class ViewParams:
         )
 
 
+# The uniform draws behind one view's parameters: the columns of ONE (B, _N_UNIFORMS) tensor, so that
+# drawing is a single kernel on any device and the rest is a pure function of it (compilable, no host sync).
+_U_SCALE = slice(0, _CROP_ATTEMPTS)  # crop area fraction, one per candidate
+_U_RATIO = slice(_CROP_ATTEMPTS, 2 * _CROP_ATTEMPTS)  # crop log aspect ratio, one per candidate
+_U_TOP, _U_LEFT, _U_FLIP, _U_JITTER = 20, 21, 22, 23
+_U_BRIGHTNESS, _U_CONTRAST, _U_SATURATION, _U_HUE = 24, 25, 26, 27
+_U_ORDER = slice(28, 32)  # jitter op order: argsort of 4 uniforms
+_U_GRAYSCALE, _U_BLUR, _U_SIGMA = 32, 33, 34
+N_UNIFORMS = 35
+
+
 def sample_view_params(
     batch_size: int,
     config: ViewConfig = SIMCLR,
@@ -355,13 +370,9 @@ def sample_view_params(
 ) -> ViewParams:
     """Draw independent augmentation parameters for each of ``batch_size`` samples (SimCLR, Chen et al. 2020).
 
-    The crop follows torchvision's ``RandomResizedCrop.get_params`` per sample: area fraction uniform in
-    ``crop_scale``, log aspect ratio uniform in ``log(crop_ratio)``, sides rounded to whole pixels, the
-    first of 10 candidates that fits, else a centre crop; the corner is uniform among whole-pixel
-    positions. Jitter factors are uniform in torchvision's ``ColorJitter`` ranges with a random op order.
-
-    Every draw is a fixed-size ``torch.rand`` on the generator's device (the CPU when ``generator`` is
-    None, using the global RNG), so one seed gives the same parameters whatever the values.
+    One ``torch.rand(batch_size, N_UNIFORMS)`` on the generator's device, turned into parameters by
+    :func:`view_params_from_uniforms` (see there for the distributions), so one seed gives the same
+    parameters whatever the values.
 
     Args:
         batch_size: number of samples ``B``.
@@ -387,18 +398,41 @@ def sample_view_params(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} must be a positive int")
     device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(batch_size, N_UNIFORMS, generator=generator, device=device)  # (B, N_UNIFORMS)
+    return view_params_from_uniforms(u, config, height=height, width=width)
 
-    def rand(*shape: int) -> torch.Tensor:
-        return torch.rand(*shape, generator=generator, device=device)
 
-    def uniform(lo: float, hi: float, *shape: int) -> torch.Tensor:
-        return lo + (hi - lo) * rand(*shape)
+def view_params_from_uniforms(u: torch.Tensor, config: ViewConfig = SIMCLR, *, height: int, width: int) -> ViewParams:
+    """Per-sample augmentation parameters from uniform draws ``u`` in [0, 1), a pure tensor function.
+
+    The crop follows torchvision's ``RandomResizedCrop.get_params`` per sample: area fraction uniform in
+    ``crop_scale``, log aspect ratio uniform in ``log(crop_ratio)``, sides rounded to whole pixels, the
+    first of 10 candidates that fits, else a centre crop; the corner is uniform among whole-pixel
+    positions. Jitter factors are uniform in torchvision's ``ColorJitter`` ranges with a random op order.
+    No host syncs and no data-dependent shapes: it runs inside ``torch.compile`` (see :class:`ViewAugmenter`).
+
+    Args:
+        u: ``(B, N_UNIFORMS)`` floating uniforms, e.g. ``torch.rand(B, N_UNIFORMS)``; column meanings are private.
+        config: the augmentation settings.
+        height, width: input image size the crop boxes refer to.
+
+    Returns:
+        A :class:`ViewParams` on ``u``'s device.
+
+    Example:
+        >>> u = torch.full((1, N_UNIFORMS), 0.5)
+        >>> p = view_params_from_uniforms(u, ViewConfig(crop_scale=(1.0, 1.0)), height=32, width=32)
+        >>> float(p.width[0]), float(p.top[0]), bool(p.flip[0])
+        (32.0, 0.0, False)
+    """
+    def uniform(lo: float, hi: float, column) -> torch.Tensor:
+        return lo + (hi - lo) * u[:, column]
 
     # Random resized crop, RandomResizedCrop's retry loop vectorised over candidates.
     area = float(height * width)
     log_lo, log_hi = math.log(config.crop_ratio[0]), math.log(config.crop_ratio[1])
-    target_area = area * uniform(*config.crop_scale, batch_size, _CROP_ATTEMPTS)  # (B, 10)
-    aspect = torch.exp(uniform(log_lo, log_hi, batch_size, _CROP_ATTEMPTS))  # (B, 10)
+    target_area = area * uniform(*config.crop_scale, _U_SCALE)  # (B, 10)
+    aspect = torch.exp(uniform(log_lo, log_hi, _U_RATIO))  # (B, 10)
     cand_w = torch.round(torch.sqrt(target_area * aspect))  # (B, 10)
     cand_h = torch.round(torch.sqrt(target_area / aspect))  # (B, 10)
     fits = (cand_w > 0) & (cand_w <= width) & (cand_h > 0) & (cand_h <= height)  # (B, 10)
@@ -408,39 +442,27 @@ def sample_view_params(
     crop_w = torch.where(any_fits, cand_w.gather(1, first).squeeze(1), float(fallback_w))  # (B,)
     crop_h = torch.where(any_fits, cand_h.gather(1, first).squeeze(1), float(fallback_h))  # (B,)
     # torch.randint(0, H - h + 1) per sample: floor of a uniform over the H - h + 1 whole positions.
-    top = torch.floor(rand(batch_size) * (height - crop_h + 1)).clamp_(max=height - crop_h)
-    left = torch.floor(rand(batch_size) * (width - crop_w + 1)).clamp_(max=width - crop_w)
+    top = torch.floor(u[:, _U_TOP] * (height - crop_h + 1)).clamp(max=height - crop_h)
+    left = torch.floor(u[:, _U_LEFT] * (width - crop_w + 1)).clamp(max=width - crop_w)
     top = torch.where(any_fits, top, float((height - fallback_h) // 2))
     left = torch.where(any_fits, left, float((width - fallback_w) // 2))
 
-    flip = rand(batch_size) < config.flip_p
-
     # ColorJitter's ranges: factors in [max(0, 1 - a), 1 + a], hue shift in [-h, h].
-    jitter = rand(batch_size) < config.jitter_p
-    brightness = uniform(max(0.0, 1 - config.brightness), 1 + config.brightness, batch_size)
-    contrast = uniform(max(0.0, 1 - config.contrast), 1 + config.contrast, batch_size)
-    saturation = uniform(max(0.0, 1 - config.saturation), 1 + config.saturation, batch_size)
-    hue = uniform(-config.hue, config.hue, batch_size)
-    order = torch.argsort(rand(batch_size, 4), dim=1)  # (B, 4): a uniform random permutation per row
-
-    grayscale = rand(batch_size) < config.grayscale_p
-    blur = rand(batch_size) < config.blur_p
-    sigma = uniform(*config.blur_sigma, batch_size)
     return ViewParams(
         top=top,
         left=left,
         height=crop_h,
         width=crop_w,
-        flip=flip,
-        jitter=jitter,
-        brightness=brightness,
-        contrast=contrast,
-        saturation=saturation,
-        hue=hue,
-        order=order,
-        grayscale=grayscale,
-        blur=blur,
-        sigma=sigma,
+        flip=u[:, _U_FLIP] < config.flip_p,
+        jitter=u[:, _U_JITTER] < config.jitter_p,
+        brightness=uniform(max(0.0, 1 - config.brightness), 1 + config.brightness, _U_BRIGHTNESS),
+        contrast=uniform(max(0.0, 1 - config.contrast), 1 + config.contrast, _U_CONTRAST),
+        saturation=uniform(max(0.0, 1 - config.saturation), 1 + config.saturation, _U_SATURATION),
+        hue=uniform(-config.hue, config.hue, _U_HUE),
+        order=torch.argsort(u[:, _U_ORDER], dim=1),  # (B, 4): a uniform random permutation per row
+        grayscale=u[:, _U_GRAYSCALE] < config.grayscale_p,
+        blur=u[:, _U_BLUR] < config.blur_p,
+        sigma=uniform(*config.blur_sigma, _U_SIGMA),
     )
 
 
@@ -486,7 +508,11 @@ def apply_view_params(x: torch.Tensor, params: ViewParams, config: ViewConfig = 
             f"params has batch_size={params.batch_size} but x has shape {tuple(x.shape)}; "
             "sample the parameters with sample_view_params(x.shape[0], ...)"
         )
-    params = params.to(x.device)
+    return _apply(x, params.to(x.device), config)
+
+
+def _apply(x: torch.Tensor, params: ViewParams, config: ViewConfig) -> torch.Tensor:
+    """:func:`apply_view_params` without its checks: ``x`` valid, ``params`` on ``x``'s device."""
     x = x.to(torch.float32).div_(255) if x.dtype == torch.uint8 else x.to(torch.float32)  # (B, 3, H, W) in [0, 1]
     x = _crop_and_flip(x, params, config.image_size)  # (B, 3, S, S)
     # From here on x is this function's own buffer (the warp allocated it), so the stages work in place:
@@ -533,9 +559,17 @@ def augment_batch(
         True
     """
     x = _check_images(x)
-    batch_size, _, height, width = x.shape
-    params = sample_view_params(batch_size, config, generator, height=height, width=width)
-    return apply_view_params(x, params, config)
+    _check_config(config)
+    device = generator.device if generator is not None else torch.device("cpu")
+    u = torch.rand(x.shape[0], N_UNIFORMS, generator=generator, device=device)  # (B, N_UNIFORMS)
+    return _augment(x, _to_device(u, x.device), config)
+
+
+def _augment(x: torch.Tensor, u: torch.Tensor, config: ViewConfig, channels_last: bool = False) -> torch.Tensor:
+    """Views of a valid batch ``x`` from uniforms ``u`` on its device: a pure tensor function (compilable)."""
+    params = view_params_from_uniforms(u, config, height=x.shape[-2], width=x.shape[-1])
+    out = _apply(x, params, config)  # (B, 3, S, S)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
 
 def make_views(
@@ -565,6 +599,76 @@ def make_views(
     """
     _check_n_views(n_views)
     return [augment_batch(x, config, generator) for _ in range(n_views)]
+
+
+class ViewAugmenter:
+    """The training loop's view maker: ``n_views`` views of a batch on its device, from one random draw.
+
+    What :func:`augment_batch` does, arranged for speed on a GPU (issue 4): the uniforms come from a
+    generator on the data's device (no upload, no host sync), all views of a batch are made in ONE
+    call on the batch repeated ``n_views`` times, and with ``compile=True`` the whole augmentation is
+    one ``torch.compile`` graph (a handful of fused kernels instead of a few hundred small ones).
+    Should compiling fail, it warns once and runs eagerly: the views are the same either way.
+
+    Args:
+        config: the augmentation settings (with the data's ``mean``/``std``).
+        device: where the images live and the views are made.
+        n_views: views per image; 2 for SimCLR.
+        compile: ``torch.compile`` the augmentation (pays off on CUDA; minutes of compiling on a CPU).
+        channels_last: return the views in channels_last memory format (what the model wants on CUDA).
+        seed: seed of the device generator; reseed with :meth:`manual_seed`.
+
+    Call it with uint8 (or [0, 1] float) images ``(B, 3, H, W)`` on ``device``; it returns normalised
+    float32 views ``(n_views * B, 3, S, S)``: rows ``k * B ... (k + 1) * B - 1`` are view ``k + 1``, each
+    row with its own parameters, as ``torch.cat(make_views(x, config, n_views))`` would give.
+
+    Example:
+        >>> augment = ViewAugmenter(ViewConfig(), "cpu", seed=0)
+        >>> x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+        >>> x12 = augment(x)
+        >>> x12.shape, torch.equal(x12[:4], x12[4:])
+        (torch.Size([8, 3, 32, 32]), False)
+        >>> torch.equal(augment.manual_seed(0)(x), x12)
+        True
+    """
+
+    def __init__(self, config: ViewConfig, device: torch.device | str, *, n_views: int = 2, compile: bool = False,
+                 channels_last: bool = False, seed: int = 0) -> None:
+        _check_config(config)
+        _check_n_views(n_views)
+        self.config, self.device, self.n_views = config, torch.device(device), n_views
+        self.channels_last = channels_last
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        self.compiled = compile
+        self._core = torch.compile(_augment, fullgraph=True, dynamic=False) if compile else _augment
+
+    def manual_seed(self, seed: int) -> ViewAugmenter:
+        """Reseed the generator (per epoch in :func:`crl_helpers.train.train`); returns ``self``."""
+        self.generator.manual_seed(seed)
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_images(x)
+        if not _same_device(x.device, self.generator.device):
+            raise ValueError(f"x is on {x.device} but this ViewAugmenter draws on {self.generator.device}; "
+                             f"move x there or build ViewAugmenter(config, {str(x.device)!r})")
+        with record_function("crl.views"):  # names the stage in a torch.profiler trace
+            x = x.repeat(self.n_views, 1, 1, 1) if self.n_views > 1 else x  # (n_views * B, 3, H, W)
+            u = torch.rand(x.shape[0], N_UNIFORMS, generator=self.generator, device=x.device)  # (n_views * B, K)
+            return self._views(x, u)
+
+    def _views(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        if self._core is _augment:
+            return _augment(x, u, self.config, self.channels_last)
+        try:
+            return self._core(x, u, self.config, self.channels_last)
+        except Exception as err:  # noqa: BLE001 - any compiler failure: same views, eagerly
+            import warnings
+
+            warnings.warn(f"torch.compile of the augmentation failed ({type(err).__name__}: "
+                          f"{str(err).splitlines()[0][:200] if str(err) else ''}); running it eagerly", stacklevel=2)
+            self._core, self.compiled = _augment, False
+            return _augment(x, u, self.config, self.channels_last)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -609,6 +713,11 @@ def _check_images(x) -> torch.Tensor:
     return x
 
 
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """Same device, where a missing index ("cuda") matches any index."""
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
 def _to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """``t`` on ``device``; a CPU -> CUDA copy goes through pinned memory without blocking.
 
@@ -624,7 +733,13 @@ def _to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 
 
 def _constant(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
-    """A small constant tensor with ``like``'s dtype and device, copied without a host sync."""
+    """A small constant tensor with ``like``'s dtype and device, copied without a host sync.
+
+    Inside ``torch.compile`` it is built from fills on the device, ops the compiler traces and folds
+    into the graph on any device (a host tensor or a pinned-memory copy is nothing it can trace).
+    """
+    if torch.compiler.is_compiling():
+        return torch.stack([torch.full((), v, dtype=like.dtype, device=like.device) for v in values])
     return _to_device(torch.tensor(values, dtype=like.dtype), like.device)
 
 

@@ -61,7 +61,7 @@ def test_throughput_quick_prints_the_three_pipelines_and_both_ratios(tmp_path, k
     out = tmp_path / "throughput.json"
     assert _load("throughput").main(["--quick", "--pipelines", "abcd", "--json", str(out)]) == 0
     text = capsys.readouterr().out
-    for label in ("(a) classic DataLoader", "(b) crl_helpers: augment_batch", "(c) model step only", "(d) variant"):
+    for label in ("(a) classic DataLoader", "(b) crl_helpers: ViewAugmenter", "(c) model step only", "(d) variant"):
         assert label in text
     result = json.loads(out.read_text())
     rows = result["rows"]
@@ -176,7 +176,8 @@ def _flags_passed(script: str) -> list[list[str]]:
     words = [w.replace('"', "") for part in args for w in shlex.split(part, posix=False)]
     values = {"$DATA": ".device-data", "$OUT/throughput.json": "x.json", "$OUT/cifar10_knn.json": "x.json",
               "$STEPS": "300", "$minutes": "4.5"}
-    words = [values.get(w, w) for w in words]
+    # ${THROUGHPUT_ARGS:-} / ${KNN_ARGS:-}: extra flags from the environment, empty by default
+    words = [values.get(w, w) for w in words if not w.startswith("${")]
     return words
 
 
@@ -195,3 +196,38 @@ def test_docstring_examples_of_the_scripts_run(script):
 
     result = doctest.testmod(_load(script), verbose=False)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_throughput_profile_names_the_stages_of_a_step(tmp_path, keep_threads, capsys):
+    out = tmp_path / "throughput.json"
+    assert _load("throughput").main(["--quick", "--pipelines", "b", "--profile", str(tmp_path / "prof"),
+                                     "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    profile = json.loads(out.read_text())["profile"]
+    # the package's labels: the views, the forward + loss, the backward, the optimizer step
+    assert set(profile["stages_ms_per_step"]) == {"crl.views", "crl.forward_loss", "crl.backward", "crl.optimizer"}
+    assert all(stage["cpu_ms"] > 0 for stage in profile["stages_ms_per_step"].values())
+    table = (tmp_path / "prof" / "profile_b.txt").read_text()
+    assert "convolution" in table and "crl.views" in table
+    assert len(profile["top"]) == 12 and "ms/step" in text
+
+
+def test_cifar10_knn_recipe_flags_reach_the_config():
+    module = _load("cifar10_knn")
+    args = module.build_parser().parse_args(["--lr", "0.3", "--temperature", "0.1", "--optimizer", "adamw",
+                                             "--weight-decay", "1e-4"])
+    config, _ = module._settings(args)
+    assert (config.lr, config.temperature, config.optimizer, config.weight_decay) == (0.3, 0.1, "adamw", 1e-4)
+    default, _ = module._settings(module.build_parser().parse_args([]))
+    assert (default.lr, default.temperature) == (module.PRESETS["cifar10-gpu"].lr, module.PRESETS["cifar10-gpu"].temperature)
+
+
+def test_device_check_passes_extra_flags_and_can_skip_step_one(tmp_path):
+    env = {**os.environ, "QUICK": "1", "PYTHON": sys.executable, "OUT": str(tmp_path), "SKIP_THROUGHPUT": "1",
+           "KNN_ARGS": "--temperature 0.3 --lr 0.01", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(["bash", str(BENCHMARKS / "device_check.sh")], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "throughput: skipped" in proc.stdout and not (tmp_path / "throughput.json").exists()
+    result = json.loads((tmp_path / "cifar10_knn.json").read_text())
+    assert "--temperature 0.3 --lr 0.01" in result["command"]

@@ -6,7 +6,8 @@ import torch
 from torch import nn
 
 import crl_helpers.evaluate as evaluate
-from crl_helpers.evaluate import extract_embeddings, fine_tune, knn_accuracy, knn_predict, linear_probe
+from crl_helpers.evaluate import (DEFAULT_MEAN, DEFAULT_STD, extract_embeddings, fine_tune, knn_accuracy,
+                                  knn_predict, linear_probe, linear_probe_on_features)
 from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
 
 
@@ -290,6 +291,57 @@ def test_linear_probe_validates_inputs():
         linear_probe(IdentityLikeEncoder(8), x, y, x.view(10, 1, 4, 2), y)
 
 
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_linear_probe_on_features_gives_exactly_what_linear_probe_gives(seed):
+    """The two routes share one implementation: the features linear_probe extracts, probed with the same seed."""
+    torch.manual_seed(0)
+    encoder = SmallConvNet(width=4, feature_dim=8)
+    x_train, y_train = _colour_task(48, seed=0)
+    x_test, y_test = _colour_task(24, seed=1)
+    stats = dict(mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
+    from_images = linear_probe(encoder, x_train, y_train, x_test, y_test, epochs=4, batch_size=16, seed=seed, **stats)
+    v_train = extract_embeddings(encoder, x_train, batch_size=16, **stats)  # (N, d), batched as linear_probe does
+    v_test = extract_embeddings(encoder, x_test, batch_size=16, **stats)  # (M, d)
+    from_features = linear_probe_on_features(v_train, y_train, v_test, y_test, epochs=4, batch_size=16, seed=seed)
+    assert from_features == from_images  # accuracies and every epoch's loss, bit for bit
+
+
+def test_linear_probe_on_features_separates_separable_features_whatever_their_scale():
+    x_train, y_train = _separable(200, seed=0)
+    x_test, y_test = _separable(100, seed=1)
+    v_train, v_test = x_train.flatten(1), x_test.flatten(1)  # (N, 8): separable by a known hyperplane
+    for offset, scale in [(0.0, 1.0), (1000.0, 1e-3)]:  # standardised first: the same problem
+        result = linear_probe_on_features(offset + scale * v_train, y_train, offset + scale * v_test, y_test,
+                                          epochs=30, lr=1e-2, batch_size=64)
+        assert result["test_acc"] >= 0.95 and result["train_acc"] >= 0.95
+        assert len(result["history"]) == 30 and result["history"][-1]["loss"] < result["history"][0]["loss"]
+
+
+def test_linear_probe_on_features_leaves_the_callers_features_and_rng_alone():
+    v, y = torch.randn(30, 4, requires_grad=True), torch.arange(30) % 3
+    v_before, rng_before = v.detach().clone(), torch.get_rng_state()
+    linear_probe_on_features(v, y, v, y, epochs=2)
+    assert torch.equal(v.detach(), v_before) and v.grad is None
+    assert torch.equal(torch.get_rng_state(), rng_before)  # seeded inside, restored afterwards
+
+
+def test_linear_probe_on_features_validates_inputs():
+    v, y = torch.randn(10, 4), torch.arange(10) % 2
+    with pytest.raises(ValueError, match="v_test"):
+        linear_probe_on_features(v, y, torch.randn(10, 5), y)  # d differs
+    with pytest.raises(TypeError, match="v_train"):
+        linear_probe_on_features(v.long(), y, v, y)
+    with pytest.raises(ValueError, match="v_train"):
+        linear_probe_on_features(v[0], y, v, y)  # a single feature vector, not (N, d)
+    with pytest.raises(ValueError, match="y_train"):
+        linear_probe_on_features(v, y[:5], v, y)
+    with pytest.raises(ValueError, match="batch_size"):
+        linear_probe_on_features(v, y, v, y, batch_size=0)
+    with pytest.raises(TypeError):
+        linear_probe_on_features(v, y, v, y, 5)  # epochs and the rest are keyword-only
+
+
 # -------------------------------------------------------------- fine-tuning
 def _colour_task(n: int, seed: int):
     """uint8 images (n, 3, 8, 8): class 0 is reddish, class 1 greenish, under heavy pixel noise."""
@@ -344,6 +396,53 @@ def test_fine_tune_validates_arguments():
         fine_tune(SmallConvNet(width=4), x, y, x, y, epochs=1, lr=-1.0)
     with pytest.raises(TypeError, match="encoder"):
         fine_tune("convnet", x, y, x, y)
+
+
+
+def test_fine_tune_returns_its_model_whose_accuracy_a_plain_count_reproduces():
+    torch.manual_seed(0)
+    encoder = SmallConvNet(width=4, feature_dim=8)
+    before = _state(encoder)
+    x_train, y_train = _colour_task(96, seed=0)
+    x_test, y_test = _colour_task(32, seed=1)  # one batch of 32, as fine_tune scores it
+    result = fine_tune(encoder, x_train, y_train, x_test, y_test, epochs=3, lr=1e-2, batch_size=32)
+    model = result["model"]
+    assert isinstance(model, nn.Sequential) and not model.training
+    assert model[0] is not encoder and isinstance(model[0], SmallConvNet)
+    _assert_same_state(encoder, before)  # the caller's encoder was copied, not trained
+    mean = torch.tensor(DEFAULT_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(DEFAULT_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = model((x_test.float() / 255 - mean) / std)  # (M, 2)
+    correct = sum(int(p) == int(t) for p, t in zip(logits.argmax(1), y_test))
+    assert result["test_acc"] == correct / len(y_test)
+    assert result["history"][-1]["test_acc"] == result["test_acc"]
+
+
+@pytest.mark.parametrize("eval_every, scored", [(1, [1, 2, 3, 4, 5]), (2, [2, 4, 5]), (0, [5]), (9, [5])])
+def test_fine_tune_scores_the_test_set_every_eval_every_epochs_without_changing_training(eval_every, scored):
+    x_train, y_train = _colour_task(40, seed=0)
+    x_test, y_test = _colour_task(16, seed=1)
+    kw = dict(epochs=5, lr=1e-2, batch_size=16)
+    torch.manual_seed(0)  # the same initial encoder for both runs: fine_tune seeds only its own draws
+    reference = fine_tune(SmallConvNet(width=4, feature_dim=8), x_train, y_train, x_test, y_test, **kw)  # every epoch
+    torch.manual_seed(0)
+    encoder = SmallConvNet(width=4, feature_dim=8)
+    result = fine_tune(encoder, x_train, y_train, x_test, y_test, eval_every=eval_every, **kw)
+    history = result["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
+    assert [h["epoch"] for h in history if "test_acc" in h] == scored
+    # Scoring is read-only: every epoch's loss, and the final model's accuracies, are those of eval_every=1.
+    assert [h["loss"] for h in history] == [h["loss"] for h in reference["history"]]
+    assert (result["train_acc"], result["test_acc"]) == (reference["train_acc"], reference["test_acc"])
+
+
+def test_fine_tune_validates_eval_every():
+    x, y = _colour_task(8, seed=0)
+    with pytest.raises(ValueError, match="eval_every"):
+        fine_tune(SmallConvNet(width=4), x, y, x, y, epochs=1, eval_every=-1)
+    with pytest.raises(TypeError, match="eval_every"):
+        fine_tune(SmallConvNet(width=4), x, y, x, y, epochs=1, eval_every=0.5)
 
 
 # -------------------------------------------------------------------- CUDA

@@ -114,34 +114,43 @@ def test_augment_batch_on_cuda_makes_no_host_sync():
         torch.cuda.set_sync_debug_mode(0)
 
 
-def test_a_training_step_as_train_takes_it_makes_no_host_sync():
-    # The loop's body of crl_helpers.train (views, bf16 forward, float32 loss, fused step, running sums):
-    # a sync per step would let the GPU idle while the CPU draws the next views.
-    from crl_helpers.train import _batch_accuracy
+@pytest.mark.parametrize("compile", [False, True])
+def test_a_training_step_as_train_takes_it_makes_no_host_sync(compile):
+    # train()'s loop body (views drawn and made on the device, bf16 forward, float32 loss, fused step, running
+    # sums): a sync per step would let the GPU idle while the CPU queues the next views.
+    from crl_helpers.train import SimCLRStep
+    from crl_helpers.views import ViewAugmenter
 
-    config = replace(CIFAR10_GPU, encoder="convnet")
-    model = build_model(config).cuda().to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config, torch.device("cuda"))
+    config = replace(CIFAR10_GPU, encoder="convnet", compile=compile)
+    device = torch.device("cuda")
+    model = build_model(config).to(device)
+    step = SimCLRStep(model, build_optimizer(model, config, device), config, device)
+    augment = ViewAugmenter(config.views, device, compile=compile, channels_last=True)
     x = _images(64).cuda()
-    sums = torch.zeros(2, device="cuda")
-
-    def step():
-        x12 = torch.cat([augment_batch(x, config.views), augment_batch(x, config.views)])  # (128, 3, 32, 32)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            _, z = model(x12.contiguous(memory_format=torch.channels_last))
-        z1, z2 = z.float().chunk(2)
-        loss = nt_xent(z1, z2, config.temperature, validate=False)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        sums.add_(torch.stack([loss.detach(), _batch_accuracy(z1.detach(), z2.detach())]))
-
-    step()  # warm-up: optimizer state, cuDNN plans, pinned buffers
+    for _ in range(2):  # warm-up: compiling, optimizer state, cuDNN plans
+        step(augment(x), lr=0.1)
+    assert step.compiled is compile and augment.compiled is compile  # no silent fall-back to eager
+    torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        step()
+        for lr in (0.1, 0.09):
+            with torch.no_grad():
+                x12 = augment(x)
+            step(x12, lr=lr)
     finally:
         torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(step.sums).all()
+
+
+def test_compiled_views_on_cuda_equal_eager_views():
+    from crl_helpers.views import ViewAugmenter
+
+    views = replace(CIFAR10_GPU.views, mean=(0.5, 0.45, 0.4), std=(0.25, 0.24, 0.26), blur_p=0.5)
+    x = _images(256).cuda()
+    compiled = ViewAugmenter(views, "cuda", seed=3, compile=True, channels_last=True)
+    out = compiled(x)
+    assert compiled.compiled and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, ViewAugmenter(views, "cuda", seed=3)(x), atol=1e-4, rtol=0)
 
 
 def test_the_benchmark_names_where_a_step_syncs():

@@ -307,3 +307,22 @@ def test_validate_false_skips_only_the_finiteness_scan():
         nt_xent(z, torch.ones(4, 2), validate=False)
     with pytest.raises(ValueError, match="temperature=0"):
         nt_xent(z, z, temperature=0, validate=False)
+
+
+@pytest.mark.parametrize("scale", [1e25, 1e-30])
+def test_cosine_losses_ignore_the_scale_of_a_row_in_float32(scale):
+    # Cosine similarity is scale-invariant, so the loss must be too, even where the sum of squares of a row
+    # overflows (1e25 ** 2 > float32 max) or underflows (1e-30 ** 2 < the smallest float32) in float32.
+    g = torch.Generator().manual_seed(0)
+    z1, z2 = torch.randn(6, 16, generator=g), torch.randn(6, 16, generator=g)
+    expected = nt_xent(z1.double(), z2.double(), temperature=0.2)  # float64: no overflow at these scales
+    rows = torch.tensor([1.0, scale, 1.0, scale, 1.0, 1.0])[:, None]  # some rows rescaled
+    torch.testing.assert_close(nt_xent(z1 * rows, z2, temperature=0.2).double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(info_nce(z1 * rows, z2 * rows, temperature=0.2).double(),
+                               info_nce(z1.double(), z2.double(), temperature=0.2), rtol=1e-5, atol=1e-6)
+    # and the gradient through a huge row is the scale-invariant one: d loss / d z scales as 1 / scale
+    huge = (z1 * rows).requires_grad_()
+    nt_xent(huge, z2, temperature=0.2).backward()
+    plain = z1.double().requires_grad_()
+    nt_xent(plain, z2.double(), temperature=0.2).backward()
+    torch.testing.assert_close(huge.grad.double() * rows.double(), plain.grad, rtol=1e-4, atol=1e-6)

@@ -1,3 +1,4 @@
+import copy
 import csv
 import json
 import math
@@ -95,3 +96,90 @@ def test_main_job_meets_its_target(tmp_path):
     assert metrics["knn_acc"] >= 0.80, metrics
     assert metrics["knn_acc"] - metrics["knn_acc_random_init"] >= 0.40, metrics
     assert (tmp_path / "run" / "umap.png").exists()
+
+
+# ------------------------------------------------------------------ the step object
+def _sgd_config():
+    return replace(CPU, optimizer="sgd", lr=0.1, weight_decay=5e-4, batch_size=8)
+
+
+def test_simclr_step_is_the_textbook_step():
+    # Oracle: the step written out by hand (forward, NT-Xent, zero_grad, backward, SGD step) on a twin model.
+    from crl_helpers.losses import nt_xent
+    from crl_helpers.train import SimCLRStep, build_model, build_optimizer
+
+    config, cpu = _sgd_config(), torch.device("cpu")
+    torch.manual_seed(0)
+    model = build_model(config)
+    twin = copy.deepcopy(model)
+    step = SimCLRStep(model, build_optimizer(model, config, cpu), config, cpu)
+    optimizer = build_optimizer(twin, config, cpu)
+    g = torch.Generator().manual_seed(1)
+    losses = []
+    for lr in (0.1, 0.05):
+        x12 = torch.randn(16, 3, 32, 32, generator=g)  # (2B, 3, 32, 32) = [view 1; view 2]
+        z1, z2 = step(x12, lr=lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        _, z = twin(x12)
+        loss = nt_xent(*z.chunk(2), config.temperature)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        torch.testing.assert_close(torch.cat([z1, z2]), z.detach(), rtol=1e-5, atol=1e-6)
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    assert step.sums[0].item() == pytest.approx(sum(losses), rel=1e-5)
+    assert 0.0 <= step.sums[1].item() <= 2.0  # two accuracies in [0, 1]
+
+
+def test_a_training_step_reads_no_value_back_to_the_host():
+    # On a GPU, reading a tensor's value (.item(), float(), bool(), .tolist()) makes the CPU wait for the
+    # kernels queued before it. Every such read goes through aten::_local_scalar_dense (or nonzero's sizing),
+    # which the profiler records on the CPU too: none may happen in the views + step of the training loop.
+    from torch.profiler import ProfilerActivity, profile
+
+    from crl_helpers.train import SimCLRStep, build_model, build_optimizer
+    from crl_helpers.views import ViewAugmenter
+
+    config, cpu = _sgd_config(), torch.device("cpu")
+    model = build_model(config)
+    step = SimCLRStep(model, build_optimizer(model, config, cpu), config, cpu)
+    augment = ViewAugmenter(replace(config.views, blur_p=0.5), cpu)
+    x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    step(augment(x), lr=0.1)  # warm-up: the optimizer's state
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for lr in (0.1, 0.09):
+            with torch.no_grad():
+                x12 = augment(x)
+            step(x12, lr=lr)
+    names = {event.name for event in prof.events()}
+    assert "crl.views" in names and "crl.forward_loss" in names  # the profile saw the step
+    reads = names & {"aten::_local_scalar_dense", "aten::item", "aten::is_nonzero", "aten::nonzero"}
+    assert not reads, f"host reads in the training step: {sorted(reads)}"
+
+
+@pytest.mark.parametrize("amp", [None, torch.bfloat16])
+def test_the_objective_compiles_as_one_graph_and_computes_the_same(amp):
+    # SimCLRStep compiles model + loss together on CUDA. Tracing is the same on any device, so a full-graph
+    # capture here (aot_eager: dynamo + autograd tracing, no code generation) shows there is no graph break;
+    # a break would raise. bf16 autocast runs on the CPU too.
+    from crl_helpers.train import _Objective, build_model
+
+    config = _sgd_config()
+    torch.manual_seed(0)
+    model = build_model(config)
+    twin = copy.deepcopy(model)
+    x12 = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    compiled = torch.compile(_Objective(model, config.temperature, amp, distributed=False), backend="aot_eager",
+                             fullgraph=True)
+    loss, accuracy, z1, z2 = compiled(x12)
+    loss.backward()
+    ref_loss, ref_accuracy, _, _ = _Objective(twin, config.temperature, amp, distributed=False)(x12)
+    ref_loss.backward()
+    assert loss.dtype == torch.float32 and z1.shape == (8, config.head_out_dim) and not z1.requires_grad
+    torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=1e-5)
+    assert accuracy.item() == pytest.approx(ref_accuracy.item())
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4)

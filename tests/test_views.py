@@ -10,6 +10,8 @@ import dataclasses
 import itertools
 import math
 import pickle
+import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -505,3 +507,97 @@ def test_multi_view_transform_validates():
         MultiViewTransform(SIMCLR, n_views=0)
     with pytest.raises(TypeError, match="ViewConfig"):
         view_transform("simclr")
+
+
+# ------------------------------------------------------------------------------ ViewAugmenter
+def _uniforms(n_rows: int, seed: int) -> torch.Tensor:
+    """The draw ViewAugmenter makes: one (rows, N_UNIFORMS) uniform tensor from a generator seeded ``seed``."""
+    from crl_helpers.views import N_UNIFORMS
+
+    return torch.rand(n_rows, N_UNIFORMS, generator=_gen(seed))
+
+
+def test_view_augmenter_rows_are_torchvision_views_of_their_source_image():
+    from crl_helpers.views import ViewAugmenter, view_params_from_uniforms
+
+    config = dataclasses.replace(SIMCLR, jitter_strength=1.0, blur_p=0.5, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    x = _images(5, seed=3)
+    out = ViewAugmenter(config, "cpu", n_views=3, seed=11)(x)  # (15, 3, 32, 32)
+    assert out.shape == (15, 3, 32, 32)
+    params = view_params_from_uniforms(_uniforms(15, 11), config, height=32, width=32)
+    source = x.repeat(3, 1, 1, 1).float() / 255  # row k * 5 + i is view k + 1 of image i
+    for row in range(15):
+        torch.testing.assert_close(out[row], _oracle_view(source, params, row, config), atol=1e-4, rtol=0)
+
+
+def test_view_augmenter_without_augmentation_returns_the_images_in_every_view():
+    from crl_helpers.views import ViewAugmenter
+
+    x = _images(6)
+    out = ViewAugmenter(IDENTITY, "cpu")(x)
+    torch.testing.assert_close(out, (x / 255).repeat(2, 1, 1, 1), atol=1e-5, rtol=0)
+
+
+def test_view_augmenter_is_reproducible_per_seed_and_its_views_differ():
+    from crl_helpers.views import ViewAugmenter
+
+    x = _images(8)
+    augment = ViewAugmenter(SIMCLR, "cpu", seed=5)
+    first = augment(x)
+    assert not torch.equal(first[:8], first[8:])  # the two views of a batch draw their own parameters
+    assert not torch.equal(augment(x), first)  # the generator moves on
+    assert torch.equal(augment.manual_seed(5)(x), first)
+    assert augment(x).is_contiguous()
+    assert ViewAugmenter(SIMCLR, "cpu", channels_last=True)(x).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_view_augmenter_refuses_images_on_another_device():
+    from crl_helpers.views import ViewAugmenter
+
+    with pytest.raises(ValueError, match="draws on cpu"):
+        ViewAugmenter(SIMCLR, "cpu")(torch.zeros(2, 3, 32, 32, dtype=torch.uint8, device="meta"))
+
+
+def test_view_augmenter_falls_back_to_eager_views_when_compiling_fails():
+    from crl_helpers.views import ViewAugmenter
+
+    def broken(*args):
+        raise RuntimeError("inductor exploded")
+
+    x = _images(4)
+    augment = ViewAugmenter(SIMCLR, "cpu", seed=2, compile=True)
+    augment._core = broken  # what a compiler failure looks like at the first call
+    with pytest.warns(UserWarning, match="inductor exploded"):
+        out = augment(x)
+    assert augment.compiled is False
+    assert torch.equal(out, ViewAugmenter(SIMCLR, "cpu", seed=2)(x))
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile's CPU backend needs a C++ compiler")
+def test_compiled_views_equal_eager_views_in_one_graph():
+    # fullgraph=True inside ViewAugmenter: a graph break would raise and fall back with a warning, which the
+    # warnings filter turns into a failure here. The CUDA twin is in test_gpu.py.
+    from crl_helpers.views import ViewAugmenter
+
+    config = dataclasses.replace(SIMCLR, blur_p=0.5, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    x = _images(16, seed=1)
+    compiled = ViewAugmenter(config, "cpu", seed=4, compile=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        out = compiled(x)
+    assert compiled.compiled is True
+    torch.testing.assert_close(out, ViewAugmenter(config, "cpu", seed=4)(x), atol=1e-4, rtol=0)
+
+
+def test_views_trace_as_one_graph_on_any_device():
+    # The capture ViewAugmenter(compile=True) relies on, without code generation (seconds): a graph break
+    # raises under fullgraph=True. On the meta device nothing is computed, only traced.
+    from crl_helpers.views import N_UNIFORMS, _augment
+
+    config = dataclasses.replace(SIMCLR, blur_p=0.5)
+    traced = torch.compile(_augment, backend="aot_eager", fullgraph=True, dynamic=False)
+    for device in ("cpu", "meta"):
+        x = torch.zeros(8, 3, 32, 32, dtype=torch.uint8, device=device)
+        out = traced(x, torch.rand(8, N_UNIFORMS).to(device), config, True)
+        assert out.shape == (8, 3, 32, 32) and out.device.type == device
