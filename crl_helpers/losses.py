@@ -28,6 +28,8 @@ from torch import Tensor
 __all__ = ["info_nce", "nt_xent", "nt_xent_logits"]
 
 
+# F.normalize's default eps; also the smallest factor _normalize divides a row by (see there).
+_NORMALIZE_EPS = 1e-12
 # Below this, cos / temperature can reach 1e38 and the loss (a sum over anchors) overflows to inf in float32.
 _MIN_TEMPERATURE = 1e-8
 
@@ -85,17 +87,18 @@ def _compute_dtype(*xs: Tensor) -> torch.dtype:
 
 
 def _normalize(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """Rows scaled to unit L2 norm in ``dtype``, for ANY finite scale of the row.
+    """Rows scaled to unit L2 norm in ``dtype``, whatever the scale of the row.
 
-    A row is first divided by its largest absolute entry: its sum of squares then lies in [1, d],
-    so it neither overflows (entries above ~1e19 in float32 would give an infinite norm and a zero
-    vector) nor underflows (entries below ~1e-23 would give a zero norm). The result does not depend
-    on that factor, so it is detached: the gradient is the one of plain normalisation. All-zero rows
-    stay zero, as with ``F.normalize``.
+    A row is first divided by its largest absolute entry, so that its sum of squares lies in
+    [1, d]: it can no longer overflow (in float32, entries above ~1e19 gave an infinite norm and a
+    zero vector) or underflow (entries below ~1e-19 lost precision, below ~1e-23 everything). The
+    result does not depend on that factor, so it is detached: the gradient is plain normalisation's.
+    The factor is at least F.normalize's eps (1e-12): rows that tiny (1e-24 and below) fall back to
+    F.normalize's treatment, with finite values and gradients; an all-zero row stays zero.
     """
     x = x.to(dtype)
-    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)  # (..., 1)
-    return F.normalize(x / scale, dim=-1)
+    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(_NORMALIZE_EPS)  # (..., 1)
+    return F.normalize(x / scale, dim=-1, eps=_NORMALIZE_EPS)
 
 
 def nt_xent_logits(

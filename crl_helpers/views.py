@@ -558,7 +558,7 @@ def augment_batch(
         >>> torch.equal(x1, augment_batch(x, ViewConfig(), torch.Generator().manual_seed(0)))
         True
     """
-    x = _check_images(x)
+    x = _check_batch(x)
     _check_config(config)
     device = generator.device if generator is not None else torch.device("cpu")
     u = torch.rand(x.shape[0], N_UNIFORMS, generator=generator, device=device)  # (B, N_UNIFORMS)
@@ -648,7 +648,7 @@ class ViewAugmenter:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = _check_images(x)
+        x = _check_batch(x)
         if not _same_device(x.device, self.generator.device):
             raise ValueError(f"x is on {x.device} but this ViewAugmenter draws on {self.generator.device}; "
                              f"move x there or build ViewAugmenter(config, {str(x.device)!r})")
@@ -710,6 +710,14 @@ def _check_images(x) -> torch.Tensor:
         if low < -_RANGE_SLACK or high > 1 + _RANGE_SLACK:
             raise ValueError(f"x has values in [{low.item():.4g}, {high.item():.4g}] but floating images must be "
                              "in [0, 1]; divide by 255 (or pass uint8 in [0, 255])")
+    return x
+
+
+def _check_batch(x) -> torch.Tensor:
+    """``_check_images`` plus at least one image: views are drawn per image."""
+    x = _check_images(x)
+    if x.shape[0] == 0:
+        raise ValueError(f"x has shape {tuple(x.shape)}: no images to make views of; pass at least one")
     return x
 
 

@@ -125,3 +125,11 @@ def test_success_prints_the_summary(capsys, tmp_path):
     assert cli.main(["train", *TINY, "--out", str(tmp_path / "run")]) == 0
     out = capsys.readouterr().out
     assert "kNN accuracy (trained encoder)" in out and "umap.png" not in out  # --no-umap: none promised
+
+
+def test_a_resnet_on_the_cpu_gets_a_note_about_time(capsys, tmp_path):
+    assert cli.main(["train", *TINY, "--encoder", "resnet18", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "crl: note: --encoder resnet18 on the CPU" in err and "--encoder convnet" in err
+    assert cli.main(["train", *TINY, "--out", str(tmp_path / "small")]) == 0
+    assert "note" not in capsys.readouterr().err  # the default convnet gets none
