@@ -419,15 +419,15 @@ def linear_probe_on_features(
         n = v_train.shape[0]
         for epoch in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
             order = torch.randperm(n).to(device)
-            total = 0.0
+            total = torch.zeros((), device=device)  # summed on the device: one host sync an epoch, not one a step
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 loss = F.cross_entropy(classifier(v_train[idx]), y_train_d[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += loss.item() * idx.numel()
-            history.append({"epoch": epoch + 1, "loss": total / n})
+                total += loss.detach() * idx.numel()
+            history.append({"epoch": epoch + 1, "loss": total.item() / n})
 
     with torch.no_grad():
         train_acc = (classifier(v_train).argmax(1) == y_train_d).float().mean().item()

@@ -638,7 +638,9 @@ class ViewAugmenter:
         _check_n_views(n_views)
         self.config, self.device, self.n_views = config, torch.device(device), n_views
         self.channels_last = channels_last
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        # Drawn where the views are made on CUDA and the CPU; elsewhere (MPS) on the CPU, then copied.
+        generator_device = self.device if self.device.type in ("cpu", "cuda") else torch.device("cpu")
+        self.generator = torch.Generator(device=generator_device).manual_seed(seed)
         self.compiled = compile
         self._core = torch.compile(_augment, fullgraph=True, dynamic=False) if compile else _augment
 
@@ -649,12 +651,13 @@ class ViewAugmenter:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_batch(x)
-        if not _same_device(x.device, self.generator.device):
-            raise ValueError(f"x is on {x.device} but this ViewAugmenter draws on {self.generator.device}; "
+        if not _same_device(x.device, self.device):
+            raise ValueError(f"x is on {x.device} but this ViewAugmenter makes views on {self.device}; "
                              f"move x there or build ViewAugmenter(config, {str(x.device)!r})")
         with record_function("crl.views"):  # names the stage in a torch.profiler trace
             x = x.repeat(self.n_views, 1, 1, 1) if self.n_views > 1 else x  # (n_views * B, 3, H, W)
-            u = torch.rand(x.shape[0], N_UNIFORMS, generator=self.generator, device=x.device)  # (n_views * B, K)
+            u = torch.rand(x.shape[0], N_UNIFORMS, generator=self.generator, device=self.generator.device)
+            u = _to_device(u, x.device)  # (n_views * B, N_UNIFORMS); a no-op on CUDA and the CPU
             return self._views(x, u)
 
     def _views(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
