@@ -171,11 +171,13 @@ def load_cifar10_npz(path: str | os.PathLike, split: str = "train") -> ImageData
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is unknown; choose 'train' or 'test'")
     with np.load(path, allow_pickle=False) as z:
-        try:
-            buf, off, y = z[f"{split}_jpeg"], z[f"{split}_offsets"], z[f"y_{split}"]
-            names = tuple(str(c) for c in z["class_names"])
-        except KeyError as err:
-            raise ValueError(f"{path} has no {err} array; expected {split}_jpeg, {split}_offsets, y_{split}") from err
+        wanted = (f"{split}_jpeg", f"{split}_offsets", f"y_{split}", "class_names")
+        missing = [name for name in wanted if name not in z.files]
+        if missing:
+            raise ValueError(f"{path} is missing {', '.join(missing)}; a CIFAR-10 JPEG archive holds "
+                             f"{', '.join(wanted)}")
+        buf, off, y = z[f"{split}_jpeg"], z[f"{split}_offsets"], z[f"y_{split}"]
+        names = tuple(str(c) for c in z["class_names"])
     x = np.stack([np.asarray(Image.open(io.BytesIO(buf[off[i]:off[i + 1]].tobytes())).convert("RGB"))
                   for i in range(len(off) - 1)])  # (N, 32, 32, 3)
     return ImageData(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long(), names)

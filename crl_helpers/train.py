@@ -267,8 +267,12 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
             torch.set_rng_state(state["torch_rng"])
         except (KeyError, RuntimeError, ValueError, TypeError) as err:
             # One line, however long torch's message: the CLI prints it as is.
-            detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
-            raise CheckpointError(f"{out / 'checkpoint.pt'} does not match this config ({detail}); "
+            detail = " ".join(f"{type(err).__name__}: {err}".split())
+            detail = detail if len(detail) <= 200 else detail[:197] + "..."
+            saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+            was = (f" (it was trained with --encoder {saved['encoder']}, this run asks for --encoder {config.encoder})"
+                   if saved.get("encoder") and saved.get("encoder") != config.encoder else "")
+            raise CheckpointError(f"{out / 'checkpoint.pt'} does not match this config{was}: {detail}; "
                                   f"resume with the same --encoder and head, or use a fresh --out") from err
 
     x_train = train_data.x.to(device)  # uint8 (N, 3, H, W), lives on the device

@@ -89,3 +89,14 @@ def test_image_folder_split_and_labels(tmp_path):
     assert (red[:, 0] == 255).all() and (red[:, 2] == 0).all()
     with pytest.raises(DatasetUnavailable, match="class sub-folders"):
         load_image_folder(tmp_path / "cats")
+
+
+def test_a_jpeg_archive_without_the_split_names_what_is_missing(tmp_path):
+    import numpy as np
+
+    from crl_helpers.data import load_cifar10_npz
+
+    path = tmp_path / "partial.npz"
+    np.savez(path, train_jpeg=np.zeros(4, dtype=np.uint8), class_names=np.array(["a", "b"]))
+    with pytest.raises(ValueError, match=r"is missing train_offsets, y_train; a CIFAR-10 JPEG archive holds"):
+        load_cifar10_npz(path, "train")

@@ -192,3 +192,13 @@ def test_non_finite_loss_stops_with_one_line_and_keeps_last_checkpoint(tmp_path,
     assert err[0].startswith("crl: error: the loss became nan in epoch 2")
     assert "Lower --lr or raise --temperature" in err[0]
     assert (out / "checkpoint.pt").read_bytes() == kept
+
+
+def test_resume_with_another_encoder_names_the_one_the_checkpoint_was_trained_with(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(out)]) == 0  # the default convnet
+    status, err = _main(capsys, "train", *TINY_FLAGS, "--epochs", "2", "--encoder", "resnet18", "--out", str(out),
+                        "--resume")
+    errors = [line for line in err if not line.startswith("crl: note:")]  # a ResNet on the CPU gets a note too
+    assert (status, len(errors)) == (2, 1)
+    assert "trained with --encoder convnet, this run asks for --encoder resnet18" in errors[0]

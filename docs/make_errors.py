@@ -1,0 +1,607 @@
+"""Write ``docs/errors.md``: every bad input and the exact message it gets, by calling the code.
+
+Run it after changing a message (``tests/test_errors_doc.py`` fails while the committed file is stale)::
+
+    python docs/make_errors.py            # rewrites docs/errors.md
+    python docs/make_errors.py OUT.md     # writes elsewhere (the test does)
+
+Every row calls the code and prints what it raised or printed; nothing here types a message. The
+``crl`` rows call :func:`crl_helpers.cli.main` in-process, which is what the ``crl`` script runs
+(``sys.exit(main())``), capturing stderr and the returned status. No row needs a real process: the
+faults a CPU cannot produce are simulated the way ``tests/test_faults.py`` and ``tests/test_cli.py``
+simulate them (a loss that raises CUDA's out-of-memory error or returns NaN, a faked 2-process world,
+CUDA and MPS reported absent), and Ctrl-C is a real SIGINT sent to this process after the first epoch.
+The header's claims (status 2, one line, only rank 0 prints) are checked, not assumed.
+
+"Known weak messages" holds only the weaknesses observed in this run: each bullet has a check, and
+a bullet whose check no longer holds (the message was fixed) drops out.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import sys
+import tempfile
+import textwrap
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable, ContextManager
+from unittest import mock
+
+# As in conftest.py: spinning OpenMP threads make small torch ops ~100x slower on busy cores.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from crl_helpers import cli, course, data, device, distributed, evaluate, losses, metrics, models, shapes  # noqa: E402
+from crl_helpers import train as train_module  # noqa: E402
+from crl_helpers import views  # noqa: E402
+from crl_helpers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+
+DOC = REPO / "docs" / "errors.md"
+# Every crl row starts from this small CPU run; a row's own flags come after and win.
+TINY = ("--n-train", "64", "--n-test", "16", "--batch-size", "32", "--epochs", "1", "--device", "cpu",
+        "--no-umap", "--quiet")
+# torchrun's variables: cleared for every row (and set by the rows that need them), so the run's own
+# environment cannot change the file.
+_TORCHRUN_VARS = ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# Terminal colour/bold codes, which torch puts in some messages; a table cannot show them.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class _NotATensor:
+    """A harmless class: a checkpoint that pickles one is refused by ``torch.load(weights_only=True)``."""
+
+
+# ------------------------------------------------------------------------------------------- crl
+@dataclass(frozen=True)
+class CliRow:
+    """One ``crl train`` row: ``TINY`` + ``flags`` (``{tmp}`` is the row's own empty folder)."""
+
+    label: str
+    flags: tuple[str, ...]
+    prepare: Callable[[Path], object] | None = None  # writes the files the row needs into its folder
+    patch: Callable[[Path], ContextManager] | None = None  # a fault the CPU cannot produce, simulated
+    status: int = 2  # what the header promises
+
+
+def _no_cuda(_tmp: Path | None = None) -> ContextManager:
+    return mock.patch.object(torch.cuda, "is_available", lambda: False)
+
+
+def _no_mps() -> ContextManager:
+    return mock.patch.object(torch.backends.mps, "is_available", lambda: False)
+
+
+def _loss_raises_oom(_tmp: Path) -> ContextManager:
+    def out_of_memory(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    return mock.patch.object(train_module, "nt_xent", out_of_memory)  # the training step's loss
+
+
+def _loss_is_nan(_tmp: Path) -> ContextManager:
+    real = train_module.nt_xent
+    return mock.patch.object(train_module, "nt_xent", lambda *a, **k: real(*a, **k) * float("nan"))
+
+
+def _two_processes(_tmp: Path) -> ContextManager:
+    world = distributed.DistributedContext(rank=0, local_rank=0, world_size=2)
+    return mock.patch.object(train_module, "setup_distributed", lambda device: world)
+
+
+@contextlib.contextmanager
+def _ctrl_c_after_first_epoch(_tmp: Path):
+    """A real SIGINT to this process once epoch 1's checkpoint and history are written."""
+    real = train_module.write_history
+
+    def write_then_interrupt(history, path):
+        real(history, path)
+        if len(history) == 1:
+            os.kill(os.getpid(), signal.SIGINT)  # Python's handler raises KeyboardInterrupt here
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with mock.patch.object(train_module, "write_history", write_then_interrupt):
+            yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _good_checkpoint(path: Path) -> None:
+    save_checkpoint({"epoch": 1, "model": {"w": torch.zeros(64, 64)}}, path)
+
+
+def _truncated_checkpoint(tmp: Path) -> None:
+    path = tmp / "trunc" / "checkpoint.pt"
+    _good_checkpoint(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _pickled_checkpoint(tmp: Path) -> None:
+    (tmp / "pickled").mkdir()
+    torch.save({"epoch": 1, "history": [_NotATensor()]}, tmp / "pickled" / "checkpoint.pt")
+
+
+def _resnet_checkpoint(tmp: Path) -> None:
+    # What a run with --encoder resnet18 leaves; the rows resume with the default convnet.
+    config = replace(train_module.CPU, encoder="resnet18")
+    model = train_module.build_model(config)
+    state = {"epoch": 1, "model": model.state_dict(), "config": asdict(config)}
+    save_checkpoint(state, tmp / "other" / "checkpoint.pt")
+
+
+CLI_ROWS = [
+    *(CliRow(f"`{' '.join(flags)}`", flags) for flags in [
+        ("--n-train", "0"), ("--n-train", "1"), ("--n-test", "0"), ("--epochs", "0"), ("--epochs", "two"),
+        ("--batch-size", "1"), ("--temperature", "0"), ("--temperature", "nan"), ("--temperature", "-0.1"),
+        ("--lr", "-1"), ("--lr", "inf"), ("--seed", "-1"), ("--dataset", "imagenet"), ("--encoder", "vit"),
+        ("--preset", "tpu"), ("--optimizer", "lars"), ("--device", "tpu"),
+    ]),
+    CliRow("`--device cuda (no CUDA here)`", ("--device", "cuda"), patch=_no_cuda),
+    CliRow("`--frobnicate (unknown flag)`", ("--frobnicate",)),
+    CliRow("`--batch-size 128 with --n-train 64`", ("--batch-size", "128")),
+    CliRow("`--dataset folder --data-root <empty folder>`",
+           ("--dataset", "folder", "--data-root", "{tmp}/empty-folder"),
+           prepare=lambda tmp: (tmp / "empty-folder").mkdir()),
+    CliRow("`--resume without a checkpoint`", ("--resume", "--out", "{tmp}/run")),
+    CliRow("`--resume --overwrite`", ("--resume", "--overwrite", "--out", "{tmp}/run")),
+    CliRow("`--out under a file (unwritable)`", ("--out", "{tmp}/a-file/run"),
+           prepare=lambda tmp: (tmp / "a-file").write_text("not a folder")),
+    CliRow("`--resume, truncated checkpoint.pt`", ("--resume", "--out", "{tmp}/trunc"), prepare=_truncated_checkpoint),
+    CliRow("`--resume, checkpoint.pt with a pickled payload`", ("--resume", "--out", "{tmp}/pickled"),
+           prepare=_pickled_checkpoint),
+    CliRow("`--resume, checkpoint.pt of another model (--encoder resnet18)`", ("--resume", "--out", "{tmp}/other"),
+           prepare=_resnet_checkpoint),
+    CliRow("`no --resume, --out already holds checkpoint.pt`", ("--out", "{tmp}/exists"),
+           prepare=lambda tmp: _good_checkpoint(tmp / "exists" / "checkpoint.pt")),
+    CliRow("`out of GPU memory in a step (--batch-size 32)`", ("--out", "{tmp}/oom"), patch=_loss_raises_oom),
+    CliRow("`the loss becomes NaN in the first epoch`", ("--out", "{tmp}/nan"), patch=_loss_is_nan),
+    CliRow("`torchrun with 2 processes, --batch-size 33`", ("--batch-size", "33", "--out", "{tmp}/ddp"),
+           patch=_two_processes),
+    CliRow("`Ctrl-C (SIGINT) after the first epoch`", ("--epochs", "3", "--out", "{tmp}/ctrl-c"),
+           patch=_ctrl_c_after_first_epoch, status=130),
+]
+
+
+def _run_crl(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        status = cli.main(argv)
+    return status, err.getvalue()
+
+
+def cli_rows(tmp: Path) -> list[tuple[str, str, str]]:
+    """``(bad input, status, stderr)`` per row; checks the header's promises on the way."""
+    out = []
+    for i, row in enumerate(CLI_ROWS):
+        folder = tmp / f"crl-{i:02d}"
+        folder.mkdir()
+        if row.prepare:
+            row.prepare(folder)
+        flags = [f.replace("{tmp}", str(folder)) for f in row.flags]
+        if "--out" not in flags:
+            flags += ["--out", str(folder / "run")]
+        with row.patch(folder) if row.patch else contextlib.nullcontext():
+            status, stderr = _run_crl(["train", *TINY, *flags])
+        lines = stderr.splitlines()
+        if status != row.status or len(lines) != 1:
+            raise SystemExit(f"docs/make_errors.py: `crl train {' '.join(flags)}` ({row.label}) gave status {status} "
+                             f"and {len(lines)} stderr lines, but docs/errors.md promises status {row.status} "
+                             f"and one line:\n{stderr}")
+        out.append((row.label, str(status), _scrub(lines[0], folder)))
+    # "Under torchrun only rank 0 prints it": a rank-1 process fails with the same status, silently.
+    with mock.patch.dict(os.environ, {"RANK": "1"}):
+        status, stderr = _run_crl(["train", *TINY, "--epochs", "0"])
+    if (status, stderr) != (2, ""):
+        raise SystemExit(f"docs/make_errors.py: with RANK=1, crl printed {stderr!r} (status {status}); "
+                         "docs/errors.md promises that only rank 0 prints")
+    return out
+
+
+# -------------------------------------------------------------------------------------- Python API
+def _z(*shape: int, dtype=torch.float32) -> torch.Tensor:
+    return torch.ones(shape, dtype=dtype)
+
+
+def _with(value: float, *shape: int) -> torch.Tensor:
+    z = torch.ones(shape)
+    z[0, 0] = value
+    return z
+
+
+def _loss_rows(name: str, loss: Callable) -> list[tuple[str, str, Callable]]:
+    z = _z(4, 8)
+    inputs = [
+        ("z1 a list", lambda: loss(z.tolist(), z, 0.5)),
+        ("z1 int64", lambda: loss(_z(4, 8, dtype=torch.int64), z, 0.5)),
+        ("z1 3-D", lambda: loss(_z(1, 4, 8), _z(1, 4, 8), 0.5)),
+        ("shapes differ", lambda: loss(z, _z(3, 8), 0.5)),
+        ("N = 1", lambda: loss(_z(1, 8), _z(1, 8), 0.5)),
+        ("d = 0", lambda: loss(_z(4, 0), _z(4, 0), 0.5)),
+        ("NaN in z1", lambda: loss(_with(float("nan"), 4, 8), z, 0.5)),
+    ]
+    temperatures = [0, -1, float("nan"), float("inf"), 1e-12, "0.1", True]
+    inputs += [(f"temperature={t!r}", lambda t=t: loss(z, z, t)) for t in temperatures]
+    return [(name, label, call) for label, call in inputs]
+
+
+def _info_nce_rows() -> list[tuple[str, str, Callable]]:
+    q = _z(4, 8)
+    inputs = [
+        ("query (0, d) with negative_keys", lambda: losses.info_nce(_z(0, 8), _z(0, 8), _z(5, 8))),
+        ("N = 1 and negative_keys=None", lambda: losses.info_nce(_z(1, 8), _z(1, 8))),
+        ("negative_keys 1-D", lambda: losses.info_nce(q, q, _z(8))),
+        ("negative_keys d differs", lambda: losses.info_nce(q, q, _z(5, 7))),
+        ("negative_keys (N', M, d), N' != N", lambda: losses.info_nce(q, q, _z(3, 5, 8))),
+        ("negative_keys with M = 0", lambda: losses.info_nce(q, q, _z(0, 8))),
+        ("negative_keys bool", lambda: losses.info_nce(q, q, _z(5, 8, dtype=torch.bool))),
+        ("inf in positive_key", lambda: losses.info_nce(q, _with(float("inf"), 4, 8))),
+        ("temperature=0", lambda: losses.info_nce(q, q, temperature=0)),
+    ]
+    return [("info_nce", label, call) for label, call in inputs]
+
+
+def _torchrun_env(**values: str) -> ContextManager:
+    return mock.patch.dict(os.environ, values)
+
+
+def _distributed_rows() -> list[tuple[str, str, Callable]]:
+    z, loss = _z(4, 8), distributed.nt_xent_distributed
+
+    def setup(device: str = "cpu", **env: str) -> Callable:
+        def call():
+            with _torchrun_env(**env), _no_mps():
+                return distributed.setup_distributed(device)
+        return call
+
+    return [
+        ("nt_xent_distributed", "z1 int64", lambda: loss(_z(4, 8, dtype=torch.int64), z)),
+        ("nt_xent_distributed", "shapes differ", lambda: loss(z, _z(3, 8))),
+        ("nt_xent_distributed", "temperature=0", lambda: loss(z, z, 0)),
+        ("nt_xent_distributed", "N = 1 in one process", lambda: loss(_z(1, 8), _z(1, 8))),
+        ("gather_with_grad", "a list", lambda: distributed.gather_with_grad([1.0])),
+        ("all_reduce_mean", "a string", lambda: distributed.all_reduce_mean("1.0")),
+        ("setup_distributed", "WORLD_SIZE=2 without RANK", setup(WORLD_SIZE="2")),
+        ("setup_distributed", "RANK='x'", setup(WORLD_SIZE="2", RANK="x", LOCAL_RANK="0")),
+        ("setup_distributed", "RANK=2 with WORLD_SIZE=2", setup(WORLD_SIZE="2", RANK="2", LOCAL_RANK="0")),
+        ("setup_distributed", "device='mps' under torchrun", setup("mps", WORLD_SIZE="2", RANK="0", LOCAL_RANK="0")),
+    ]
+
+
+def _view_rows() -> list[tuple[str, str, Callable]]:
+    configs = [("flip_p", 1.5), ("jitter_p", -0.1), ("crop_scale", (0.0, 1.0)), ("crop_scale", (0.9, 0.5)),
+               ("crop_ratio", (2.0, 1.0)), ("jitter_strength", 3.0), ("blur_sigma", (0.0, 1.0)),
+               ("std", (0.0, 1.0, 1.0)), ("mean", (0.5, 0.5)), ("crop_scale", "big"), ("image_size", 0),
+               ("image_size", 32.0)]
+    rows = [("ViewConfig", f"{k}={v!r}", lambda k=k, v=v: views.ViewConfig(**{k: v})) for k, v in configs]
+    rows.append(("ViewConfig", "blur_p=1.0, image_size=1", lambda: views.ViewConfig(blur_p=1.0, image_size=1)))
+    u8 = _z(2, 3, 8, 8, dtype=torch.uint8)
+    empty = torch.zeros(0, 3, 32, 32, dtype=torch.uint8)
+    with_nan = torch.full((2, 3, 8, 8), 0.5)
+    with_nan[0, 0, 0, 0] = float("nan")
+    in_0_255 = (torch.arange(2 * 3 * 8 * 8) % 256).float().view(2, 3, 8, 8)  # values 0 ... 255
+    batch_inputs = [
+        ("x a numpy array", np.zeros((2, 3, 8, 8), np.uint8)),
+        ("x (3, H, W)", _z(3, 8, 8, dtype=torch.uint8)),
+        ("x with 1 channel", _z(2, 1, 8, 8, dtype=torch.uint8)),
+        ("x int32", _z(2, 3, 8, 8, dtype=torch.int32)),
+        ("x float with NaN", with_nan),
+        ("x float in 0..255", in_0_255),
+        ("x with B = 0, uint8 (0, 3, 32, 32)", empty),
+    ]
+    rows += [("augment_batch", label, lambda x=x: views.augment_batch(x)) for label, x in batch_inputs]
+    augment = views.ViewAugmenter(views.SIMCLR, "cpu")
+    rows += [
+        ("augment_batch", "config a dict", lambda: views.augment_batch(u8, {"flip_p": 0.5})),
+        ("ViewAugmenter", "x with B = 0, uint8 (0, 3, 32, 32)", lambda: augment(empty)),
+        ("ViewAugmenter", "built for 'cpu', uint8 x on the meta device",
+         lambda: augment(torch.zeros(2, 3, 32, 32, dtype=torch.uint8, device="meta"))),
+        ("ViewAugmenter", "built for 'cpu', float x on the meta device",
+         lambda: augment(torch.zeros(2, 3, 32, 32, device="meta"))),
+        ("make_views", "n_views=0", lambda: views.make_views(u8, n_views=0)),
+        ("make_views", "n_views=2.0", lambda: views.make_views(u8, n_views=2.0)),
+        ("sample_view_params", "batch_size=0", lambda: views.sample_view_params(0)),
+        ("apply_view_params", "params of another batch size",
+         lambda: views.apply_view_params(u8, views.ViewParams.identity(3, 8, 8))),
+        ("MultiViewTransform", "n_views=-1", lambda: views.MultiViewTransform(n_views=-1)),
+    ]
+    return rows
+
+
+def _data_rows(tmp: Path) -> list[tuple[str, str, Callable]]:
+    def npz(name: str, **arrays) -> Path:
+        np.savez(tmp / name, **arrays)
+        return tmp / name
+
+    def object_array() -> np.ndarray:
+        names = np.empty(1, dtype=object)
+        names[0] = "airplane"
+        return names
+
+    (tmp / "images").mkdir()
+    cifar = dict(train_jpeg=np.zeros(4, np.uint8), train_offsets=np.array([0, 4]), y_train=np.array([0]))
+    return [
+        ("load_dataset", "name='imagenet'", lambda: data.load_dataset("imagenet")),
+        ("load_dataset", "split='val'", lambda: data.load_dataset("shapes", "val")),
+        ("load_dataset", "n=0", lambda: data.load_dataset("shapes", n=0)),
+        ("load_dataset", "cifar10 offline, no files",
+         lambda: data.load_dataset("cifar10", root=tmp / "nothing", download=False)),
+        ("load_image_folder", "an empty folder", lambda: data.load_image_folder(tmp / "images")),
+        ("load_cifar10_npz", "no such file", lambda: data.load_cifar10_npz(tmp / "missing.npz")),
+        ("load_cifar10_npz", "file without the split's arrays", lambda: data.load_cifar10_npz(npz("empty.npz"))),
+        ("load_cifar10_npz", "object (pickled) array inside",
+         lambda: data.load_cifar10_npz(npz("object.npz", class_names=object_array(), **cifar))),
+        ("ImageData", "x float", lambda: data.ImageData(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), ())),
+        ("ImageData", "y of the wrong length",
+         lambda: data.ImageData(_z(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ())),
+        ("make_shapes", "n=0", lambda: shapes.make_shapes(0)),
+        ("make_shapes", "image_size=4", lambda: shapes.make_shapes(4, image_size=4)),
+    ]
+
+
+def _model_rows() -> list[tuple[str, str, Callable]]:
+    return [
+        ("build_encoder", "name='vit'", lambda: models.build_encoder("vit")),
+        ("SmallConvNet", "width=0", lambda: models.SmallConvNet(width=0)),
+        ("ProjectionHead", "in_dim=0", lambda: models.ProjectionHead(0)),
+        ("ProjectionHead", "depth=-1", lambda: models.ProjectionHead(8, depth=-1)),
+        ("ProjectionHead", "out_dim=2.5", lambda: models.ProjectionHead(8, out_dim=2.5)),
+    ]
+
+
+def _metric_rows() -> list[tuple[str, str, Callable]]:
+    rows = []
+    for name in ("contrastive_accuracy", "alignment", "cosine_stats"):
+        f = getattr(metrics, name)
+        rows += [(name, "shapes differ", lambda f=f: f(_z(4, 8), _z(3, 8))),
+                 (name, "N = 1", lambda f=f: f(_z(1, 8), _z(1, 8)))]
+    for name in ("uniformity", "embedding_std"):
+        f = getattr(metrics, name)
+        rows += [(name, "1-D z", lambda f=f: f(_z(8))), (name, "a list", lambda f=f: f([[1.0, 0.0]]))]
+    return rows
+
+
+def _evaluate_rows() -> list[tuple[str, str, Callable]]:
+    v, y = torch.eye(4, 8), torch.tensor([0, 1, 0, 1])
+    x, encoder = _z(4, 3, 32, 32, dtype=torch.uint8), models.SmallConvNet(width=4)
+    probe, tune = evaluate.linear_probe_on_features, evaluate.fine_tune
+    rows = [
+        ("knn_predict", "k=0", lambda: evaluate.knn_predict(v, y, v, k=0)),
+        ("knn_predict", "labels of the wrong length", lambda: evaluate.knn_predict(v, y[:3], v)),
+        ("knn_predict", "weighting='cosine'", lambda: evaluate.knn_predict(v, y, v, weighting="cosine")),
+        ("knn_predict", "d differs", lambda: evaluate.knn_predict(v, y, v[:, :5])),
+        ("knn_predict", "temperature=0", lambda: evaluate.knn_predict(v, y, v, temperature=0)),
+        ("knn_accuracy", "test_y of the wrong length", lambda: evaluate.knn_accuracy(v, y, v, y[:3])),
+        ("extract_embeddings", "which='w'", lambda: evaluate.extract_embeddings(encoder, x, which="w")),
+        ("extract_embeddings", "batch_size=0", lambda: evaluate.extract_embeddings(encoder, x, batch_size=0)),
+        ("linear_probe", "epochs=0", lambda: evaluate.linear_probe(encoder, x, y, x, y, epochs=0)),
+    ]
+    features = [
+        ("v_train a list", lambda: probe(v.tolist(), y, v, y)),
+        ("v_train 1-D", lambda: probe(v[0], y, v, y)),
+        ("v_train int64", lambda: probe(v.long(), y, v, y)),
+        ("y_train float", lambda: probe(v, y.float(), v, y)),
+        ("y_train of the wrong length", lambda: probe(v, y[:3], v, y)),
+        ("a negative label", lambda: probe(v, y - 1, v, y)),
+        ("v_test of another d", lambda: probe(v, y, v[:, :5], y)),
+        ("epochs=0", lambda: probe(v, y, v, y, epochs=0)),
+        ("lr=0", lambda: probe(v, y, v, y, lr=0)),
+        ("batch_size=0", lambda: probe(v, y, v, y, batch_size=0)),
+        ("weight_decay=-1.0", lambda: probe(v, y, v, y, weight_decay=-1.0)),
+        ("seed=-1", lambda: probe(v, y, v, y, seed=-1)),
+    ]
+    rows += [("linear_probe_on_features", label, call) for label, call in features]
+    tuning = [
+        ("encoder a string", lambda: tune("convnet", x, y, x, y)),
+        ("x_train (0, C, H, W)", lambda: tune(encoder, x[:0], y[:0], x, y)),
+        ("x_test of another size", lambda: tune(encoder, x, y, x[..., :16, :16], y)),
+        ("augment=3", lambda: tune(encoder, x, y, x, y, augment=3)),
+        ("eval_every=-1", lambda: tune(encoder, x, y, x, y, eval_every=-1)),
+        ("eval_every=0.5", lambda: tune(encoder, x, y, x, y, eval_every=0.5)),
+    ]
+    return rows + [("fine_tune", label, call) for label, call in tuning]
+
+
+def _checkpoint_rows(tmp: Path) -> list[tuple[str, str, Callable]]:
+    (tmp / "garbage.pt").write_bytes(b"not a checkpoint at all" * 10)
+    torch.save({"epoch": 1, "history": [_NotATensor()]}, tmp / "pickled.pt")
+    torch.save([torch.zeros(2)], tmp / "list.pt")
+    return [("load_checkpoint", label, lambda name=name: load_checkpoint(tmp / name)) for label, name in [
+        ("no such file", "missing.pt"), ("garbage bytes", "garbage.pt"), ("a pickled object inside", "pickled.pt"),
+        ("not a dict", "list.pt")]]
+
+
+def _config_rows() -> list[tuple[str, str, Callable]]:
+    rows = [
+        ("pick_device", "name='tpu'", lambda: device.pick_device("tpu")),
+        ("pick_device", "name='cuda' without CUDA", lambda: _call_without_cuda(device.pick_device, "cuda")),
+        ("pick_tier", "override='huge'", lambda: course.pick_tier("huge")),
+        ("main_config", "tier='huge'", lambda: course.main_config("huge")),
+    ]
+    bad = [("dataset", "imagenet"), ("encoder", "vit"), ("epochs", 0), ("batch_size", 1), ("temperature", 0),
+           ("lr", -1.0), ("weight_decay", -1.0), ("optimizer", "lars"), ("warmup_epochs", -1), ("knn_k", 0),
+           ("n_train", 1), ("n_test", 0), ("seed", -1)]
+    return rows + [("TrainConfig", f"{k}={v!r}", lambda k=k, v=v: train_module.TrainConfig(**{k: v})) for k, v in bad]
+
+
+def _call_without_cuda(f: Callable, *args):
+    with _no_cuda():
+        return f(*args)
+
+
+def api_rows(tmp: Path) -> list[tuple[str, str, str, str]]:
+    """``(function, bad input, exception type, message)`` per row, in the order of the package's chapters."""
+    cases = [*_loss_rows("nt_xent", losses.nt_xent), *_loss_rows("nt_xent_logits", losses.nt_xent_logits),
+             *_info_nce_rows(), *_distributed_rows(), *_view_rows(), *_data_rows(tmp), *_model_rows(),
+             *_metric_rows(), *_evaluate_rows(), *_checkpoint_rows(tmp), *_config_rows()]
+    out = []
+    for function, label, call in cases:
+        try:
+            call()
+        except Exception as err:  # noqa: BLE001 - whatever it raises is what the row shows
+            out.append((function, label, type(err).__name__, _scrub(str(err), tmp)))
+            continue
+        raise SystemExit(f"docs/make_errors.py: {function} with {label} no longer raises; "
+                         "change or drop its row in docs/make_errors.py")
+    return out
+
+
+# --------------------------------------------------------------------------------- weak messages
+def _meta_augmenter_error() -> str:
+    """What following the meta-device message's advice, ``ViewAugmenter(config, 'meta')``, gives."""
+    try:
+        views.ViewAugmenter(views.SIMCLR, "meta")(torch.zeros(2, 3, 32, 32, dtype=torch.uint8, device="meta"))
+    except Exception as err:  # noqa: BLE001
+        return f"`{type(err).__name__}` (\"{str(err).splitlines()[0]}\")"
+    return ""
+
+
+def _torch_refusal() -> str:
+    """torch's whole message when ``weights_only=True`` refuses a pickled object."""
+    buffer = io.BytesIO()
+    torch.save({"history": [_NotATensor()]}, buffer)
+    buffer.seek(0)
+    try:
+        torch.load(buffer, weights_only=True)
+    except Exception as err:  # noqa: BLE001
+        return str(err)
+    return ""
+
+
+def weak_messages(crl: dict[str, str], api: dict[tuple[str, str], tuple[str, str]]) -> list[str]:
+    """The bullets whose weakness this run observed; each is (check, text) so a fix drops its bullet."""
+    pickled = api[("load_checkpoint", "a pickled object inside")][1]
+    pickled_crl = crl["`--resume, checkpoint.pt with a pickled payload`"]
+    still_loadable = "This file can still be loaded"
+    npz_keys = api[("load_cifar10_npz", "file without the split's arrays")][1]
+    npz_object = api[("load_cifar10_npz", "object (pickled) array inside")][1]
+    meta_u8 = api[("ViewAugmenter", "built for 'cpu', uint8 x on the meta device")][1]
+    meta_float = api[("ViewAugmenter", "built for 'cpu', float x on the meta device")]
+    other = crl["`--resume, checkpoint.pt of another model (--encoder resnet18)`"]
+    detail = re.search(r"\((RuntimeError: .*)\); resume with", other)
+    followed = _meta_augmenter_error() if "ViewAugmenter(config, 'meta')" in meta_u8 else ""
+    candidates = [
+        (still_loadable in pickled and still_loadable in pickled_crl and "Unsupported global" not in pickled
+         and "Unsupported global" in _torch_refusal(),
+         f"`load_checkpoint` and `crl train --resume` on a real pickled payload quote torch's first line "
+         f"(\"{still_loadable} ...\"), which invites `weights_only=False`; the useful part is torch's "
+         "\"Unsupported global\" line, which is cut off."),
+        ("is not a file in the archive" in npz_keys,
+         f"`load_cifar10_npz` on a file without the split's arrays pastes numpy's KeyError text where the array's "
+         f"name belongs: \"{npz_keys.split(';')[0]}\"."),
+        ("<tmp>" not in npz_object,
+         f"`load_cifar10_npz` on an object array passes numpy's message through (\"{npz_object}\"), "
+         "without the file's name or a fix."),
+        (bool(detail) and len(detail.group(1)) >= 200 and "resnet18" not in other,
+         "`crl train --resume` with a checkpoint of another model cuts torch's message at 200 characters, "
+         "mid-name, and does not say which `--encoder` the checkpoint was trained with (it stores its config)."),
+        (bool(followed),
+         f"`ViewAugmenter` given images on the meta device tells you to build `ViewAugmenter(config, 'meta')`; "
+         f"doing so fails with {followed}."),
+        (meta_float[0] not in ("ValueError", "TypeError"),
+         f"`ViewAugmenter` given float images on the meta device raises torch's `{meta_float[0]}` "
+         f"(\"{meta_float[1]}\") from the NaN check, before the device check that would name the problem."),
+        (bool(_ANSI.search(pickled)),
+         "`load_checkpoint`'s message on a pickled payload carries torch's terminal bold codes (`\\x1b[1m`), "
+         "garbage in a log file or a notebook; `crl` strips them, the Python API does not (the table above shows "
+         "the message without them)."),
+    ]
+    return [text for observed, text in candidates if observed]
+
+
+# --------------------------------------------------------------------------------------- the page
+def _scrub(text: str, tmp: Path) -> str:
+    """``text`` with the temporary folder ``tmp`` written as ``<tmp>``."""
+    for path in sorted({str(tmp), str(tmp.resolve())}, key=len, reverse=True):
+        text = text.replace(path, "<tmp>")
+    return text
+
+
+def _cell(text: str) -> str:
+    """A message as one table cell: terminal codes dropped, on one line, pipes escaped."""
+    return " ".join(_ANSI.sub("", text).split()).replace("|", "\\|")
+
+
+def _wrap(text: str, width: int = 108) -> list[str]:
+    return textwrap.wrap(text, width, initial_indent="- ", subsequent_indent="  ", break_on_hyphens=False)
+
+
+def render(tmp: Path) -> str:
+    """The whole of docs/errors.md, from calling the code with temporary files under ``tmp``."""
+    with mock.patch.dict(os.environ), _seeded():
+        for name in _TORCHRUN_VARS:
+            os.environ.pop(name, None)
+        crl = cli_rows(tmp / "crl")
+        api = api_rows(tmp / "api")
+    lines = [
+        "# Errors: every bad input and the exact message it gets",
+        "",
+        "Generated by calling the code, not written by hand: each row is what the code raised or printed",
+        "when this file was made. Paths under a temporary folder appear as `<tmp>`. To refresh it, run",
+        "`python docs/make_errors.py`; `tests/test_errors_doc.py` fails while it is stale.",
+        "",
+        "## The `crl` command",
+        "",
+        "Every failure below exits with status 2 (130 for Ctrl-C) and prints exactly one line on stderr, no",
+        "traceback. Under `torchrun` only rank 0 prints it.",
+        "",
+        "The rows call `crl train` in-process (`crl_helpers.cli.main`) with small CPU flags; a GPU that runs out",
+        "of memory, a loss that becomes NaN, a 2-process `torchrun` world and a machine without CUDA are",
+        "simulated as the tests do, and Ctrl-C is a real SIGINT.",
+        "",
+        "| bad input | status | stderr |",
+        "|---|---|---|",
+        *(f"| {label} | {status} | {_cell(stderr)} |" for label, status, stderr in crl),
+        "",
+        "## Python API",
+        "",
+        "| function | bad input | raises | message |",
+        "|---|---|---|---|",
+        *(f"| `{function}` | {label} | `{kind}` | {_cell(message)} |" for function, label, kind, message in api),
+        "",
+        "## Known weak messages",
+        "",
+    ]
+    weak = weak_messages({label: stderr for label, _, stderr in crl},
+                         {(function, label): (kind, message) for function, label, kind, message in api})
+    lines += [line for bullet in weak for line in _wrap(bullet)] or ["None observed."]
+    return "\n".join(lines) + "\n"
+
+
+@contextlib.contextmanager
+def _seeded():
+    """Fixed seeds for the rows, the caller's RNG state restored afterwards."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        np_state = np.random.get_state()
+        np.random.seed(0)
+        try:
+            yield
+        finally:
+            np.random.set_state(np_state)
+
+
+def main(path: str | os.PathLike = DOC) -> Path:
+    """Write the page to ``path`` (default ``docs/errors.md``); returns the path."""
+    path = Path(path)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="crl-errors-") as tmp:
+        base = Path(tmp)
+        (base / "crl").mkdir()
+        (base / "api").mkdir()
+        text = render(base)
+    path.write_text(text)
+    print(f"wrote {path} in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return path
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2])
