@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -49,6 +50,19 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
         raise
 
 
+def _culprit(err: Exception) -> str:
+    """The line of torch's refusal that names the offending object ("... unsupported GLOBAL ..."), plain text.
+
+    Torch's message opens with advice on how to load the file anyway and carries terminal bold codes;
+    the useful part is the line naming what the unpickler met.
+    """
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    # "Unsupported global: GLOBAL a.b", "Trying to load unsupported GLOBAL a.b whose module a is blocked", ...
+    named = [line for line in lines if "unsupported" in line.lower() and "weights only load failed" not in line.lower()]
+    return (named or lines or [type(err).__name__])[0]
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`, never executing code.
 
@@ -68,9 +82,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
-            f"{path} was refused by torch.load(weights_only=True): it carries pickled objects, "
-            f"not only tensors ({str(err).splitlines()[0]}). Do not load files you do not trust; "
-            f"delete it or point --out at a fresh folder") from err
+            f"{path} was refused by torch.load(weights_only=True): besides tensors it carries pickled objects "
+            f"({_culprit(err)}), and loading those would run code from the file. Do not load files you do not "
+            f"trust (and do not turn weights_only off for them); delete it or point --out at a fresh folder") from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "

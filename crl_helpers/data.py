@@ -176,8 +176,15 @@ def load_cifar10_npz(path: str | os.PathLike, split: str = "train") -> ImageData
         if missing:
             raise ValueError(f"{path} is missing {', '.join(missing)}; a CIFAR-10 JPEG archive holds "
                              f"{', '.join(wanted)}")
-        buf, off, y = z[f"{split}_jpeg"], z[f"{split}_offsets"], z[f"y_{split}"]
-        names = tuple(str(c) for c in z["class_names"])
+        try:
+            buf, off, y = z[f"{split}_jpeg"], z[f"{split}_offsets"], z[f"y_{split}"]
+            names = tuple(str(c) for c in z["class_names"])
+        except ValueError as err:  # numpy refuses object arrays under allow_pickle=False
+            if "object arrays" not in str(err).lower():
+                raise
+            raise ValueError(f"{path} holds an array of Python objects, refused because loading it could run "
+                             f"code (allow_pickle=False); a CIFAR-10 JPEG archive holds only numbers and "
+                             f"strings: {', '.join(wanted)}") from err
     x = np.stack([np.asarray(Image.open(io.BytesIO(buf[off[i]:off[i + 1]].tobytes())).convert("RGB"))
                   for i in range(len(off) - 1)])  # (N, 32, 32, 3)
     return ImageData(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long(), names)

@@ -650,10 +650,10 @@ class ViewAugmenter:
         return self
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = _check_batch(x)
-        if not _same_device(x.device, self.device):
+        if isinstance(x, torch.Tensor) and not _same_device(x.device, self.device):  # before any check reads x
             raise ValueError(f"x is on {x.device} but this ViewAugmenter makes views on {self.device}; "
-                             f"move x there or build ViewAugmenter(config, {str(x.device)!r})")
+                             f"move x there, e.g. x.to({str(self.device)!r})")
+        x = _check_batch(x)
         with record_function("crl.views"):  # names the stage in a torch.profiler trace
             x = x.repeat(self.n_views, 1, 1, 1) if self.n_views > 1 else x  # (n_views * B, 3, H, W)
             u = torch.rand(x.shape[0], N_UNIFORMS, generator=self.generator, device=self.generator.device)

@@ -100,3 +100,17 @@ def test_a_jpeg_archive_without_the_split_names_what_is_missing(tmp_path):
     np.savez(path, train_jpeg=np.zeros(4, dtype=np.uint8), class_names=np.array(["a", "b"]))
     with pytest.raises(ValueError, match=r"is missing train_offsets, y_train; a CIFAR-10 JPEG archive holds"):
         load_cifar10_npz(path, "train")
+
+
+def test_a_jpeg_archive_with_an_object_array_is_refused_with_the_reason(tmp_path):
+    import numpy as np
+
+    from crl_helpers.data import load_cifar10_npz
+
+    path = tmp_path / "object.npz"
+    objects = np.empty(2, dtype=object)
+    objects[:] = [b"\xff\xd8", b"\xff\xd8"]
+    np.savez(path, train_jpeg=objects, train_offsets=np.array([0, 1, 2]), y_train=np.array([0, 1]),
+             class_names=np.array(["a", "b"]))  # np.savez pickles the object array
+    with pytest.raises(ValueError, match=r"object\.npz holds an array of Python objects, refused"):
+        load_cifar10_npz(path, "train")
