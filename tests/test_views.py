@@ -602,3 +602,16 @@ def test_views_trace_as_one_graph_on_any_device():
         x = torch.zeros(8, 3, 32, 32, dtype=torch.uint8, device=device)
         out = traced(x, torch.rand(8, N_UNIFORMS).to(device), config, True)
         assert out.shape == (8, 3, 32, 32) and out.device.type == device
+
+
+def test_view_augmenter_does_not_hide_out_of_memory_behind_the_eager_fallback():
+    from crl_helpers.views import ViewAugmenter
+
+    def out_of_memory(*args):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    augment = ViewAugmenter(SIMCLR, "cpu", compile=True)
+    augment._core = out_of_memory
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        augment(_images(2))
+    assert augment.compiled is True  # still compiled: the next, smaller batch may fit
