@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -46,7 +45,7 @@ from crl_helpers.device import pick_device  # noqa: E402
 from crl_helpers.evaluate import extract_embeddings, knn_accuracy  # noqa: E402
 from crl_helpers.models import ENCODERS  # noqa: E402
 from crl_helpers.train import PRESETS, TrainConfig, load_data, train  # noqa: E402
-from throughput import measure_package_pipeline  # noqa: E402
+from throughput import measure_package_pipeline, write_json  # noqa: E402
 
 TARGET_ACCURACY = 0.85
 TARGET_MINUTES = 5.0
@@ -245,11 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cifar10_knn: error: {err}", file=sys.stderr)
         return 2
     if args.json:
-        results.update(date=time.strftime("%Y-%m-%d"), quick=args.quick,
-                       command=" ".join(["python benchmarks/cifar10_knn.py",
-                                         *(argv if argv is not None else sys.argv[1:])]))
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.json, results, "cifar10_knn.py", argv, args.quick)
     return 0
 
 

@@ -381,8 +381,7 @@ def run_benchmark(config: TrainConfig, run: dict, out=print) -> dict:
         f"{results['first_step_seconds']:.1f} s | views compiled: {augment.compiled}")
     if device.type == "cuda":
         # A batch stream of its own: an error raised inside a generator ends it.
-        audit = package_batches(x_device, make_augmenter(config, data, device, seed=config.seed + 1),
-                                config.batch_size, torch.Generator().manual_seed(config.seed + 1))
+        audit = package_batches(x_device, augment, config.batch_size, torch.Generator().manual_seed(config.seed + 1))
         try:
             results["first_host_sync"] = first_host_sync(step, audit)
         except Exception as err:  # a diagnostic: it must never cost the run its figures
@@ -475,15 +474,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         device = pick_device(config.device)
         results.update(
-            command=" ".join(["python benchmarks/throughput.py", *(argv if argv is not None else sys.argv[1:])]),
             card=torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-            cpu_cores=os.cpu_count(), torch=torch.__version__, quick=args.quick, workers=run["workers"],
+            cpu_cores=os.cpu_count(), torch=torch.__version__, workers=run["workers"],
             batch_size=config.batch_size, encoder=config.encoder, compile=config.compile,
-            date=time.strftime("%Y-%m-%d"),
         )
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        write_json(args.json, results, "throughput.py", argv, args.quick)
     return 0
+
+
+def write_json(path: str, results: dict, script: str, argv: list[str] | None, quick: bool) -> None:
+    """Write a benchmark's ``results`` to ``path`` with the date, ``quick`` and the command that made them."""
+    results.update(date=time.strftime("%Y-%m-%d"), quick=quick,
+                   command=" ".join([f"python benchmarks/{script}", *(argv if argv is not None else sys.argv[1:])]))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

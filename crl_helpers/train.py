@@ -34,7 +34,7 @@ from crl_helpers.device import autocast_dtype
 from crl_helpers.distributed import (DistributedContext, all_reduce_mean, cleanup_distributed, nt_xent_distributed,
                                      setup_distributed)
 from crl_helpers.losses import nt_xent
-from crl_helpers.metrics import alignment, contrastive_accuracy, embedding_std, uniformity
+from crl_helpers.metrics import alignment, embedding_std, uniformity
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
 from crl_helpers.views import ViewAugmenter, ViewConfig
 

@@ -353,11 +353,11 @@ class ViewParams:
 # drawing is a single kernel on any device and the rest is a pure function of it (compilable, no host sync).
 _U_SCALE = slice(0, _CROP_ATTEMPTS)  # crop area fraction, one per candidate
 _U_RATIO = slice(_CROP_ATTEMPTS, 2 * _CROP_ATTEMPTS)  # crop log aspect ratio, one per candidate
-_U_TOP, _U_LEFT, _U_FLIP, _U_JITTER = 20, 21, 22, 23
-_U_BRIGHTNESS, _U_CONTRAST, _U_SATURATION, _U_HUE = 24, 25, 26, 27
-_U_ORDER = slice(28, 32)  # jitter op order: argsort of 4 uniforms
-_U_GRAYSCALE, _U_BLUR, _U_SIGMA = 32, 33, 34
-N_UNIFORMS = 35
+_U_TOP, _U_LEFT, _U_FLIP, _U_JITTER, _U_BRIGHTNESS, _U_CONTRAST, _U_SATURATION, _U_HUE = range(
+    _U_RATIO.stop, _U_RATIO.stop + 8)
+_U_ORDER = slice(_U_HUE + 1, _U_HUE + 5)  # jitter op order: argsort of 4 uniforms
+_U_GRAYSCALE, _U_BLUR, _U_SIGMA = range(_U_ORDER.stop, _U_ORDER.stop + 3)
+N_UNIFORMS = _U_SIGMA + 1  # 35
 
 
 def sample_view_params(

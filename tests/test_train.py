@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from crl_helpers.train import CPU, PRESETS, TrainConfig, config_from_dict, cosine_schedule, train
+from crl_helpers.train import CPU, PRESETS, config_from_dict, cosine_schedule, train
 
 
 def test_cosine_schedule_against_closed_form():
