@@ -52,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from crl_helpers.data import DATASETS, DatasetUnavailable, ImageData, load_dataset  # noqa: E402
 from crl_helpers.device import autocast_dtype, pick_device  # noqa: E402
 from crl_helpers.models import ENCODERS  # noqa: E402
-from crl_helpers.train import PRESETS, SimCLRStep, TrainConfig, build_model, build_optimizer  # noqa: E402
+from crl_helpers.objectives import SimCLR  # noqa: E402
+from crl_helpers.train import PRESETS, TrainConfig, TrainStep, build_model, build_optimizer  # noqa: E402
 from crl_helpers.views import MultiViewTransform, ViewAugmenter, ViewConfig  # noqa: E402
 
 # The issue's anchors: one H200, 16 CPU cores, ResNet-18 (CIFAR stem), head 512-1024-128, batch 512, bf16.
@@ -74,7 +75,7 @@ def source_images_per_second(steps: int, batch_size: int, seconds: float) -> flo
 
 
 # ------------------------------------------------------------------ the step
-def make_step(config: TrainConfig) -> SimCLRStep:
+def make_step(config: TrainConfig) -> TrainStep:
     """``crl_helpers.train``'s step object, built as ``train(config)`` builds it (same seed, model, optimizer).
 
     Raises:
@@ -83,14 +84,14 @@ def make_step(config: TrainConfig) -> SimCLRStep:
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     model = build_model(config).to(device)
-    step = SimCLRStep(model, build_optimizer(model, config, device), config, device)
+    step = TrainStep(model, SimCLR(config.temperature), build_optimizer(model, config, device), config, device)
     for group in step.optimizer.param_groups:
         # A warm-up-sized rate: speed does not depend on it, and a random-init model stays finite.
         group["lr"] = config.lr * 0.1
     return step
 
 
-def last_loss(step: SimCLRStep, steps: int) -> float:
+def last_loss(step: TrainStep, steps: int) -> float:
     """Mean loss of the last ``steps`` steps (one host sync), then reset the step's sums."""
     mean = float(step.sums[0]) / max(steps, 1)
     step.sums.zero_()
@@ -103,7 +104,7 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(step: SimCLRStep, batches: Iterator[torch.Tensor], warmup: int, steps: int) -> dict:
+def time_steps(step: TrainStep, batches: Iterator[torch.Tensor], warmup: int, steps: int) -> dict:
     """Run ``warmup`` untimed then ``steps`` timed steps; seconds between two device syncs.
 
     Returns:
@@ -122,7 +123,7 @@ def time_steps(step: SimCLRStep, batches: Iterator[torch.Tensor], warmup: int, s
             "images_per_second": source_images_per_second(steps, step.config.batch_size, seconds)}
 
 
-def first_host_sync(step: SimCLRStep, batches: Iterator[torch.Tensor]) -> str | None:
+def first_host_sync(step: TrainStep, batches: Iterator[torch.Tensor]) -> str | None:
     """Where one batch + step first makes the host wait for the GPU; None if nowhere (or not CUDA).
 
     A step that syncs lets the GPU idle while the CPU draws the next views, which (b) pays and (c)
@@ -143,7 +144,7 @@ def first_host_sync(step: SimCLRStep, batches: Iterator[torch.Tensor]) -> str | 
     return None
 
 
-def profile_steps(step: SimCLRStep, batches: Iterator[torch.Tensor], out_dir: str, device: torch.device,
+def profile_steps(step: TrainStep, batches: Iterator[torch.Tensor], out_dir: str, device: torch.device,
                   top: int = 12) -> dict:
     """Where a (b) step's time goes: ``torch.profiler`` over ``PROFILE_STEPS`` steps, after two untimed ones.
 
@@ -335,7 +336,7 @@ def _settings(args: argparse.Namespace) -> tuple[TrainConfig, dict]:
     return config, run
 
 
-def _describe(config: TrainConfig, step: SimCLRStep, augment: ViewAugmenter, data: ImageData,
+def _describe(config: TrainConfig, step: TrainStep, augment: ViewAugmenter, data: ImageData,
               run: dict) -> list[str]:
     device = step.device
     card = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"

@@ -28,6 +28,7 @@ _FLAGS = {
     "dataset": "dataset", "data_root": "data_root", "encoder": "encoder", "epochs": "epochs",
     "batch_size": "batch_size", "temperature": "temperature", "lr": "lr", "device": "device",
     "out": "out_dir", "seed": "seed", "n_train": "n_train", "n_test": "n_test", "optimizer": "optimizer",
+    "method": "method",
 }
 
 
@@ -73,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Pretrain an encoder with SimCLR on a dataset, then evaluate it. "
                                    "Defaults: built-in shapes dataset, small ConvNet, CPU preset.")
     t.add_argument("--preset", default="cpu", help="named config to start from: cpu (default), cifar10-gpu")
+    t.add_argument("--method", help="the objective: simclr (default), instdisc (memory bank), moco, "
+                                    "supcon (uses labels), triplet; only simclr runs under torchrun")
     t.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (folder: --data-root is the image folder)")
     t.add_argument("--data-root", help="where datasets are downloaded and cached (default: data)")
     t.add_argument("--encoder", help="convnet (CPU default), resnet18 (CIFAR stem), resnet18-imagenet")
@@ -168,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         from crl_helpers.device import pick_device
-        from crl_helpers.train import train
+        from crl_helpers.report import train_and_evaluate
 
         config = config_from_args(args)
         out = config.out_dir
@@ -184,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                   "For a quick CPU run: --encoder convnet, or --n-train 2000", file=sys.stderr)
         _check_fresh(out, args.resume, args.overwrite)
         _check_writable(out)
-        result = train(config, resume=args.resume)
+        result = train_and_evaluate(config, resume=args.resume)
     except KeyboardInterrupt:
         if rank0:
             saved = out is not None and (Path(out) / "checkpoint.pt").exists()

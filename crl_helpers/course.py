@@ -137,8 +137,8 @@ def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: 
     Args:
         config: a :class:`crl_helpers.train.TrainConfig`; its ``out_dir`` is replaced by the cache folder.
         cache_dir: the cache's root; ``None`` = :data:`CACHE_DIR` (``$CRL_CACHE`` or ``runs/cache``).
-        evaluate: run the final evaluation (kNN, linear probe, ``metrics.json``), as ``train`` does.
-        callback: passed to ``train``, which calls ``callback(epoch, model, row)`` after each
+        evaluate: run the final evaluation (kNN, linear probe, ``metrics.json``), as ``crl train`` does.
+        callback: passed to :func:`crl_helpers.train.train`, which calls ``callback(epoch, model, row)`` after each
             epoch it trains. It is **ignored when the result comes from the cache**, and a
             resumed run calls it only for the epochs still to train: a callback that needs
             every epoch (snapshots, say) must train afresh with ``train`` itself.
@@ -149,7 +149,8 @@ def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: 
     from dataclasses import replace
 
     from crl_helpers.checkpoint import load_checkpoint
-    from crl_helpers.train import TrainResult, build_model, train
+    from crl_helpers.report import train_and_evaluate
+    from crl_helpers.train import TrainResult, build_model
 
     folder = Path(cache_dir or CACHE_DIR) / config_key(config)
     config = replace(config, out_dir=str(folder))
@@ -161,6 +162,7 @@ def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: 
             model.load_state_dict(state["model"])
             metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
             return TrainResult(model=model, history=list(state["history"]), metrics=metrics,
-                               mean=tuple(state["mean"]), std=tuple(state["std"]))
-        return train(config, resume=True, evaluate=evaluate, callback=callback)
-    return train(config, evaluate=evaluate, callback=callback)
+                               mean=tuple(state["mean"]), std=tuple(state["std"]),
+                               initial_encoder=state["initial_encoder"])
+        return train_and_evaluate(config, resume=True, evaluate=evaluate, callback=callback)
+    return train_and_evaluate(config, evaluate=evaluate, callback=callback)

@@ -1,9 +1,13 @@
-"""SimCLR training (Chen et al. 2020): two views, one encoder, one head, NT-Xent.
+"""The training loop: views of a batch -> encoder and head -> an objective (SimCLR's NT-Xent by default).
 
-One loop serves the CPU and the GPU: the dataset is held on the device as uint8,
-views are made there by the batched per-sample augmentation, and the step runs
-under bf16 autocast on CUDA with the loss in float32. The run is driven by a frozen
-:class:`TrainConfig`; presets are named instances in :data:`PRESETS`.
+One loop serves every objective of :mod:`crl_helpers.objectives` (SimCLR, InstDisc's memory
+bank, MoCo, SupCon, triplet), the CPU and the GPU: the dataset is held on the device as
+uint8, views are made there by the batched per-sample augmentation, and the step runs under
+bf16 autocast on CUDA with the loss in float32. The run is driven by a frozen
+:class:`TrainConfig`; presets are named instances in :data:`PRESETS`. :func:`train` reads
+like a table of contents: build or resume, then per epoch :func:`train_one_epoch`, the kNN
+monitor, save. The end-of-run report (final kNN, linear probe, files, plots) is
+:mod:`crl_helpers.report`'s.
 
 Example:
     >>> from dataclasses import replace
@@ -11,13 +15,13 @@ Example:
     >>> result = train(cfg)
     >>> len(result.history), result.history[0]["epoch"]
     (1, 1)
+    >>> train(replace(cfg, method="moco")).objective.queue.size  # queue capped at n_train - batch_size
+    32
 """
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -31,18 +35,20 @@ from torch.profiler import record_function
 from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crl_helpers.data import DATASETS, ImageData, load_dataset
 from crl_helpers.device import autocast_dtype
-from crl_helpers.distributed import (DistributedContext, all_reduce_mean, cleanup_distributed, nt_xent_distributed,
-                                     setup_distributed)
-from crl_helpers.losses import nt_xent
+from crl_helpers.distributed import DistributedContext, all_reduce_mean, cleanup_distributed, setup_distributed
 from crl_helpers.metrics import alignment, embedding_std, uniformity
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
+from crl_helpers.objectives import METHODS, Objective, ObjectiveConfig, SimCLR, build_objective
+from crl_helpers.evaluate import extract_embeddings, knn_accuracy
 from crl_helpers.views import ViewAugmenter, ViewConfig
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a SimCLR run depends on. Vary it with ``dataclasses.replace``."""
+    """Everything a run depends on. Vary it with ``dataclasses.replace``."""
 
+    method: str = "simclr"  # the objective, one of objectives.METHODS; all share this loop
+    objective: ObjectiveConfig = ObjectiveConfig()  # knobs of the objectives beyond SimCLR (bank, queue, margin)
     dataset: str = "shapes"  # the built-in dataset needs no download
     data_root: str = "data"  # where real datasets are downloaded and cached
     n_train: int | None = None  # None: the whole train split (5,000 for shapes)
@@ -78,6 +84,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.method in METHODS, f"method={self.method!r} is unknown; choose one of {', '.join(METHODS)}"),
             (self.dataset in DATASETS, f"dataset={self.dataset!r} is unknown; choose one of {', '.join(DATASETS)}"),
             (self.encoder in ENCODERS, f"encoder={self.encoder!r} is unknown; choose one of {', '.join(ENCODERS)}"),
             (isinstance(self.epochs, int) and self.epochs >= 1, f"epochs={self.epochs!r} must be an integer >= 1"),
@@ -133,13 +140,15 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: the trained model, its history and final metrics."""
+    """What :func:`train` returns: the trained model, its history, and (after the report) final metrics."""
 
     model: SimCLRModel
     history: list[dict] = field(default_factory=list)
-    metrics: dict = field(default_factory=dict)
-    mean: tuple[float, ...] = ()
+    metrics: dict = field(default_factory=dict)  # filled by crl_helpers.report.evaluate_run
+    mean: tuple[float, ...] = ()  # the training set's channel statistics, for normalising inputs
     std: tuple[float, ...] = ()
+    objective: Objective | None = None  # with its state: the memory bank, MoCo's queue and key model
+    initial_encoder: dict | None = None  # the encoder's weights before training: the random-init baseline
 
 
 def build_model(config: TrainConfig) -> SimCLRModel:
@@ -177,48 +186,83 @@ def config_from_dict(d: dict) -> TrainConfig:
     d = {k: v for k, v in d.items() if k in known}
     if isinstance(d.get("views"), dict):
         d["views"] = ViewConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d["views"].items()})
+    if isinstance(d.get("objective"), dict):
+        d["objective"] = ObjectiveConfig(**d["objective"])
     return TrainConfig(**d)
 
 
 def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData, ImageData] | None = None,
-          evaluate: bool = True, callback: Callable[[int, SimCLRModel, dict], None] | None = None) -> TrainResult:
-    """Pretrain with SimCLR, then evaluate; the table of contents of a run.
+          callback: Callable[[int, SimCLRModel, dict], None] | None = None) -> TrainResult:
+    """Pretrain an encoder and head with ``config.method``'s objective; the table of contents of a run.
 
     Args:
-        config: the run. With ``out_dir`` set, writes ``checkpoint.pt`` (every epoch,
-            atomically), ``history.csv``, ``metrics.json``, ``curves.png`` and ``umap.png``.
+        config: the run. With ``out_dir`` set, ``checkpoint.pt`` is written there after every
+            epoch (atomically): model, optimizer, objective state, history, config.
         resume: continue from ``out_dir/checkpoint.pt`` (history kept).
         data: (train, test) already in memory; default :func:`load_data`.
-        evaluate: run kNN, the random-init baseline, the linear probe and plots at the end.
         callback: called as ``callback(epoch, model, row)`` after each epoch (epoch counts from 1,
             ``row`` is that epoch's history dict); for live curves or embedding snapshots.
+
+    Returns:
+        A :class:`TrainResult` with an empty ``metrics``: :func:`crl_helpers.report.train_and_evaluate`
+        adds the final evaluation and the files.
 
     Raises:
         NonFiniteLossError: the loss became NaN/inf (the last good checkpoint stays).
         CheckpointError: ``resume`` with a missing, corrupt or incompatible checkpoint.
-        ValueError: a bad device, or under torchrun a ``batch_size`` not divisible by the world size.
+        ValueError: a bad device; under torchrun a ``batch_size`` not divisible by the world size,
+            or a method other than SimCLR.
 
     Under torchrun (``WORLD_SIZE > 1``, see :mod:`crl_helpers.distributed`) the model is wrapped in
     DistributedDataParallel and each rank trains on its slice of every global batch of
     ``config.batch_size`` images with :func:`~crl_helpers.distributed.nt_xent_distributed`; the
-    history holds metrics averaged over ranks. Only rank 0 writes files, shows progress, calls
-    ``callback`` and evaluates: on the other ranks ``metrics`` is empty.
+    history holds metrics averaged over ranks. Only rank 0 writes files, shows progress and
+    calls ``callback``.
     """
     context = setup_distributed(config.device)
     try:
-        return _train(config, context, resume, data, evaluate, callback)
+        train_data, test_data = data if data is not None else load_data(config)
+        run = build_run(config, context, train_data)
+        if resume:
+            resume_run(run, config)
+        step = TrainStep(run.model, run.objective, run.optimizer, config, context.device, context.world_size)
+        on_cuda = context.device.type == "cuda"
+        augment = ViewAugmenter(run.views, context.device, n_views=run.objective.n_views,
+                                compile=config.compile and on_cuda, channels_last=on_cuda)
+        x_train, y_train = train_data.x.to(context.device), train_data.y.to(context.device)  # uint8 images on the device
+        progress = _progress_bar(config, run.start_epoch, run.steps_per_epoch) if context.is_main else None
+        try:
+            for epoch in range(run.start_epoch, config.epochs):
+                row = train_one_epoch(step, augment, x_train, y_train, epoch, run, config, context, progress)
+                knn_due = config.knn_every and (epoch + 1) % config.knn_every == 0 and epoch + 1 < config.epochs
+                if knn_due and context.is_main:  # needs no collective, so the other ranks need not wait for it
+                    v_train, v_test = split_features(run.model.encoder, train_data, test_data, run.mean, run.std)
+                    row["knn_acc"] = knn_accuracy(v_train, train_data.y, v_test, test_data.y, k=config.knn_k,
+                                                  temperature=config.knn_temperature)
+                run.history.append(row)
+                if callback is not None and context.is_main:
+                    callback(epoch + 1, run.model, row)
+                if config.out_dir and context.is_main:  # one writer: rank 0
+                    save_run(run, config, epoch + 1)
+        finally:
+            if progress is not None:
+                progress.close()
+        return TrainResult(model=run.model, history=run.history, mean=run.mean, std=run.std,
+                           objective=run.objective, initial_encoder=run.initial_encoder)
     finally:
         cleanup_distributed(context)
 
 
 # Per-rank view generators are seeded this far apart, so no two (rank, epoch) pairs share a stream.
 _RANK_SEED_STRIDE = 1_000_000_007
+# The objective's own generator (bank negatives, MoCo's shuffle) is seeded this far from the others.
+_OBJECTIVE_SEED_OFFSET = 2**62
 
 
 def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int]:
     """Seeds of an epoch's batch order (shared by all ranks) and of one rank's views, from (seed, epoch).
 
-    Drawn afresh every epoch, so a resumed run (and ``beyond.train_method``) sees the same batches and views.
+    Drawn afresh every epoch, so a resumed run sees the same batches and views.
 
     Example:
         >>> epoch_seeds(0, 3)
@@ -228,159 +272,176 @@ def epoch_seeds(seed: int, epoch: int, rank: int = 0) -> tuple[int, int]:
     return base, base + _RANK_SEED_STRIDE * (rank + 1)
 
 
-def _train(config: TrainConfig, context: DistributedContext, resume: bool,
-           data: tuple[ImageData, ImageData] | None, evaluate: bool,
-           callback: Callable[[int, SimCLRModel, dict], None] | None) -> TrainResult:
-    device, world_size, rank, is_main = context.device, context.world_size, context.rank, context.is_main
+@dataclass
+class Run:
+    """The state of a run between epochs: what :func:`save_run` writes and :func:`resume_run` restores."""
+
+    model: SimCLRModel
+    optimizer: torch.optim.Optimizer
+    objective: Objective
+    lr_schedule: np.ndarray  # per global step
+    steps_per_epoch: int
+    local_batch: int  # images per step on this process
+    views: ViewConfig  # with the image size and the data's mean/std filled in
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    initial_encoder: dict  # the encoder's weights before training
+    history: list[dict] = field(default_factory=list)
+    start_epoch: int = 0
+
+
+def build_run(config: TrainConfig, context: DistributedContext, train_data: ImageData) -> Run:
+    """A fresh run: model, optimizer, objective and learning-rate schedule, seeded by ``config.seed``."""
+    world_size = context.world_size
     if config.batch_size % world_size:
         raise ValueError(
             f"batch_size={config.batch_size} is the global batch and must be divisible by the "
             f"{world_size} processes; use --batch-size {max(world_size, config.batch_size // world_size * world_size)}")
-    local_batch = config.batch_size // world_size
-    torch.manual_seed(config.seed)
-    out = Path(config.out_dir) if config.out_dir else None
-    train_data, test_data = data if data is not None else load_data(config)
-    mean, std = train_data.channel_stats()
-    views = replace(config.views, image_size=train_data.image_size, mean=mean, std=std)
     if config.batch_size > len(train_data):
         raise ValueError(f"batch_size={config.batch_size} exceeds the {len(train_data)} training images; "
                          f"use --batch-size {len(train_data)} or fewer")
-
-    model = build_model(config).to(device)
-    if world_size > 1 and device.type == "cuda" and config.sync_batchnorm:
+    torch.manual_seed(config.seed)
+    mean, std = train_data.channel_stats()
+    model = build_model(config).to(context.device)
+    if world_size > 1 and context.device.type == "cuda" and config.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys as BatchNorm
-    initial_state = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
-    optimizer = build_optimizer(model, config, device)
+    local_batch = config.batch_size // world_size
+    objective = build_objective(config.method, model, len(train_data), local_batch, config.temperature,
+                                config.objective, seed=config.seed, distributed=world_size > 1).to(context.device)
     steps_per_epoch = len(train_data) // config.batch_size
-    lr_schedule = cosine_schedule(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs)
-    history: list[dict] = []
-    start_epoch = 0
-    if resume:
-        if out is None:
-            raise CheckpointError("resume needs an output directory holding checkpoint.pt")
-        state = load_checkpoint(out / "checkpoint.pt", map_location=device)
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            initial_state = state["initial_encoder"]
-            history, start_epoch = [dict(row) for row in state["history"]], int(state["epoch"])
-            torch.set_rng_state(state["torch_rng"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as err:
-            # One line, however long torch's message: the CLI prints it as is.
-            detail = " ".join(f"{type(err).__name__}: {err}".split())
-            detail = detail if len(detail) <= 200 else detail[:197] + "..."
-            saved = state.get("config") if isinstance(state.get("config"), dict) else {}
-            was = (f" (it was trained with --encoder {saved['encoder']}, this run asks for --encoder {config.encoder})"
-                   if saved.get("encoder") and saved.get("encoder") != config.encoder else "")
-            raise CheckpointError(f"{out / 'checkpoint.pt'} does not match this config{was}: {detail}; "
-                                  f"resume with the same --encoder and head, or use a fresh --out") from err
+    return Run(model=model, optimizer=build_optimizer(model, config, context.device), objective=objective,
+               lr_schedule=cosine_schedule(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs),
+               steps_per_epoch=steps_per_epoch, local_batch=local_batch,
+               views=replace(config.views, image_size=train_data.image_size, mean=mean, std=std), mean=mean, std=std,
+               initial_encoder={k: v.detach().clone() for k, v in model.encoder.state_dict().items()})
 
-    x_train = train_data.x.to(device)  # uint8 (N, 3, H, W), lives on the device
-    on_cuda = device.type == "cuda"
-    step_fn = SimCLRStep(model, optimizer, config, device, world_size)
-    augment = ViewAugmenter(views, device, compile=config.compile and on_cuda, channels_last=on_cuda)
-    # Per-epoch seeds from (seed, epoch): a resumed run draws the same batches and views. The permutation
-    # is drawn on the CPU and shared by all ranks; each rank draws its own views on its device.
-    order_gen = torch.Generator()
-    progress = _progress_bar(config, start_epoch, steps_per_epoch) if is_main else None
 
-    for epoch in range(start_epoch, config.epochs):
-        model.train()
-        order_seed, view_seed = epoch_seeds(config.seed, epoch, rank)
-        order = torch.randperm(len(train_data), generator=order_gen.manual_seed(order_seed)).to(device)
-        augment.manual_seed(view_seed)
-        sums = step_fn.sums.zero_()  # running (loss, contrastive accuracy), no per-step host sync
-        t0 = time.perf_counter()
-        for i in range(steps_per_epoch):
-            step = epoch * steps_per_epoch + i
-            start = i * config.batch_size + rank * local_batch  # this rank's slice of the global batch
-            x = x_train[order[start:start + local_batch]]  # (B, 3, H, W), B = batch_size / world_size
-            with torch.no_grad():
-                x12 = augment(x)  # (2B, 3, S, S): both views, one call, one forward so BN sees both
-            z1, z2 = step_fn(x12, lr=float(lr_schedule[step]))  # numpy scalars fail weights_only loads
-            if progress is not None and (i % 10 == 9 or i == steps_per_epoch - 1):
-                loss_avg, acc_avg = (sums / (i + 1)).tolist()  # host sync only every 10 steps
-                elapsed = time.perf_counter() - t0
-                progress.set_postfix(epoch=epoch + 1, loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.2f}",
-                                     img_s=f"{(i + 1) * config.batch_size / elapsed:.0f}", refresh=False)
-                progress.update(10 if i % 10 == 9 else (i % 10) + 1)
-        if world_size > 1:
-            sums = all_reduce_mean(sums)  # every rank sees the same numbers, so all stop together on NaN
-        loss_avg, acc_avg = (sums / steps_per_epoch).tolist()
-        seconds = time.perf_counter() - t0
-        if not math.isfinite(loss_avg):
-            if progress is not None:
-                progress.close()
-            where = f"; the last good checkpoint (epoch {epoch}) is kept in {out}" if out and epoch else ""
-            raise NonFiniteLossError(
-                f"the loss became {loss_avg} in epoch {epoch + 1}{where}. Lower --lr or raise --temperature")
-        row = {"epoch": epoch + 1, "loss": loss_avg, "contrastive_acc": acc_avg, "lr": float(lr_schedule[step]),
-               "seconds": seconds, "images_per_second": steps_per_epoch * config.batch_size / seconds}
+def save_run(run: Run, config: TrainConfig, epoch: int) -> None:
+    """Write ``checkpoint.pt`` in ``config.out_dir`` after ``epoch`` finished epochs (atomically)."""
+    save_checkpoint({
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "objective": run.objective.state_dict(), "epoch": epoch, "history": run.history,
+        "config": _config_dict(config), "mean": list(run.mean), "std": list(run.std),
+        "initial_encoder": run.initial_encoder, "torch_rng": torch.get_rng_state(),
+    }, Path(config.out_dir) / "checkpoint.pt")
+
+
+def resume_run(run: Run, config: TrainConfig) -> None:
+    """Restore ``run`` from ``config.out_dir/checkpoint.pt``: weights, optimizer, objective, history, RNG."""
+    if not config.out_dir:
+        raise CheckpointError("resume needs an output directory holding checkpoint.pt")
+    path = Path(config.out_dir) / "checkpoint.pt"
+    state = load_checkpoint(path, map_location=next(run.model.parameters()).device)
+    try:
+        run.model.load_state_dict(state["model"])
+        run.optimizer.load_state_dict(state["optimizer"])
+        run.objective.load_state_dict(state.get("objective", {}))
+        run.initial_encoder = state["initial_encoder"]
+        run.history, run.start_epoch = [dict(row) for row in state["history"]], int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+    except (KeyError, RuntimeError, ValueError, TypeError) as err:
+        # One line, however long torch's message: the CLI prints it as is.
+        detail = " ".join(f"{type(err).__name__}: {err}".split())
+        detail = detail if len(detail) <= 200 else detail[:197] + "..."
+        saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+        was = "".join(f" (it was trained with --{flag} {saved[key]}, this run asks for --{flag} {getattr(config, key)})"
+                      for key, flag in (("encoder", "encoder"), ("method", "method"))
+                      if saved.get(key) and saved.get(key) != getattr(config, key))
+        raise CheckpointError(f"{path} does not match this config{was}: {detail}; "
+                              f"resume with the same --encoder, --method and head, or use a fresh --out") from err
+
+
+def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Tensor, y_train: torch.Tensor,
+                    epoch: int, run: Run, config: TrainConfig, context: DistributedContext, progress=None) -> dict:
+    """One pass over the training set (0-based ``epoch``); returns its history row.
+
+    The batch order and the views are drawn from seeds of (seed, epoch), so a resumed run
+    repeats them. The running loss and accuracy stay on the device (one host sync every 10 steps
+    for the progress bar); a non-finite epoch loss raises :class:`NonFiniteLossError`.
+    """
+    run.model.train()
+    order_seed, view_seed = epoch_seeds(config.seed, epoch, context.rank)
+    # The permutation is drawn on the CPU and shared by all ranks; each rank draws its own views on its device.
+    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(order_seed)).to(x_train.device)
+    augment.manual_seed(view_seed)
+    run.objective.manual_seed(order_seed + _OBJECTIVE_SEED_OFFSET)
+    sums = step.sums.zero_()  # running (loss, contrastive accuracy), no per-step host sync
+    steps, batch = run.steps_per_epoch, config.batch_size
+    t0 = time.perf_counter()
+    for i in range(steps):
+        start = i * batch + context.rank * run.local_batch  # this rank's slice of the global batch
+        index = order[start:start + run.local_batch]  # (B,), B = batch_size / world_size
         with torch.no_grad():
-            row.update(alignment=alignment(z1, z2), uniformity=uniformity(z1), embedding_std=embedding_std(z1))
-        if world_size > 1:
-            names = ("alignment", "uniformity", "embedding_std")
-            means = all_reduce_mean(torch.tensor([row[k] for k in names], dtype=torch.float64, device=device))
-            row.update(zip(names, means.tolist()))
-        knn_due = config.knn_every and (epoch + 1) % config.knn_every == 0 and epoch + 1 < config.epochs
-        if knn_due and is_main:  # needs no collective, so the other ranks need not wait for it
-            row["knn_acc"] = _knn(model.encoder, train_data, test_data, config, device, mean, std)
-        history.append(row)
-        if callback is not None and is_main:
-            callback(epoch + 1, model, row)
-        if out is not None and is_main:  # one writer: rank 0
-            save_checkpoint({
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1,
-                "history": history, "config": _config_dict(config), "mean": list(mean), "std": list(std),
-                "initial_encoder": initial_state, "torch_rng": torch.get_rng_state(),
-            }, out / "checkpoint.pt")
-            write_history(history, out / "history.csv")
-    if progress is not None:
-        progress.close()
+            views = augment(x_train[index])  # (n_views * B, 3, S, S): all views, one call, one forward
+        lr = float(run.lr_schedule[epoch * steps + i])  # numpy scalars fail weights_only loads
+        labels = y_train[index] if run.objective.uses_labels else None  # (B,) only for supervised objectives
+        z1, z2 = step(views, index, labels, lr=lr)
+        if progress is not None and (i % 10 == 9 or i == steps - 1):
+            loss_avg, acc_avg = (sums / (i + 1)).tolist()  # host sync only every 10 steps
+            progress.set_postfix(epoch=epoch + 1, loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.2f}",
+                                 img_s=f"{(i + 1) * batch / (time.perf_counter() - t0):.0f}", refresh=False)
+            progress.update(10 if i % 10 == 9 else (i % 10) + 1)
+    if context.world_size > 1:
+        sums = all_reduce_mean(sums)  # every rank sees the same numbers, so all stop together on NaN
+    loss_avg, acc_avg = (sums / steps).tolist()
+    seconds = time.perf_counter() - t0
+    if not math.isfinite(loss_avg):
+        kept = f"; the last good checkpoint (epoch {epoch}) is kept in {config.out_dir}" if config.out_dir and epoch else ""
+        raise NonFiniteLossError(
+            f"the loss became {loss_avg} in epoch {epoch + 1}{kept}. Lower --lr or raise --temperature")
+    row = {"epoch": epoch + 1, "loss": loss_avg, "contrastive_acc": acc_avg, "lr": lr,
+           "seconds": seconds, "images_per_second": steps * batch / seconds}
+    with torch.no_grad():
+        row.update(alignment=alignment(z1, z2), uniformity=uniformity(z1), embedding_std=embedding_std(z1))
+    if context.world_size > 1:
+        names = ("alignment", "uniformity", "embedding_std")
+        means = all_reduce_mean(torch.tensor([row[k] for k in names], dtype=torch.float64, device=x_train.device))
+        row.update(zip(names, means.tolist()))
+    return row
 
-    result = TrainResult(model=model, history=history, mean=mean, std=std)
-    if evaluate and is_main:
-        result.metrics = evaluate_run(result, initial_state, train_data, test_data, config, device)
-    return result
+
+def split_features(encoder: nn.Module, train_data: ImageData, test_data: ImageData, mean, std
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's features ``v`` of both splits, ``(N, D)`` and ``(M, D)``, normalised with the run's mean/std."""
+    device = next(encoder.parameters()).device
+    return (extract_embeddings(encoder, train_data.x, device=device, mean=mean, std=std),
+            extract_embeddings(encoder, test_data.x, device=device, mean=mean, std=std))
 
 
-class _Objective(nn.Module):
-    """What one step differentiates: views -> encoder + head under autocast -> NT-Xent in float32.
+class _Forward(nn.Module):
+    """What one step differentiates: ``objective(model, views, ...)`` and the batch's contrastive accuracy.
 
-    One module, so that ``torch.compile`` turns the model, the loss and the batch's contrastive
-    accuracy into one graph. Returns ``(loss, accuracy, z1, z2)``; ``z1``, ``z2`` (B, d) detached.
+    One module, so that ``torch.compile`` turns the model, the loss and the accuracy into one
+    graph. Returns ``(loss, accuracy, z1, z2)``; ``z1``, ``z2`` (B, d) detached.
     """
 
-    def __init__(self, model: nn.Module, temperature: float, amp: torch.dtype | None, distributed: bool) -> None:
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
         super().__init__()
-        self.model, self.temperature, self.amp, self.distributed = model, temperature, amp, distributed
+        self.model, self.objective = model, objective
 
-    def forward(self, x12: torch.Tensor):
-        with torch.autocast(x12.device.type, dtype=self.amp, enabled=self.amp is not None):
-            _, z = self.model(x12)  # (2B, d)
-        z1, z2 = z.float().chunk(2)  # (B, d) each; the loss is computed in float32
-        loss_fn = nt_xent_distributed if self.distributed else nt_xent
-        loss = loss_fn(z1, z2, self.temperature, validate=False)  # the loop checks the loss, once per epoch
-        z1, z2 = z1.detach(), z2.detach()
+    def forward(self, views: torch.Tensor, index: torch.Tensor | None, labels: torch.Tensor | None):
+        loss, z1, z2 = self.objective(self.model, views, index, labels)
         with torch.no_grad():
             accuracy = _batch_accuracy(z1, z2)
         return loss, accuracy, z1, z2
 
 
-class SimCLRStep:
-    """One SimCLR optimisation step on a batch of views, exactly as :func:`train` takes it.
+class TrainStep:
+    """One optimisation step on a batch of views, exactly as :func:`train` takes it.
 
-    ``step(x12, lr)``: forward of the ``2B`` views under the device's autocast (bf16 on CUDA),
-    NT-Xent in float32, backward, optimizer step (fused on CUDA), and the batch's loss and
-    contrastive accuracy added to :attr:`sums` on the device: no host sync anywhere. On CUDA the
-    model is put in channels_last; with ``config.compile`` on CUDA, model + loss are one compiled
+    ``step(views, index, labels, lr)``: the objective's forward (the model under the device's
+    autocast, bf16 on CUDA; the loss in float32), backward, optimizer step (fused on CUDA),
+    ``objective.after_step`` (MoCo's momentum update), and the batch's loss and contrastive
+    accuracy added to :attr:`sums` on the device: no host sync for SimCLR. On CUDA the model is
+    put in channels_last; with ``config.compile`` on CUDA, SimCLR's model + loss are one compiled
     graph (under torchrun: the DistributedDataParallel model is compiled, the loss is not).
     ``benchmarks/throughput.py`` times this same object.
 
     Args:
         model: the :class:`~crl_helpers.models.SimCLRModel`, already on ``device``.
+        objective: an :class:`~crl_helpers.objectives.Objective`, already on ``device``.
         optimizer: over ``model``'s parameters (see :func:`build_optimizer`).
-        config: supplies ``temperature`` and ``compile``.
+        config: supplies ``compile``.
         device: where ``model`` lives.
         world_size: processes under torchrun; > 1 wraps the model in DistributedDataParallel.
 
@@ -388,15 +449,16 @@ class SimCLRStep:
         >>> from dataclasses import replace
         >>> cfg = replace(CPU, batch_size=4)
         >>> model = build_model(cfg)
-        >>> step = SimCLRStep(model, build_optimizer(model, cfg, torch.device("cpu")), cfg, torch.device("cpu"))
-        >>> z1, z2 = step(torch.randn(8, 3, 32, 32), lr=1e-3)
+        >>> cpu = torch.device("cpu")
+        >>> step = TrainStep(model, SimCLR(0.2), build_optimizer(model, cfg, cpu), cfg, cpu)
+        >>> z1, z2 = step(torch.randn(8, 3, 32, 32), lr=1e-3)  # [view 1; view 2] of 4 images
         >>> z1.shape, step.sums.shape
         (torch.Size([4, 128]), torch.Size([2]))
     """
 
-    def __init__(self, model: SimCLRModel, optimizer: torch.optim.Optimizer, config: TrainConfig,
-                 device: torch.device, world_size: int = 1) -> None:
-        self.model, self.optimizer, self.config, self.device = model, optimizer, config, device
+    def __init__(self, model: SimCLRModel, objective: Objective, optimizer: torch.optim.Optimizer,
+                 config: TrainConfig, device: torch.device, world_size: int = 1) -> None:
+        self.model, self.objective, self.optimizer, self.device = model, objective, optimizer, device
         if device.type == "cuda":
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its parameters
         net: nn.Module = model
@@ -405,28 +467,34 @@ class SimCLRStep:
 
             # Gradients are AVERAGED over ranks; nt_xent_distributed's per-rank mean makes that the global loss's.
             net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-        self.compiled = config.compile and device.type == "cuda"
+        self.compiled = config.compile and device.type == "cuda" and isinstance(objective, SimCLR)
         if self.compiled and world_size > 1:
             net = torch.compile(net)  # the all-gather of the loss stays outside the graph
-        objective = _Objective(net, config.temperature, autocast_dtype(device), distributed=world_size > 1)
-        self.objective = torch.compile(objective) if self.compiled and world_size == 1 else objective
+        objective.amp = autocast_dtype(device)
+        forward = _Forward(net, objective)
+        self.forward = torch.compile(forward) if self.compiled and world_size == 1 else forward
         self.sums = torch.zeros(2, device=device)  # running (loss, contrastive accuracy)
 
-    def __call__(self, x12: torch.Tensor, lr: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step on views ``x12`` (2B, 3, S, S) = [view 1; view 2]; returns the detached ``z1, z2`` (B, d)."""
+    def __call__(self, views: torch.Tensor, index: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                 lr: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step on ``views`` (n_views * B, 3, S, S) of images ``index`` (B,) with ``labels`` (B,).
+
+        ``index`` is needed by the memory bank and ``labels`` by SupCon only. Returns the detached ``z1, z2``.
+        """
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
         if self.device.type == "cuda":
-            x12 = x12.contiguous(memory_format=torch.channels_last)  # a no-op for ViewAugmenter's views
+            views = views.contiguous(memory_format=torch.channels_last)  # a no-op for ViewAugmenter's views
         # The labels name the stages in a torch.profiler trace (benchmarks/throughput.py --profile).
         with record_function("crl.forward_loss"):
-            loss, accuracy, z1, z2 = self.objective(x12)
+            loss, accuracy, z1, z2 = self.forward(views, index, labels)
         with record_function("crl.backward"):
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         with record_function("crl.optimizer"):
             self.optimizer.step()
+            self.objective.after_step(self.model)
             self.sums += torch.stack([loss.detach(), accuracy])
         return z1, z2
 
@@ -448,76 +516,4 @@ def _progress_bar(config: TrainConfig, start_epoch: int, steps_per_epoch: int):
     from tqdm.auto import tqdm
 
     return tqdm(total=config.epochs * steps_per_epoch, initial=start_epoch * steps_per_epoch,
-                desc="SimCLR", unit="step", dynamic_ncols=True)
-
-
-def _knn(encoder: nn.Module, train_data: ImageData, test_data: ImageData, config: TrainConfig,
-         device: torch.device, mean, std) -> float:
-    from crl_helpers.evaluate import extract_embeddings, knn_accuracy
-
-    v_train = extract_embeddings(encoder, train_data.x, device=device, mean=mean, std=std)
-    v_test = extract_embeddings(encoder, test_data.x, device=device, mean=mean, std=std)
-    return knn_accuracy(v_train, train_data.y, v_test, test_data.y, k=config.knn_k,
-                        temperature=config.knn_temperature)
-
-
-def evaluate_run(result: TrainResult, initial_encoder_state: dict, train_data: ImageData, test_data: ImageData,
-                 config: TrainConfig, device: torch.device) -> dict:
-    """kNN of the trained and of the untrained encoder, a linear probe, plots and ``metrics.json``."""
-    from crl_helpers.evaluate import extract_embeddings, knn_accuracy, linear_probe_on_features
-
-    mean, std = result.mean, result.std
-    encoder = result.model.encoder
-    t0 = time.perf_counter()
-    v_train = extract_embeddings(encoder, train_data.x, device=device, mean=mean, std=std)  # (N, D)
-    v_test = extract_embeddings(encoder, test_data.x, device=device, mean=mean, std=std)  # (M, D)
-    knn = dict(k=config.knn_k, temperature=config.knn_temperature)
-    metrics = {"knn_acc": knn_accuracy(v_train, train_data.y, v_test, test_data.y, **knn)}
-    random_encoder = build_encoder(config.encoder).to(device)
-    random_encoder.load_state_dict(initial_encoder_state)
-    r_train = extract_embeddings(random_encoder, train_data.x, device=device, mean=mean, std=std)
-    r_test = extract_embeddings(random_encoder, test_data.x, device=device, mean=mean, std=std)
-    metrics["knn_acc_random_init"] = knn_accuracy(r_train, train_data.y, r_test, test_data.y, **knn)
-    # The features kNN just used: the probe trains on them, with no second pass of the encoder.
-    probe = linear_probe_on_features(v_train, train_data.y, v_test, test_data.y, epochs=config.linear_epochs,
-                                     device=device)
-    metrics["linear_acc"] = probe["test_acc"]
-    history = result.history
-    metrics.update(
-        epochs=len(history),
-        train_seconds=sum(r["seconds"] for r in history),
-        images_per_second=(sum(r["images_per_second"] * r["seconds"] for r in history)
-                           / max(sum(r["seconds"] for r in history), 1e-9)),
-        final_loss=history[-1]["loss"] if history else float("nan"),
-        device=str(device),
-        dataset=config.dataset, encoder=config.encoder, n_train=len(train_data), n_test=len(test_data),
-    )
-    if history:  # the final kNN belongs on the curves too
-        history[-1]["knn_acc"] = metrics["knn_acc"]
-    if config.out_dir:
-        from crl_helpers.plots import plot_curves, plot_umap
-
-        out = Path(config.out_dir)
-        write_history(history, out / "history.csv")  # now with the final kNN
-        plot_curves(history, out / "curves.png")
-        if config.umap:
-            plot_umap(v_test, test_data.y, test_data.class_names, out / "umap.png",
-                      title=f"UMAP of test features v ({config.encoder}, kNN acc {metrics['knn_acc']:.2f})",
-                      seed=config.seed)
-        metrics["eval_seconds"] = time.perf_counter() - t0
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    else:
-        metrics["eval_seconds"] = time.perf_counter() - t0
-    return metrics
-
-
-def write_history(history: list[dict], path: str | os.PathLike) -> None:
-    """Write per-epoch rows to CSV (atomically, like the checkpoint)."""
-    path = Path(path)
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+                desc=config.method, unit="step", dynamic_ncols=True)

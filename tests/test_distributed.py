@@ -120,10 +120,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     train_module.save_checkpoint = lambda state, path: (writes.append(state["epoch"]), real_save(state, path))
     config = replace(train_module.CPU, n_train=64, n_test=16, batch_size=32, epochs=2, progress=False,
                      out_dir=str(Path(out_dir) / "run"), device="cpu")
-    result = train_module.train(config, evaluate=False)
+    result = train_module.train(config)
     seen["train_writes"], seen["train_losses"] = writes, [row["loss"] for row in result.history]
     try:
-        train_module.train(replace(config, batch_size=31), evaluate=False)
+        train_module.train(replace(config, batch_size=31))
     except ValueError as err:
         seen["odd_batch_error"] = str(err)
     torch.save(seen, Path(out_dir) / f"rank{rank}.pt")

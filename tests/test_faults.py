@@ -78,7 +78,7 @@ def test_sigkill_then_resume_continues_from_last_checkpoint(tmp_path):
     # The rest is what an uninterrupted run computes: weights, optimizer, schedule and views all resumed.
     config = replace(CPU, n_train=64, n_test=16, batch_size=32, epochs=epochs, device="cpu", umap=False,
                      progress=False, out_dir=None)
-    reference = train(config, evaluate=False).history
+    reference = train(config).history
     assert [float(row["loss"]) for row in history] == pytest.approx([row["loss"] for row in reference], rel=1e-4)
 
 
@@ -158,7 +158,7 @@ def test_checkpoint_of_another_shape_is_refused_in_one_line(tmp_path, capsys):
 def _first_epoch_loss(seed: int) -> float:
     config = replace(CPU, n_train=64, n_test=16, batch_size=32, epochs=1, seed=seed, device="cpu",
                      progress=False, out_dir=None)
-    return train(config, evaluate=False).history[0]["loss"]
+    return train(config).history[0]["loss"]
 
 
 def test_same_seed_same_losses_other_seed_differs():

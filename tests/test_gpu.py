@@ -61,7 +61,7 @@ def test_a_bf16_step_on_cuda_gives_a_finite_float32_loss():
 
 @pytest.mark.parametrize("compile", [False, True])
 def test_train_on_cuda_runs_channels_last_and_compiled(compile):
-    result = train(replace(TINY, epochs=2, compile=compile), evaluate=False)
+    result = train(replace(TINY, epochs=2, compile=compile))
     assert [row["epoch"] for row in result.history] == [1, 2]
     assert all(torch.isfinite(torch.tensor(row["loss"])) for row in result.history)
     conv = result.model.encoder.features[0]
@@ -118,13 +118,14 @@ def test_augment_batch_on_cuda_makes_no_host_sync():
 def test_a_training_step_as_train_takes_it_makes_no_host_sync(compile):
     # train()'s loop body (views drawn and made on the device, bf16 forward, float32 loss, fused step, running
     # sums): a sync per step would let the GPU idle while the CPU queues the next views.
-    from crl_helpers.train import SimCLRStep
+    from crl_helpers.objectives import SimCLR
+    from crl_helpers.train import TrainStep
     from crl_helpers.views import ViewAugmenter
 
     config = replace(CIFAR10_GPU, encoder="convnet", compile=compile)
     device = torch.device("cuda")
     model = build_model(config).to(device)
-    step = SimCLRStep(model, build_optimizer(model, config, device), config, device)
+    step = TrainStep(model, SimCLR(config.temperature), build_optimizer(model, config, device), config, device)
     augment = ViewAugmenter(config.views, device, compile=compile, channels_last=True)
     x = _images(64).cuda()
     for _ in range(2):  # warm-up: compiling, optimizer state, cuDNN plans

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from crl_helpers.report import train_and_evaluate
 from crl_helpers.train import CPU, PRESETS, config_from_dict, cosine_schedule, train
 
 
@@ -46,7 +47,7 @@ def test_tiny_run_writes_every_output(tmp_path):
     cfg = replace(CPU, epochs=2, n_train=96, n_test=40, batch_size=32, knn_k=10, linear_epochs=2,
                   out_dir=str(tmp_path / "run"), progress=False, umap=False, knn_every=1)
     seen = []
-    result = train(cfg, callback=lambda epoch, model, row: seen.append((epoch, row["loss"])))
+    result = train_and_evaluate(cfg, callback=lambda epoch, model, row: seen.append((epoch, row["loss"])))
     out = tmp_path / "run"
     for name in ("checkpoint.pt", "history.csv", "metrics.json", "curves.png"):
         assert (out / name).exists(), name
@@ -66,7 +67,7 @@ def test_tiny_run_writes_every_output(tmp_path):
 
 def test_training_lowers_the_loss():
     cfg = replace(CPU, epochs=4, n_train=256, n_test=32, batch_size=64, out_dir=None, progress=False)
-    result = train(cfg, evaluate=False)
+    result = train(cfg)
     losses = [r["loss"] for r in result.history]
     assert losses[-1] < losses[0] - 0.1, losses
 
@@ -78,7 +79,7 @@ def test_random_init_baseline_uses_the_untrained_weights():
 
     cfg = replace(CPU, epochs=2, n_train=128, n_test=64, batch_size=64, knn_k=5, linear_epochs=1,
                   out_dir=None, progress=False, umap=False)
-    metrics = train(cfg).metrics
+    metrics = train_and_evaluate(cfg).metrics
     torch.manual_seed(cfg.seed)
     fresh = build_model(cfg).encoder
     train_data, test_data = load_data(cfg)
@@ -92,7 +93,7 @@ def test_random_init_baseline_uses_the_untrained_weights():
 @pytest.mark.slow
 def test_main_job_meets_its_target(tmp_path):
     """The issue's target for `crl train` (default config): kNN >= 0.80 and >= 0.40 above random init."""
-    metrics = train(replace(CPU, out_dir=str(tmp_path / "run"), progress=False)).metrics
+    metrics = train_and_evaluate(replace(CPU, out_dir=str(tmp_path / "run"), progress=False)).metrics
     assert metrics["knn_acc"] >= 0.80, metrics
     assert metrics["knn_acc"] - metrics["knn_acc_random_init"] >= 0.40, metrics
     assert (tmp_path / "run" / "umap.png").exists()
@@ -106,13 +107,14 @@ def _sgd_config():
 def test_simclr_step_is_the_textbook_step():
     # Oracle: the step written out by hand (forward, NT-Xent, zero_grad, backward, SGD step) on a twin model.
     from crl_helpers.losses import nt_xent
-    from crl_helpers.train import SimCLRStep, build_model, build_optimizer
+    from crl_helpers.objectives import SimCLR
+    from crl_helpers.train import TrainStep, build_model, build_optimizer
 
     config, cpu = _sgd_config(), torch.device("cpu")
     torch.manual_seed(0)
     model = build_model(config)
     twin = copy.deepcopy(model)
-    step = SimCLRStep(model, build_optimizer(model, config, cpu), config, cpu)
+    step = TrainStep(model, SimCLR(config.temperature), build_optimizer(model, config, cpu), config, cpu)
     optimizer = build_optimizer(twin, config, cpu)
     g = torch.Generator().manual_seed(1)
     losses = []
@@ -140,12 +142,13 @@ def test_a_training_step_reads_no_value_back_to_the_host():
     # which the profiler records on the CPU too: none may happen in the views + step of the training loop.
     from torch.profiler import ProfilerActivity, profile
 
-    from crl_helpers.train import SimCLRStep, build_model, build_optimizer
+    from crl_helpers.objectives import SimCLR
+    from crl_helpers.train import TrainStep, build_model, build_optimizer
     from crl_helpers.views import ViewAugmenter
 
     config, cpu = _sgd_config(), torch.device("cpu")
     model = build_model(config)
-    step = SimCLRStep(model, build_optimizer(model, config, cpu), config, cpu)
+    step = TrainStep(model, SimCLR(config.temperature), build_optimizer(model, config, cpu), config, cpu)
     augment = ViewAugmenter(replace(config.views, blur_p=0.5), cpu)
     x = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
     step(augment(x), lr=0.1)  # warm-up: the optimizer's state
@@ -162,21 +165,29 @@ def test_a_training_step_reads_no_value_back_to_the_host():
 
 @pytest.mark.parametrize("amp", [None, torch.bfloat16])
 def test_the_objective_compiles_as_one_graph_and_computes_the_same(amp):
-    # SimCLRStep compiles model + loss together on CUDA. Tracing is the same on any device, so a full-graph
+    # TrainStep compiles model + loss together on CUDA. Tracing is the same on any device, so a full-graph
     # capture here (aot_eager: dynamo + autograd tracing, no code generation) shows there is no graph break;
     # a break would raise. bf16 autocast runs on the CPU too.
-    from crl_helpers.train import _Objective, build_model
+    from crl_helpers.objectives import SimCLR
+    from crl_helpers.train import TrainStep, build_model, build_optimizer
 
     config = _sgd_config()
     torch.manual_seed(0)
     model = build_model(config)
     twin = copy.deepcopy(model)
     x12 = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(2))
-    compiled = torch.compile(_Objective(model, config.temperature, amp, distributed=False), backend="aot_eager",
-                             fullgraph=True)
-    loss, accuracy, z1, z2 = compiled(x12)
+    cpu = torch.device("cpu")
+
+    def step_forward(net):  # what TrainStep compiles on CUDA: the objective's forward and the accuracy
+        objective = SimCLR(config.temperature)
+        forward = TrainStep(net, objective, build_optimizer(net, config, cpu), config, cpu).forward
+        objective.amp = amp
+        return forward
+
+    compiled = torch.compile(step_forward(model), backend="aot_eager", fullgraph=True)
+    loss, accuracy, z1, z2 = compiled(x12, None, None)
     loss.backward()
-    ref_loss, ref_accuracy, _, _ = _Objective(twin, config.temperature, amp, distributed=False)(x12)
+    ref_loss, ref_accuracy, _, _ = step_forward(twin)(x12, None, None)
     ref_loss.backward()
     assert loss.dtype == torch.float32 and z1.shape == (8, config.head_out_dim) and not z1.requires_grad
     torch.testing.assert_close(loss, ref_loss, rtol=1e-4, atol=1e-5)

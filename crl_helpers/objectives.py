@@ -1,97 +1,77 @@
-r"""Beyond SimCLR: where the negatives come from, and losses that use labels or margins.
+r"""Objectives: what one training step optimises, as modules that plug into the one training loop.
 
 SimCLR (Chen et al. 2020) takes its negatives from the current batch, so more negatives
-cost a bigger batch. Earlier and later methods change one piece of that recipe, and each
-piece here is small enough to read on its own:
+cost a bigger batch, and its positives are only other views of the same image. The
+objectives here change one piece of that recipe each; everything else (model, optimizer,
+learning-rate schedule, views, seeds) is :func:`crl_helpers.train.train`'s, so a comparison
+of methods differs only in the objective.
 
-* :class:`MemoryBank` -- InstDisc (Wu, Xiong, Yu, Lin 2018, "Unsupervised Feature Learning
-  via Non-Parametric Instance Discrimination"): one stored embedding per training image,
-  refreshed by a moving average each time the image is seen; negatives are sampled from it.
-* :class:`MoCoQueue` and :func:`momentum_update` -- MoCo (He, Fan, Wu, Xie, Girshick 2020,
-  "Momentum Contrast for Unsupervised Visual Representation Learning"): keys from a slowly
-  moving copy of the encoder, kept in a FIFO queue that outlives the batch.
-* :func:`supcon_loss` -- SupCon (Khosla et al. 2020, "Supervised Contrastive Learning"),
-  the :math:`\mathcal{L}^{sup}_{out}` form: every view with the same label is a positive.
-* :func:`triplet_loss` and :func:`semi_hard_negatives` -- FaceNet (Schroff, Kalenichenko,
-  Philbin 2015): one positive, one negative, a margin instead of a softmax.
+* :class:`SimCLR` -- NT-Xent over the two views of the batch (Chen et al. 2020); the only
+  objective that runs under torchrun (its negatives are gathered from every process).
+* :class:`InstDisc` with :class:`MemoryBank` -- InstDisc (Wu, Xiong, Yu, Lin 2018,
+  "Unsupervised Feature Learning via Non-Parametric Instance Discrimination"): one view per
+  image, one stored embedding per training image refreshed by a moving average each time the
+  image is seen; negatives are sampled from the bank.
+* :class:`MoCo` with :class:`MoCoQueue` and :func:`momentum_update` -- MoCo (He, Fan, Wu, Xie,
+  Girshick 2020, "Momentum Contrast for Unsupervised Visual Representation Learning"): keys
+  from a slowly moving copy of the encoder, kept in a FIFO queue that outlives the batch.
+* :class:`SupCon` with :func:`supcon_loss` -- SupCon (Khosla et al. 2020, "Supervised
+  Contrastive Learning"), the :math:`\mathcal{L}^{sup}_{out}` form: every view with the same
+  label is a positive (this objective uses labels: it is supervised).
+* :class:`Triplet` with :func:`triplet_loss` and :func:`semi_hard_negatives` -- FaceNet
+  (Schroff, Kalenichenko, Philbin 2015): one positive, one negative, a margin instead of a softmax.
 
-The MoCo and memory-bank losses are :func:`crl_helpers.losses.info_nce` with
-``negative_keys`` = the queue or the sampled bank entries. :func:`train_method` runs any of
-the five methods ("simclr", "memory_bank", "moco", "supcon", "triplet") with ONE loop built
-from :mod:`crl_helpers.train`'s pieces, so that a comparison differs only in the objective.
+Every objective is an :class:`Objective`: ``objective(model, views, index, labels)`` returns
+``(loss, z1, z2)``: the loss to differentiate and the detached embeddings of the queries and
+of their positive keys (the loop's alignment, uniformity and contrastive accuracy read them).
+State (bank, queue, momentum encoder) lives in the module's buffers and submodules, so
+``objective.state_dict()`` is checkpointed with the model. :func:`build_objective` makes one
+from a config's ``method`` and ``objective`` fields.
 
 Example:
-    >>> from dataclasses import replace
-    >>> from crl_helpers.train import CPU
-    >>> cfg = replace(CPU, epochs=1, n_train=64, n_test=32, batch_size=32, progress=False, out_dir=None)
-    >>> result = train_method("moco", cfg, options=MethodConfig(queue_size=32))
-    >>> result["method"], len(result["history"]), 0.0 <= result["knn_acc"] <= 1.0
-    ('moco', 1, True)
+    >>> from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
+    >>> model = SimCLRModel(SmallConvNet(width=8), ProjectionHead(128, 32, 16))
+    >>> objective = MoCo(model, temperature=0.2, queue_size=8)
+    >>> x12 = torch.randn(8, 3, 32, 32)  # [view 1; view 2] of 4 images
+    >>> loss, z1, z2 = objective(model, x12, index=torch.arange(4), labels=torch.zeros(4, dtype=torch.long))
+    >>> loss.ndim, z1.shape, int(objective.queue.ptr)
+    (0, torch.Size([4, 16]), 4)
 """
 from __future__ import annotations
 
+import copy
 import math
 import numbers
-import time
-from dataclasses import dataclass, replace
-from typing import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from crl_helpers.distributed import nt_xent_distributed
 from crl_helpers.losses import info_nce, nt_xent
+from crl_helpers.validate import check_embeddings, check_fraction, check_int, check_positive
 
 __all__ = [
+    "METHODS",
+    "ObjectiveConfig",
+    "Objective",
+    "SimCLR",
+    "InstDisc",
+    "MoCo",
+    "SupCon",
+    "Triplet",
+    "build_objective",
     "MemoryBank",
     "MoCoQueue",
     "momentum_update",
     "supcon_loss",
     "triplet_loss",
     "semi_hard_negatives",
-    "MethodConfig",
-    "METHODS",
-    "train_method",
 ]
 
-METHODS = ("simclr", "memory_bank", "moco", "supcon", "triplet")
-
-
-# ------------------------------------------------------------------ validation
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}={value!r} must be an int")
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be >= {minimum}")
-    return int(value)
-
-
-def _check_fraction(name: str, value: object, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}={value!r} must be a number in [0, 1]; {hint}")
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name}={value!r} must be in [0, 1]; {hint}")
-    return float(value)
-
-
-def _check_positive(name: str, value: object, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}={value!r} must be a number; {hint}")
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}={value!r} must be a finite number > 0; {hint}")
-    return float(value)
-
-
-def _check_embeddings(name: str, z: object, dim: int | None = None) -> Tensor:
-    if not isinstance(z, Tensor):
-        raise TypeError(f"{name} is a {type(z).__name__}; pass a torch.Tensor (N, d)")
-    if not z.is_floating_point():
-        raise TypeError(f"{name} has dtype {z.dtype}; pass floating-point embeddings, e.g. {name}.float()")
-    if z.ndim != 2:
-        raise ValueError(f"{name} has shape {tuple(z.shape)}; it must be 2-D (N, d), one row per sample")
-    if dim is not None and z.shape[1] != dim:
-        raise ValueError(f"{name} has d={z.shape[1]} but this store holds d={dim}; embed with the same head")
-    return z
+#: The objectives ``crl train --method`` offers; only "simclr" runs under torchrun.
+METHODS = ("simclr", "instdisc", "moco", "supcon", "triplet")
 
 
 def _unit_rows(n: int, dim: int, generator: torch.Generator | None) -> Tensor:
@@ -100,7 +80,7 @@ def _unit_rows(n: int, dim: int, generator: torch.Generator | None) -> Tensor:
 
 
 # ----------------------------------------------------------------- memory bank
-class MemoryBank:
+class MemoryBank(nn.Module):
     r"""InstDisc's memory bank: one unit-norm embedding per training image (Wu et al. 2018).
 
     Entry :math:`\bar z_i` stands for image ``i`` between visits. When the image is seen again
@@ -120,7 +100,7 @@ class MemoryBank:
         generator: seeds the random initial entries.
 
     Attributes:
-        bank: ``(size, dim)`` float32 tensor of unit rows (moved with :meth:`to`).
+        bank: ``(size, dim)`` float32 buffer of unit rows (in ``state_dict``, moved by ``.to``).
 
     Raises:
         TypeError, ValueError: a size or dim that is not an int >= 1, a momentum outside [0, 1).
@@ -135,16 +115,13 @@ class MemoryBank:
     """
 
     def __init__(self, size: int, dim: int, momentum: float = 0.5, generator: torch.Generator | None = None) -> None:
-        self.size = _check_int("size", size, 1)
-        self.dim = _check_int("dim", dim, 1)
-        self.momentum = _check_fraction("momentum", momentum, "InstDisc uses 0.5")
+        super().__init__()
+        self.size = check_int("size", size, 1)
+        self.dim = check_int("dim", dim, 1)
+        self.momentum = check_fraction("momentum", momentum, "InstDisc uses 0.5")
         if self.momentum == 1.0:
             raise ValueError("momentum=1.0 would never update the bank; use a value in [0, 1), e.g. 0.5")
-        self.bank = _unit_rows(self.size, self.dim, generator)  # (size, dim)
-
-    def to(self, device: torch.device | str) -> "MemoryBank":
-        self.bank = self.bank.to(device)
-        return self
+        self.register_buffer("bank", _unit_rows(self.size, self.dim, generator))  # (size, dim)
 
     def _check_index(self, index: object) -> Tensor:
         if not isinstance(index, Tensor) or index.dtype not in (torch.int64, torch.int32) or index.ndim != 1:
@@ -168,7 +145,7 @@ class MemoryBank:
             TypeError, ValueError: bad index, mismatched shapes, repeated indices.
         """
         index = self._check_index(index)
-        z = _check_embeddings("z", z, self.dim)
+        z = check_embeddings("z", z, self.dim)
         if z.shape[0] != index.shape[0]:
             raise ValueError(f"z has {z.shape[0]} rows but index has {index.shape[0]}; one index per embedding")
         if index.unique().numel() != index.numel():
@@ -183,7 +160,7 @@ class MemoryBank:
         A draw can hit a query's own image; with ``n`` much smaller than ``size`` this is rare
         and, as in InstDisc, ignored.
         """
-        n = _check_int("n", n, 1)
+        n = check_int("n", n, 1)
         index = torch.randint(self.size, (n,), generator=generator)  # (n,)
         return self.bank[index.to(self.bank.device)].clone()  # (n, dim)
 
@@ -197,7 +174,7 @@ class MemoryBank:
 
 
 # ------------------------------------------------------------------- MoCo
-class MoCoQueue:
+class MoCoQueue(nn.Module):
     """MoCo's dictionary: a FIFO queue of the most recent ``size`` keys (He et al. 2020).
 
     Each step enqueues the current batch's keys and drops the oldest ones, so the
@@ -212,7 +189,8 @@ class MoCoQueue:
             of random unit vectors).
 
     Attributes:
-        keys: ``(size, dim)`` storage; row ``ptr`` is the next to be overwritten (the oldest).
+        keys: ``(size, dim)`` buffer; row ``ptr`` is the next to be overwritten (the oldest).
+        ptr: a 0-d int64 buffer (both in ``state_dict``, moved by ``.to``).
 
     Raises:
         TypeError, ValueError: a size or dim that is not an int >= 1.
@@ -226,14 +204,11 @@ class MoCoQueue:
     """
 
     def __init__(self, size: int, dim: int, generator: torch.Generator | None = None) -> None:
-        self.size = _check_int("size", size, 1)
-        self.dim = _check_int("dim", dim, 1)
-        self.keys = _unit_rows(self.size, self.dim, generator)  # (size, dim)
-        self.ptr = 0
-
-    def to(self, device: torch.device | str) -> "MoCoQueue":
-        self.keys = self.keys.to(device)
-        return self
+        super().__init__()
+        self.size = check_int("size", size, 1)
+        self.dim = check_int("dim", dim, 1)
+        self.register_buffer("keys", _unit_rows(self.size, self.dim, generator))  # (size, dim)
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
     def enqueue(self, keys: Tensor) -> None:
@@ -243,18 +218,19 @@ class MoCoQueue:
             TypeError, ValueError: not a 2-D float tensor of width ``dim``; ``B > size``
                 (a batch would overwrite its own keys: make the queue larger than the batch).
         """
-        keys = _check_embeddings("keys", keys, self.dim)
+        keys = check_embeddings("keys", keys, self.dim)
         b = keys.shape[0]
         if b > self.size:
             raise ValueError(f"keys has {b} rows but the queue holds {self.size}; use a queue of at least "
                              f"batch_size keys (MoCo: many batches)")
-        slots = (self.ptr + torch.arange(b)) % self.size  # (B,) wraps around the ring
+        ptr = int(self.ptr)
+        slots = (ptr + torch.arange(b)) % self.size  # (B,) wraps around the ring
         self.keys[slots.to(self.keys.device)] = F.normalize(keys.detach().to(self.keys), dim=1)
-        self.ptr = (self.ptr + b) % self.size
+        self.ptr.fill_((ptr + b) % self.size)
 
     def ordered(self) -> Tensor:
         """The keys oldest first, ``(size, dim)`` (a copy): ``keys`` rolled so the ring starts at ``ptr``."""
-        return torch.roll(self.keys, shifts=-self.ptr, dims=0).clone()
+        return torch.roll(self.keys, shifts=-int(self.ptr), dims=0).clone()
 
 
 @torch.no_grad()
@@ -285,7 +261,7 @@ def momentum_update(online: nn.Module, target: nn.Module, m: float = 0.99) -> No
     for name, module in (("online", online), ("target", target)):
         if not isinstance(module, nn.Module):
             raise TypeError(f"{name} must be a torch.nn.Module, got {type(module).__name__}")
-    m = _check_fraction("m", m, "MoCo uses 0.99 to 0.999")
+    m = check_fraction("m", m, "MoCo uses 0.99 to 0.999")
     online_params = dict(online.named_parameters())
     target_params = dict(target.named_parameters())
     if online_params.keys() != target_params.keys() or any(
@@ -329,12 +305,12 @@ def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
         >>> torch.allclose(supcon_loss(torch.cat([z1, z2]), torch.cat([y, y]), 0.5), nt_xent(z1, z2, 0.5))
         True
     """
-    z = _check_embeddings("z", z)
+    z = check_embeddings("z", z)
     if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
         raise TypeError(f"labels must be an integer tensor (M,), got {labels!r:.60}")
     if labels.shape != (z.shape[0],):
         raise ValueError(f"labels has shape {tuple(labels.shape)} but z has {z.shape[0]} rows; one label per row")
-    temperature = _check_positive("temperature", temperature, "SupCon uses 0.1")
+    temperature = check_positive("temperature", temperature, "SupCon uses 0.1")
     dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
     with torch.autocast(device_type=z.device.type, enabled=False):
         z = F.normalize(z.to(dtype), dim=1)  # (M, d)
@@ -380,9 +356,9 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: flo
         >>> triplet_loss(a, n, p, margin=0.2).item()  # 2 - 0 + 0.2
         2.200000047683716
     """
-    anchor = _check_embeddings("anchor", anchor)
-    positive = _check_embeddings("positive", positive)
-    negative = _check_embeddings("negative", negative)
+    anchor = check_embeddings("anchor", anchor)
+    positive = check_embeddings("positive", positive)
+    negative = check_embeddings("negative", negative)
     if not anchor.shape == positive.shape == negative.shape:
         raise ValueError(f"anchor {tuple(anchor.shape)}, positive {tuple(positive.shape)} and negative "
                          f"{tuple(negative.shape)} must have the same shape, one triplet per row")
@@ -422,9 +398,9 @@ def semi_hard_negatives(anchor: Tensor, positive: Tensor, candidates: Tensor | N
         >>> semi_hard_negatives(a, a).tolist()  # the nearest other image, since all are farther than p = a
         [1, 0, 1]
     """
-    anchor = _check_embeddings("anchor", anchor)
-    positive = _check_embeddings("positive", positive)
-    candidates = positive if candidates is None else _check_embeddings("candidates", candidates)
+    anchor = check_embeddings("anchor", anchor)
+    positive = check_embeddings("positive", positive)
+    candidates = positive if candidates is None else check_embeddings("candidates", candidates)
     if not anchor.shape == positive.shape == candidates.shape:
         raise ValueError(f"anchor {tuple(anchor.shape)}, positive {tuple(positive.shape)} and candidates "
                          f"{tuple(candidates.shape)} must have the same shape, row i from image i")
@@ -440,10 +416,10 @@ def semi_hard_negatives(anchor: Tensor, positive: Tensor, candidates: Tensor | N
     return torch.where(semi_hard.any(dim=1), nearest_outside, farthest)  # (N,)
 
 
-# ------------------------------------------------------------ one training loop
+# ------------------------------------------------------------------ objectives
 @dataclass(frozen=True)
-class MethodConfig:
-    """The knobs of the methods beyond SimCLR; the shared ones (epochs, lr, temperature...) stay in TrainConfig."""
+class ObjectiveConfig:
+    """The knobs of the objectives beyond SimCLR; the shared ones (temperature, batch, lr...) are the run's."""
 
     bank_momentum: float = 0.5  # InstDisc's code: an entry averages its last visits
     bank_negatives: int = 1024  # InstDisc samples 4096 of 1.28M; 1024 is a fifth of the 5,000 shapes
@@ -452,15 +428,115 @@ class MethodConfig:
     margin: float = 0.2  # FaceNet's alpha, for unit-norm embeddings
 
     def __post_init__(self) -> None:
-        _check_fraction("bank_momentum", self.bank_momentum, "InstDisc uses 0.5")
-        _check_int("bank_negatives", self.bank_negatives, 1)
-        _check_int("queue_size", self.queue_size, 1)
-        _check_fraction("moco_momentum", self.moco_momentum, "MoCo uses 0.99 to 0.999")
-        if isinstance(self.margin, bool) or not isinstance(self.margin, numbers.Real) or self.margin < 0:
-            raise ValueError(f"margin={self.margin!r} must be a number >= 0; FaceNet uses 0.2")
+        check_fraction("bank_momentum", self.bank_momentum, "InstDisc uses 0.5")
+        if self.bank_momentum == 1.0:
+            raise ValueError("bank_momentum=1.0 would never update the bank; use a value in [0, 1), e.g. 0.5")
+        check_int("bank_negatives", self.bank_negatives, 1)
+        check_int("queue_size", self.queue_size, 1)
+        check_fraction("moco_momentum", self.moco_momentum, "MoCo uses 0.99 to 0.999")
+        if isinstance(self.margin, bool) or not isinstance(self.margin, numbers.Real) or not (
+                math.isfinite(self.margin) and self.margin >= 0):
+            raise ValueError(f"margin={self.margin!r} must be a finite number >= 0; FaceNet uses 0.2")
 
 
-def _shuffled_key_forward(key_model: nn.Module, x: Tensor, generator: torch.Generator, groups: int = 2) -> Tensor:
+class Objective(nn.Module):
+    """What one step of the training loop optimises; subclasses are the methods of :data:`METHODS`.
+
+    ``forward(model, views, index, labels) -> (loss, z1, z2)``:
+
+    * ``model``: the :class:`~crl_helpers.models.SimCLRModel` (``model(x)`` returns ``(v, z)``);
+    * ``views``: ``(n_views * B, 3, S, S)``, view 1 of the batch's images first;
+    * ``index``: ``(B,)`` the images' positions in the training set (the memory bank's keys);
+    * ``labels``: ``(B,)`` their class labels (only :class:`SupCon` reads them);
+    * ``loss``: a scalar in float32 (the model runs under ``amp`` autocast, the loss does not);
+    * ``z1, z2``: ``(B, d)`` detached embeddings of the queries and of their positive keys.
+
+    Class attributes: ``n_views`` (views per image the loop must make), ``distributable``
+    (runs under torchrun), ``uses_labels`` (supervised).
+    """
+
+    n_views = 2
+    distributable = False
+    uses_labels = False
+
+    def __init__(self, temperature: float = 0.2) -> None:
+        super().__init__()
+        self.temperature = check_positive("temperature", temperature, "try 0.1 to 0.5")
+        self.amp: torch.dtype | None = None  # autocast dtype of the model's forward; set by the training step
+        self.generator = torch.Generator()  # the objective's own draws (bank negatives, MoCo's shuffle)
+
+    def manual_seed(self, seed: int) -> "Objective":
+        """Reseed the objective's own random draws (the loop does it every epoch, so a resumed run repeats them)."""
+        self.generator.manual_seed(seed)
+        return self
+
+    def embed(self, model: nn.Module, x: Tensor) -> Tensor:
+        """``z`` of images ``x`` ``(B, 3, S, S)`` -> ``(B, d)`` float32, the forward under ``amp`` autocast."""
+        with torch.autocast(x.device.type, dtype=self.amp, enabled=self.amp is not None):
+            _, z = model(x)  # (B, d)
+        return z.float()
+
+    def negatives_per_query(self, batch_size: int) -> int:
+        """How many negative keys each query is contrasted with at this batch size."""
+        return 2 * batch_size - 2
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        """Called after each optimizer step (MoCo moves its key encoder here)."""
+
+
+class SimCLR(Objective):
+    """NT-Xent over both views of the batch (Chen et al. 2020): :func:`~crl_helpers.losses.nt_xent`.
+
+    Under torchrun (``distributed=True``) the keys of every process are gathered, so each
+    query sees the negatives of the global batch (:func:`~crl_helpers.distributed.nt_xent_distributed`).
+    """
+
+    distributable = True
+
+    def __init__(self, temperature: float = 0.2, distributed: bool = False) -> None:
+        super().__init__(temperature)
+        self.distributed = distributed
+
+    def forward(self, model: nn.Module, views: Tensor, index: Tensor | None = None,
+                labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        z1, z2 = self.embed(model, views).chunk(2)  # (B, d) each: one forward, so BN sees both views
+        loss_fn = nt_xent_distributed if self.distributed else nt_xent
+        loss = loss_fn(z1, z2, self.temperature, validate=False)  # the loop checks the loss once per epoch
+        return loss, z1.detach(), z2.detach()
+
+
+class InstDisc(Objective):
+    """Instance discrimination with a memory bank (Wu et al. 2018): ONE view per image.
+
+    The query ``z_i`` of image ``i`` is scored against its own bank entry (the positive key)
+    and ``n_negatives`` entries drawn at random (shared by the batch) with InfoNCE; then the
+    entries of the batch's images move towards their new embeddings (:meth:`MemoryBank.update`).
+    ``z2`` is the positive keys as they were before the update.
+    """
+
+    n_views = 1
+
+    def __init__(self, n_images: int, dim: int, temperature: float = 0.2, n_negatives: int = 1024,
+                 momentum: float = 0.5, generator: torch.Generator | None = None) -> None:
+        super().__init__(temperature)
+        self.bank = MemoryBank(n_images, dim, momentum, generator=generator)
+        self.n_negatives = check_int("n_negatives", n_negatives, 1)
+
+    def negatives_per_query(self, batch_size: int) -> int:
+        return self.n_negatives
+
+    def forward(self, model: nn.Module, views: Tensor, index: Tensor, labels: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        z = self.embed(model, views)  # (B, d)
+        positive = self.bank[index]  # (B, d) a copy: the update below does not change it
+        loss = info_nce(z, positive, self.bank.negatives(self.n_negatives, self.generator), self.temperature,
+                        validate=False)
+        self.bank.update(index, z)
+        return loss, z.detach(), positive
+
+
+def _shuffled_key_forward(objective: Objective, key_model: nn.Module, x: Tensor, groups: int = 2) -> Tensor:
     """MoCo's shuffling BN on one device: the keys' BatchNorm sees a different mix of images than the queries'.
 
     Without it the query and its key are normalised with statistics of the same images, a
@@ -468,168 +544,117 @@ def _shuffled_key_forward(key_model: nn.Module, x: Tensor, generator: torch.Gene
     sec. 3.3). Here the key batch is permuted and split into ``groups`` sub-batches, each
     normalised on its own, then un-permuted.
     """
-    perm = torch.randperm(x.shape[0], generator=generator).to(x.device)  # (B,)
-    chunks = [key_model(chunk)[1] for chunk in x[perm].chunk(groups)]
-    z = torch.cat(chunks)  # (B, d), permuted order
+    perm = torch.randperm(x.shape[0], generator=objective.generator).to(x.device)  # (B,)
+    z = torch.cat([objective.embed(key_model, chunk) for chunk in x[perm].chunk(groups)])  # (B, d), permuted
     return z[torch.argsort(perm)]  # (B, d), original order
 
 
-def train_method(method: str, config=None, data=None, *, options: MethodConfig = MethodConfig(),
-                 callback: Callable[[int, nn.Module, dict], None] | None = None) -> dict:
-    """Pretrain with one of :data:`METHODS` in SimCLR's loop, then report kNN accuracy (test).
+class MoCo(Objective):
+    """Momentum contrast (He et al. 2020): query = view 1 through the model, key = view 2 through a momentum copy.
 
-    Everything but the objective comes from ``config`` and :mod:`crl_helpers.train`: the model
-    (:func:`~crl_helpers.train.build_model`), the optimizer, the warm-up + cosine learning rate
-    (:func:`~crl_helpers.train.cosine_schedule`), the batched views
-    (:class:`~crl_helpers.views.ViewAugmenter`), the kNN read-out. Per method:
+    The loss is InfoNCE of the query against its key and the queue's keys; then the batch's keys
+    are enqueued, and after the optimizer step the key model follows the model by
+    :func:`momentum_update`. The key model (``key_model``) starts as a copy of ``model``.
+    """
 
-    * ``"simclr"``: NT-Xent over the two views of the batch (Chen et al. 2020);
-    * ``"memory_bank"``: one view; InfoNCE against the image's bank entry and
-      ``options.bank_negatives`` random entries (Wu et al. 2018);
-    * ``"moco"``: query = view 1 through the model, key = view 2 through a momentum copy
-      (with shuffled BN); InfoNCE against the queue (He et al. 2020);
-    * ``"supcon"``: SupCon with the class labels, so it is SUPERVISED (Khosla et al. 2020);
-    * ``"triplet"``: view 1 as anchor, view 2 as positive, the semi-hard other image's view 2
-      as negative (Schroff et al. 2015).
+    def __init__(self, model: nn.Module, temperature: float = 0.2, queue_size: int = 2048,
+                 momentum: float = 0.99, generator: torch.Generator | None = None) -> None:
+        super().__init__(temperature)
+        self.momentum = check_fraction("momentum", momentum, "MoCo uses 0.99 to 0.999")
+        self.key_model = copy.deepcopy(model).requires_grad_(False)
+        self.queue = MoCoQueue(queue_size, model.head.out_dim, generator=generator)
+
+    def negatives_per_query(self, batch_size: int) -> int:
+        return self.queue.size
+
+    def forward(self, model: nn.Module, views: Tensor, index: Tensor | None = None,
+                labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        x1, x2 = views.chunk(2)  # (B, 3, S, S) each
+        query = self.embed(model, x1)  # (B, d)
+        with torch.no_grad():
+            key = _shuffled_key_forward(self, self.key_model, x2)  # (B, d)
+        negatives = self.queue.keys.clone()  # (K, d): a snapshot, since enqueue writes in place
+        loss = info_nce(query, key, negatives, self.temperature, validate=False)
+        self.queue.enqueue(key)
+        return loss, query.detach(), key
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module) -> None:
+        momentum_update(model, self.key_model, self.momentum)
+
+
+class SupCon(Objective):
+    """Supervised contrastive learning (Khosla et al. 2020): views with the same LABEL are positives."""
+
+    uses_labels = True
+
+    def forward(self, model: nn.Module, views: Tensor, index: Tensor | None = None,
+                labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        z1, z2 = self.embed(model, views).chunk(2)  # (B, d) each
+        loss = supcon_loss(torch.cat([z1, z2]), torch.cat([labels, labels]), self.temperature)
+        return loss, z1.detach(), z2.detach()
+
+
+class Triplet(Objective):
+    """Triplet loss (Schroff et al. 2015): view 1 the anchor, view 2 the positive, a semi-hard other image's view 2."""
+
+    def __init__(self, margin: float = 0.2) -> None:
+        super().__init__()
+        self.margin = margin
+
+    def negatives_per_query(self, batch_size: int) -> int:
+        return 1
+
+    def forward(self, model: nn.Module, views: Tensor, index: Tensor | None = None,
+                labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        z1, z2 = self.embed(model, views).chunk(2)  # (B, d) each
+        negative = z2[semi_hard_negatives(z1, z2)]  # (B, d): another image's view, just past the positive
+        return triplet_loss(z1, z2, negative, self.margin), z1.detach(), z2.detach()
+
+
+def build_objective(method: str, model: nn.Module, n_images: int, batch_size: int, temperature: float,
+                    config: ObjectiveConfig = ObjectiveConfig(), seed: int = 0,
+                    distributed: bool = False) -> Objective:
+    """The objective ``method`` names (one of :data:`METHODS`), with fresh state seeded by ``seed``.
 
     Args:
-        method: one of :data:`METHODS`.
-        config: a :class:`~crl_helpers.train.TrainConfig` (default ``train.CPU``); ``out_dir``
-            is ignored (nothing is written), ``progress`` shows a tqdm bar.
-        data: ``(train, test)`` :class:`~crl_helpers.data.ImageData`; default ``train.load_data(config)``.
-        options: the method-specific knobs.
-        callback: ``callback(epoch, model, row)`` after each epoch.
-
-    Returns:
-        ``{"method", "knn_acc", "final_loss", "history" (per epoch: epoch, loss, seconds),
-        "train_seconds", "negatives" (negative keys per query), "memory" (the MemoryBank or
-        MoCoQueue, else None), "model" (the trained SimCLRModel, on the CPU), "mean", "std"}``.
+        method: "simclr", "instdisc", "moco", "supcon" or "triplet".
+        model: the model it will train (MoCo copies it into its key model; its head's
+            ``out_dim`` sizes the bank and the queue).
+        n_images: the training set's size (the bank's size; the queue is capped at
+            ``n_images - batch_size`` so that it never holds keys of the current batch's images).
+        batch_size: images per step (per process under torchrun).
+        temperature: of the softmax losses.
+        config: the per-method knobs.
+        seed: seeds the bank's or queue's random initial keys.
+        distributed: under torchrun; only :class:`SimCLR` accepts it.
 
     Raises:
-        ValueError: an unknown method, a batch larger than the training set.
-        crl_helpers.train.NonFiniteLossError: the loss became NaN or inf.
+        ValueError: an unknown method, or a method that cannot run under torchrun.
+
+    Example:
+        >>> from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
+        >>> model = SimCLRModel(SmallConvNet(width=8), ProjectionHead(128, 32, 16))
+        >>> objective = build_objective("instdisc", model, n_images=100, batch_size=10, temperature=0.1)
+        >>> type(objective).__name__, objective.n_views, tuple(objective.bank.bank.shape)
+        ('InstDisc', 1, (100, 16))
     """
-    import copy
-
-    from crl_helpers.device import autocast_dtype, pick_device
-    from crl_helpers.evaluate import extract_embeddings, knn_accuracy
-    from crl_helpers.train import (CPU, NonFiniteLossError, build_model, build_optimizer, cosine_schedule, epoch_seeds,
-                                   load_data)
-    from crl_helpers.views import ViewAugmenter
-
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown; choose one of {', '.join(METHODS)}")
-    config = CPU if config is None else config
-    if not isinstance(options, MethodConfig):
-        raise TypeError(f"options must be a MethodConfig, got {type(options).__name__}")
-    device = pick_device(config.device)
-    torch.manual_seed(config.seed)
-    train_data, test_data = data if data is not None else load_data(config)
-    n_train = len(train_data)
-    if config.batch_size > n_train:
-        raise ValueError(f"batch_size={config.batch_size} exceeds the {n_train} training images; lower it")
-    mean, std = train_data.channel_stats()
-    views = replace(config.views, image_size=train_data.image_size, mean=mean, std=std)
-
-    model = build_model(config).to(device)
-    optimizer = build_optimizer(model, config, device)
-    steps_per_epoch = n_train // config.batch_size
-    lr_schedule = cosine_schedule(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs)
-    amp = autocast_dtype(device)
-    store_gen = torch.Generator().manual_seed(config.seed + 1)  # bank/queue init and sampling
+    if distributed and method != "simclr":
+        raise ValueError(f"method={method!r} cannot run under torchrun (its bank, queue or label mask is per "
+                         f"process); run it in one process, or use method 'simclr'")
+    generator = torch.Generator().manual_seed(seed + 1)
     dim = model.head.out_dim
-
-    bank = queue = key_model = None
-    n_negatives = {"simclr": 2 * config.batch_size - 2, "supcon": 2 * config.batch_size - 2, "triplet": 1}.get(method)
-    if method == "memory_bank":
-        bank = MemoryBank(n_train, dim, options.bank_momentum, generator=store_gen).to(device)
-        n_negatives = min(options.bank_negatives, n_train)
-    elif method == "moco":
+    if method == "simclr":
+        return SimCLR(temperature, distributed=distributed)
+    if method == "instdisc":
+        return InstDisc(n_images, dim, temperature, n_negatives=min(config.bank_negatives, n_images),
+                        momentum=config.bank_momentum, generator=generator)
+    if method == "moco":
         # A queue longer than the data minus a batch would hold keys of the current images (false negatives).
-        n_negatives = max(config.batch_size, min(options.queue_size, n_train - config.batch_size))
-        queue = MoCoQueue(n_negatives, dim, generator=store_gen).to(device)
-        key_model = copy.deepcopy(model).requires_grad_(False)
-    y_train = train_data.y.to(device)
-
-    # Views as train.train makes them (same generator, seeds and call), so the SimCLR arm IS the train loop.
-    augment = ViewAugmenter(views, device, n_views=1 if method == "memory_bank" else 2)
-
-    def objective(x: Tensor, index: Tensor) -> Tensor:
-        if method == "memory_bank":
-            x1 = augment(x)  # (B, 3, S, S): InstDisc uses a single view
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                _, z = model(x1)  # (B, d)
-            z = z.float()
-            loss = info_nce(z, bank[index], bank.negatives(n_negatives, store_gen), config.temperature, validate=False)
-            bank.update(index, z)
-            return loss
-        x12 = augment(x)  # (2B, 3, S, S) = [view 1; view 2]
-        x1, x2 = x12.chunk(2)  # (B, 3, S, S) each
-        if method == "moco":
-            with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-                _, query = model(x1)  # (B, d)
-                with torch.no_grad():
-                    key = _shuffled_key_forward(key_model, x2, store_gen)  # (B, d)
-            negatives = queue.keys.clone()  # (K, d): snapshot, since enqueue below writes in place
-            loss = info_nce(query.float(), key.float(), negatives, config.temperature, validate=False)
-            queue.enqueue(key.float())
-            return loss
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            _, z = model(x12)  # (2B, d): one forward, BN sees both views
-        z1, z2 = z.float().chunk(2)  # (B, d) each
-        if method == "simclr":
-            return nt_xent(z1, z2, config.temperature, validate=False)
-        if method == "supcon":
-            y = y_train[index]  # (B,)
-            return supcon_loss(torch.cat([z1, z2]), torch.cat([y, y]), config.temperature)
-        negative = z2[semi_hard_negatives(z1, z2)]  # (B, d): another image's view, just past the positive
-        return triplet_loss(z1, z2, negative, options.margin)
-
-    progress = None
-    if config.progress:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=config.epochs * steps_per_epoch, desc=method, unit="step", dynamic_ncols=True)
-    x_train = train_data.x.to(device)  # uint8 (N, 3, H, W)
-    order_gen = torch.Generator()
-    history: list[dict] = []
-    for epoch in range(config.epochs):
-        model.train()
-        order_seed, view_seed = epoch_seeds(config.seed, epoch)  # as train.train: same batches and views
-        order = torch.randperm(n_train, generator=order_gen.manual_seed(order_seed))  # (N,) CPU: indexes the bank too
-        augment.manual_seed(view_seed)
-        total, t0 = 0.0, time.perf_counter()
-        for i in range(steps_per_epoch):
-            for group in optimizer.param_groups:
-                group["lr"] = lr_schedule[epoch * steps_per_epoch + i]
-            index = order[i * config.batch_size:(i + 1) * config.batch_size]  # (B,)
-            loss = objective(x_train[index.to(device)], index.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if key_model is not None:
-                momentum_update(model, key_model, options.moco_momentum)
-            total += loss.item()
-            if progress is not None:
-                progress.set_postfix(epoch=epoch + 1, loss=f"{total / (i + 1):.3f}", refresh=False)
-                progress.update(1)
-        row = {"epoch": epoch + 1, "loss": total / steps_per_epoch, "seconds": time.perf_counter() - t0}
-        if not math.isfinite(row["loss"]):
-            if progress is not None:
-                progress.close()
-            raise NonFiniteLossError(f"{method}: the loss became {row['loss']} in epoch {epoch + 1}; "
-                                     f"lower the lr or raise the temperature")
-        history.append(row)
-        if callback is not None:
-            callback(epoch + 1, model, row)
-    if progress is not None:
-        progress.close()
-
-    v_train = extract_embeddings(model.encoder, train_data.x, device=device, mean=mean, std=std)  # (N, D)
-    v_test = extract_embeddings(model.encoder, test_data.x, device=device, mean=mean, std=std)  # (M, D)
-    knn_acc = knn_accuracy(v_train, train_data.y, v_test, test_data.y, k=config.knn_k,
-                           temperature=config.knn_temperature)
-    memory = bank.to("cpu") if bank is not None else queue.to("cpu") if queue is not None else None
-    return {"method": method, "knn_acc": knn_acc, "final_loss": history[-1]["loss"], "history": history,
-            "train_seconds": sum(r["seconds"] for r in history), "negatives": n_negatives, "memory": memory,
-            "model": model.cpu(), "mean": mean, "std": std}
+        size = max(batch_size, min(config.queue_size, n_images - batch_size))
+        return MoCo(model, temperature, queue_size=size, momentum=config.moco_momentum, generator=generator)
+    if method == "supcon":
+        return SupCon(temperature)
+    return Triplet(config.margin)

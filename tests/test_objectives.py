@@ -1,10 +1,11 @@
-"""Tests for crl_helpers.beyond: memory bank, MoCo queue and momentum update, SupCon, triplet, train_method.
+"""Tests for crl_helpers.objectives: memory bank, MoCo queue and momentum update, SupCon, triplet, the objectives.
 
 Oracles are written from the papers' formulas: loops over anchors in float64, hand-computed
 triplets, a Python list as the FIFO queue, the closed form of repeated momentum updates.
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import replace
 
@@ -13,15 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from crl_helpers.beyond import (
+from crl_helpers.objectives import (
     METHODS,
     MemoryBank,
-    MethodConfig,
     MoCoQueue,
+    ObjectiveConfig,
+    build_objective,
     momentum_update,
     semi_hard_negatives,
     supcon_loss,
-    train_method,
     triplet_loss,
 )
 from crl_helpers.losses import nt_xent
@@ -289,55 +290,109 @@ def test_semi_hard_falls_back_to_the_farthest_when_none_is_farther_than_the_posi
     assert semi_hard_negatives(a, p, c).tolist()[0] == 1
 
 
-# ---------------------------------------------------------------- train_method
+# ------------------------------------------------------- objectives in the one loop
 @pytest.fixture(scope="module")
 def tiny():
     from crl_helpers.data import load_dataset
     from crl_helpers.train import CPU
 
     config = replace(CPU, epochs=1, n_train=32, n_test=16, batch_size=16, progress=False, out_dir=None,
-                     head_hidden_dim=32, head_out_dim=16, knn_k=5)
+                     head_hidden_dim=32, head_out_dim=16, knn_k=5,
+                     objective=ObjectiveConfig(queue_size=16, bank_negatives=8))
     data = (load_dataset("shapes", "train", n=32), load_dataset("shapes", "test", n=16))
     return config, data
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_train_method_runs_every_method(tiny, method):
-    config, data = tiny
-    seen = []
-    result = train_method(method, config, data, options=MethodConfig(queue_size=16, bank_negatives=8),
-                          callback=lambda epoch, model, row: seen.append(epoch))
-    assert result["method"] == method and seen == [1]
-    assert math.isfinite(result["final_loss"]) and 0.0 <= result["knn_acc"] <= 1.0
-    assert [row["epoch"] for row in result["history"]] == [1]
-    expected = {"simclr": 30, "supcon": 30, "triplet": 1, "memory_bank": 8, "moco": 16}[method]
-    assert result["negatives"] == expected
-    memory = result["memory"]
-    if method == "memory_bank":
-        assert isinstance(memory, MemoryBank) and memory.bank.shape == (32, 16)
-        # Every training image was visited once: no entry is still the random initial one.
-        fresh = MemoryBank(32, 16, generator=torch.Generator().manual_seed(config.seed + 1))
-        assert not torch.isclose(memory.bank, fresh.bank).all(dim=1).any()
-    elif method == "moco":
-        assert isinstance(memory, MoCoQueue) and memory.ptr == 0  # 2 batches of 16 filled the 16-key ring twice
-    else:
-        assert memory is None
-
-
-def test_train_method_simclr_is_the_train_loop(tiny):
+def test_every_method_trains_in_the_one_loop(tiny, method):
     from crl_helpers.train import train
 
     config, data = tiny
-    ours = train_method("simclr", config, data)["history"][0]["loss"]
-    reference = train(config, data=data, evaluate=False).history[0]["loss"]
-    assert ours == pytest.approx(reference, rel=1e-4)
+    seen = []
+    result = train(replace(config, method=method), data=data, callback=lambda epoch, model, row: seen.append(epoch))
+    assert seen == [1] and [row["epoch"] for row in result.history] == [1]
+    assert math.isfinite(result.history[0]["loss"])
+    objective = result.objective
+    expected = {"simclr": 30, "supcon": 30, "triplet": 1, "instdisc": 8, "moco": 16}[method]
+    assert objective.negatives_per_query(config.batch_size) == expected
+    if method == "instdisc":
+        assert objective.n_views == 1 and objective.bank.bank.shape == (32, 16)
+        # Every training image was visited once: no entry is still the random initial one.
+        fresh = MemoryBank(32, 16, generator=torch.Generator().manual_seed(config.seed + 1))
+        assert not torch.isclose(objective.bank.bank, fresh.bank).all(dim=1).any()
+    elif method == "moco":
+        assert int(objective.queue.ptr) == 0  # 2 batches of 16 filled the 16-key ring twice
+        # The key model followed the model, but is not the model: m = 0.99 after 2 steps.
+        key = dict(objective.key_model.named_parameters())
+        moved = [n for n, p in result.model.named_parameters() if not torch.equal(p, key[n])]
+        assert moved and all(not p.requires_grad for p in key.values())
 
 
-def test_train_method_rejects_unknown_methods_and_options(tiny):
+def test_simclr_objective_is_nt_xent_of_the_model():
+    from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
+    from crl_helpers.objectives import SimCLR
+
+    torch.manual_seed(0)
+    model = SimCLRModel(SmallConvNet(width=8), ProjectionHead(128, 32, 16)).eval()
+    x1, x2 = torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)
+    loss, z1, z2 = SimCLR(0.3)(model, torch.cat([x1, x2]))
+    _, expected_z = model(torch.cat([x1, x2]))
+    torch.testing.assert_close(loss, nt_xent(expected_z[:4], expected_z[4:], 0.3))
+    torch.testing.assert_close(z1, expected_z[:4].detach())
+
+
+def test_supcon_objective_uses_the_labels():
+    from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
+    from crl_helpers.objectives import SupCon
+
+    torch.manual_seed(0)
+    model = SimCLRModel(SmallConvNet(width=8), ProjectionHead(128, 32, 16)).eval()
+    views = torch.randn(8, 3, 32, 32)
+    y = torch.tensor([0, 0, 1, 1])
+    loss, _, _ = SupCon(0.5)(model, views, labels=y)
+    _, z = model(views)
+    assert loss.item() == pytest.approx(supcon_oracle(z.detach(), torch.cat([y, y]), 0.5), rel=1e-5)
+
+
+@pytest.mark.parametrize("method", ["moco", "instdisc"])
+def test_a_resumed_run_restores_the_objective_state(tmp_path, tiny, method):
+    """Queue, key model and memory bank are checkpointed: a resumed run repeats the uninterrupted one."""
+    from crl_helpers.train import train
+
     config, data = tiny
+    config = replace(config, method=method, epochs=2, out_dir=str(tmp_path / "run"))
+    straight = train(replace(config, out_dir=None), data=data).history
+    train(replace(config, epochs=1), data=data)
+    resumed = train(config, resume=True, data=data).history
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in straight]
+
+
+def test_methods_other_than_simclr_refuse_torchrun_and_bad_options():
+    from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
+    from crl_helpers.train import CPU
+
+    model = SimCLRModel(SmallConvNet(width=8), ProjectionHead(128, 32, 16))
+    with pytest.raises(ValueError, match="cannot run under torchrun"):
+        build_objective("moco", model, n_images=64, batch_size=8, temperature=0.2, distributed=True)
+    assert build_objective("simclr", model, 64, 8, 0.2, distributed=True).distributed
     with pytest.raises(ValueError, match="simclr"):
-        train_method("byol", config, data)
-    with pytest.raises(TypeError, match="MethodConfig"):
-        train_method("moco", config, data, options={"queue_size": 4})
+        build_objective("byol", model, 64, 8, 0.2)
+    with pytest.raises(ValueError, match="method='byol'"):
+        replace(CPU, method="byol")
     with pytest.raises(ValueError, match="moco_momentum"):
-        MethodConfig(moco_momentum=2.0)
+        ObjectiveConfig(moco_momentum=2.0)
+    with pytest.raises(ValueError, match="bank_momentum=1.0"):
+        ObjectiveConfig(bank_momentum=1.0)
+
+
+def test_cli_trains_with_a_method(tmp_path, capsys):
+    from crl_helpers.cli import main
+
+    out = tmp_path / "moco"
+    status = main(["train", "--method", "moco", "--epochs", "1", "--n-train", "64", "--n-test", "32",
+                   "--batch-size", "32", "--no-umap", "--quiet", "--out", str(out)])
+    assert status == 0, capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "moco" and metrics["epochs"] == 1
+    assert main(["train", "--method", "byol", "--out", str(tmp_path / "x")]) == 2
+    assert "--method 'byol' is unknown" in capsys.readouterr().err

@@ -1,0 +1,124 @@
+"""The end of a run: final kNN of the trained and the random-init encoder, a linear probe, files and plots.
+
+:func:`train_and_evaluate` is what ``crl train`` and the course's cache run: :func:`crl_helpers.train.train`,
+then :func:`evaluate_run`, which writes ``metrics.json``, ``history.csv``, ``curves.png`` and
+``umap.png`` into the run's ``out_dir``.
+
+Example:
+    >>> from dataclasses import replace
+    >>> from crl_helpers.train import CPU
+    >>> cfg = replace(CPU, epochs=1, n_train=64, n_test=32, batch_size=32, out_dir=None, progress=False)
+    >>> result = train_and_evaluate(cfg)
+    >>> sorted(k for k in result.metrics if k.startswith("knn"))
+    ['knn_acc', 'knn_acc_random_init']
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+from crl_helpers.data import ImageData
+from crl_helpers.evaluate import knn_accuracy, linear_probe_on_features
+from crl_helpers.models import SimCLRModel, build_encoder
+from crl_helpers.train import TrainConfig, TrainResult, load_data, split_features, train
+
+__all__ = ["train_and_evaluate", "evaluate_run", "write_history"]
+
+
+def train_and_evaluate(config: TrainConfig, resume: bool = False, data: tuple[ImageData, ImageData] | None = None,
+                       callback: Callable[[int, SimCLRModel, dict], None] | None = None,
+                       evaluate: bool = True) -> TrainResult:
+    """Train ``config`` (:func:`crl_helpers.train.train`), then evaluate it and write its files.
+
+    Args:
+        config, resume, data, callback: as for :func:`crl_helpers.train.train`.
+        evaluate: run :func:`evaluate_run` (kNN, random-init kNN, linear probe, plots, ``metrics.json``);
+            without it only ``history.csv`` is written.
+
+    Returns:
+        The :class:`~crl_helpers.train.TrainResult`, with ``metrics`` filled when ``evaluate``.
+        Under torchrun only rank 0 evaluates and writes; on the other ranks ``metrics`` is empty.
+    """
+    from crl_helpers.distributed import is_main_process
+
+    train_data, test_data = data if data is not None else load_data(config)
+    result = train(config, resume=resume, data=(train_data, test_data), callback=callback)
+    if not is_main_process():
+        return result
+    if evaluate:
+        result.metrics = evaluate_run(result, train_data, test_data, config)
+    elif config.out_dir:
+        write_history(result.history, Path(config.out_dir) / "history.csv")
+    return result
+
+
+def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageData, config: TrainConfig) -> dict:
+    """kNN of the trained and of the untrained encoder, a linear probe; with ``out_dir``, the files and plots.
+
+    The linear probe trains on the features the kNN read-out extracted (no second pass of the
+    encoder). The final kNN accuracy is also added to the last history row, for the curves.
+
+    Returns:
+        ``{"knn_acc", "knn_acc_random_init", "linear_acc", "epochs", "train_seconds",
+        "images_per_second", "final_loss", "device", "dataset", "encoder", "method",
+        "negatives_per_query", "n_train", "n_test", "eval_seconds"}``.
+    """
+    t0 = time.perf_counter()
+    encoder = result.model.encoder
+    device = next(encoder.parameters()).device
+    knn = dict(k=config.knn_k, temperature=config.knn_temperature)
+    v_train, v_test = split_features(encoder, train_data, test_data, result.mean, result.std)  # (N, D), (M, D)
+    metrics = {"knn_acc": knn_accuracy(v_train, train_data.y, v_test, test_data.y, **knn)}
+    random_encoder = build_encoder(config.encoder).to(device)
+    random_encoder.load_state_dict(result.initial_encoder)
+    r_train, r_test = split_features(random_encoder, train_data, test_data, result.mean, result.std)
+    metrics["knn_acc_random_init"] = knn_accuracy(r_train, train_data.y, r_test, test_data.y, **knn)
+    probe = linear_probe_on_features(v_train, train_data.y, v_test, test_data.y, epochs=config.linear_epochs,
+                                     device=device)
+    metrics["linear_acc"] = probe["test_acc"]
+    history = result.history
+    seconds = sum(r["seconds"] for r in history)
+    metrics.update(
+        epochs=len(history),
+        train_seconds=seconds,
+        images_per_second=sum(r["images_per_second"] * r["seconds"] for r in history) / max(seconds, 1e-9),
+        final_loss=history[-1]["loss"] if history else float("nan"),
+        device=str(device),
+        dataset=config.dataset, encoder=config.encoder, method=config.method,
+        negatives_per_query=(result.objective.negatives_per_query(config.batch_size)
+                             if result.objective is not None else None),
+        n_train=len(train_data), n_test=len(test_data),
+    )
+    if history:  # the final kNN belongs on the curves too
+        history[-1]["knn_acc"] = metrics["knn_acc"]
+    if config.out_dir:
+        from crl_helpers.plots import plot_curves, plot_umap
+
+        out = Path(config.out_dir)
+        write_history(history, out / "history.csv")
+        plot_curves(history, out / "curves.png")
+        if config.umap:
+            plot_umap(v_test, test_data.y, test_data.class_names, out / "umap.png",
+                      title=f"UMAP of test features v ({config.encoder}, kNN acc {metrics['knn_acc']:.2f})",
+                      seed=config.seed)
+        metrics["eval_seconds"] = time.perf_counter() - t0
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    else:
+        metrics["eval_seconds"] = time.perf_counter() - t0
+    return metrics
+
+
+def write_history(history: list[dict], path: str | os.PathLike) -> None:
+    """Write per-epoch rows to CSV (atomically, like the checkpoint)."""
+    path = Path(path)
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(history)
+    os.replace(tmp, path)
