@@ -210,7 +210,7 @@ def run(config: TrainConfig, plan: dict, out=print) -> dict:
                    f"{r['eval_seconds']:>7.1f}")
 
     t_run = time.perf_counter()
-    result = train(config, data=(train_data, test_data), evaluate=False, callback=callback)
+    result = train(config, data=(train_data, test_data), callback=callback)
     run_seconds = time.perf_counter() - t_run
     final = rows[-1]
     history = result.history

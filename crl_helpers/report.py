@@ -14,13 +14,16 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import time
 from pathlib import Path
 from typing import Callable
 
+from crl_helpers import run_dir
 from crl_helpers.data import ImageData
 from crl_helpers.evaluate import knn_accuracy, linear_probe_on_features
 from crl_helpers.models import SimCLRModel, build_encoder
@@ -45,15 +48,18 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, data: tuple[Im
     """
     from crl_helpers.distributed import is_main_process
 
-    train_data, test_data = data if data is not None else load_data(config)
-    result = train(config, resume=resume, data=(train_data, test_data), callback=callback)
-    if not is_main_process():
+    with contextlib.ExitStack() as stack:
+        if config.out_dir and is_main_process():
+            stack.enter_context(run_dir.hold(config.out_dir))  # training and report: one run, one holder
+        train_data, test_data = data if data is not None else load_data(config)
+        result = train(config, resume=resume, data=(train_data, test_data), callback=callback)
+        if not is_main_process():
+            return result
+        if evaluate:
+            result.metrics = evaluate_run(result, train_data, test_data, config)
+        elif config.out_dir:
+            write_history(result.history, Path(config.out_dir) / "history.csv")
         return result
-    if evaluate:
-        result.metrics = evaluate_run(result, train_data, test_data, config)
-    elif config.out_dir:
-        write_history(result.history, Path(config.out_dir) / "history.csv")
-    return result
 
 
 def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageData, config: TrainConfig) -> dict:
@@ -106,7 +112,7 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
                       title=f"UMAP of test features v ({config.encoder}, kNN acc {metrics['knn_acc']:.2f})",
                       seed=config.seed)
         metrics["eval_seconds"] = time.perf_counter() - t0
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        run_dir.atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     else:
         metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics
@@ -114,11 +120,8 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
 
 def write_history(history: list[dict], path: str | os.PathLike) -> None:
     """Write per-epoch rows to CSV (atomically, like the checkpoint)."""
-    path = Path(path)
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-    os.replace(tmp, path)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
+    writer.writeheader()
+    writer.writerows(history)
+    run_dir.atomic_write_text(path, text.getvalue())

@@ -20,6 +20,7 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -32,6 +33,7 @@ import torch
 from torch import nn
 from torch.profiler import record_function
 
+from crl_helpers import run_dir
 from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crl_helpers.data import DATASETS, ImageData, load_dataset
 from crl_helpers.device import autocast_dtype
@@ -221,36 +223,46 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
     """
     context = setup_distributed(config.device)
     try:
-        train_data, test_data = data if data is not None else load_data(config)
-        run = build_run(config, context, train_data)
-        if resume:
-            resume_run(run, config)
-        step = TrainStep(run.model, run.objective, run.optimizer, config, context.device, context.world_size)
-        on_cuda = context.device.type == "cuda"
-        augment = ViewAugmenter(run.views, context.device, n_views=run.objective.n_views,
-                                compile=config.compile and on_cuda, channels_last=on_cuda)
-        x_train, y_train = train_data.x.to(context.device), train_data.y.to(context.device)  # uint8 images on the device
-        progress = _progress_bar(config, run.start_epoch, run.steps_per_epoch) if context.is_main else None
-        try:
-            for epoch in range(run.start_epoch, config.epochs):
-                row = train_one_epoch(step, augment, x_train, y_train, epoch, run, config, context, progress)
-                knn_due = config.knn_every and (epoch + 1) % config.knn_every == 0 and epoch + 1 < config.epochs
-                if knn_due and context.is_main:  # needs no collective, so the other ranks need not wait for it
-                    v_train, v_test = split_features(run.model.encoder, train_data, test_data, run.mean, run.std)
-                    row["knn_acc"] = knn_accuracy(v_train, train_data.y, v_test, test_data.y, k=config.knn_k,
-                                                  temperature=config.knn_temperature)
-                run.history.append(row)
-                if callback is not None and context.is_main:
-                    callback(epoch + 1, run.model, row)
-                if config.out_dir and context.is_main:  # one writer: rank 0
-                    save_run(run, config, epoch + 1)
-        finally:
-            if progress is not None:
-                progress.close()
-        return TrainResult(model=run.model, history=run.history, mean=run.mean, std=run.std,
-                           objective=run.objective, initial_encoder=run.initial_encoder)
+        with contextlib.ExitStack() as stack:
+            if config.out_dir and context.is_main:
+                stack.enter_context(run_dir.hold(config.out_dir))  # one run per folder, for the run's lifetime
+            return _train(config, context, resume, data, callback)
     finally:
         cleanup_distributed(context)
+
+
+def _train(config: TrainConfig, context: DistributedContext, resume: bool,
+           data: tuple[ImageData, ImageData] | None, callback: Callable | None) -> TrainResult:
+    train_data, test_data = data if data is not None else load_data(config)
+    run = build_run(config, context, train_data)
+    if resume:
+        resume_run(run, config)
+    if config.out_dir and context.is_main:
+        run_dir.clear_report_files(config.out_dir)  # an earlier run's report never sits beside this run's files
+    step = TrainStep(run.model, run.objective, run.optimizer, config, context.device, context.world_size)
+    on_cuda = context.device.type == "cuda"
+    augment = ViewAugmenter(run.views, context.device, n_views=run.objective.n_views,
+                            compile=config.compile and on_cuda, channels_last=on_cuda)
+    x_train, y_train = train_data.x.to(context.device), train_data.y.to(context.device)  # uint8 images on the device
+    progress = _progress_bar(config, run.start_epoch, run.steps_per_epoch) if context.is_main else None
+    try:
+        for epoch in range(run.start_epoch, config.epochs):
+            row = train_one_epoch(step, augment, x_train, y_train, epoch, run, config, context, progress)
+            knn_due = config.knn_every and (epoch + 1) % config.knn_every == 0 and epoch + 1 < config.epochs
+            if knn_due and context.is_main:  # needs no collective, so the other ranks need not wait for it
+                v_train, v_test = split_features(run.model.encoder, train_data, test_data, run.mean, run.std)
+                row["knn_acc"] = knn_accuracy(v_train, train_data.y, v_test, test_data.y, k=config.knn_k,
+                                              temperature=config.knn_temperature)
+            run.history.append(row)
+            if callback is not None and context.is_main:
+                callback(epoch + 1, run.model, row)
+            if config.out_dir and context.is_main:  # one writer: rank 0
+                save_run(run, config, epoch + 1)
+    finally:
+        if progress is not None:
+            progress.close()
+    return TrainResult(model=run.model, history=run.history, mean=run.mean, std=run.std,
+                       objective=run.objective, initial_encoder=run.initial_encoder)
 
 
 # Per-rank view generators are seeded this far apart, so no two (rank, epoch) pairs share a stream.
