@@ -10,7 +10,7 @@ float32, channels_last, optional ``torch.compile``, fused optimizer):
     ``crl_helpers.views.MultiViewTransform`` in a ``DataLoader`` with one worker per
     CPU core (``pin_memory``, ``persistent_workers``), then the step on the device;
 (b) crl_helpers: the dataset on the device as uint8, both views made there by
-    ``crl_helpers.views.ViewAugmenter`` (independent parameters per sample, drawn on the
+    ``crl_helpers.views_batched.ViewAugmenter`` (independent parameters per sample, drawn on the
     device, one compiled graph when ``config.compile``), what ``train`` does;
 (c) the step alone, on views augmented beforehand and kept on the device: the
     ceiling that (b) approaches when augmentation is free.
@@ -54,7 +54,8 @@ from crl_helpers.device import autocast_dtype, pick_device  # noqa: E402
 from crl_helpers.models import ENCODERS  # noqa: E402
 from crl_helpers.objectives import SimCLR  # noqa: E402
 from crl_helpers.train import PRESETS, TrainConfig, TrainStep, build_model, build_optimizer  # noqa: E402
-from crl_helpers.views import MultiViewTransform, ViewAugmenter, ViewConfig  # noqa: E402
+from crl_helpers.views import MultiViewTransform, ViewConfig  # noqa: E402
+from crl_helpers.views_batched import ViewAugmenter  # noqa: E402
 
 # The anchors: one H200, 16 CPU cores, ResNet-18 (CIFAR stem), head 512-1024-128, batch 512, bf16.
 ANCHORS = {"a": 9_300, "c_eager": 28_000, "c_compiled": 37_000}

@@ -23,6 +23,7 @@ from crl_helpers.models import (ProjectionHead, SimCLRModel, SmallConvNet, build
 from crl_helpers.shapes import SHAPE_NAMES, make_shapes
 # `train` (the function) is not re-exported: it would shadow the module `crl_helpers.train`.
 from crl_helpers.train import CIFAR10_GPU, CPU, PRESETS, TrainConfig, TrainResult
-from crl_helpers.views import MultiViewTransform, ViewConfig, augment_batch, make_views, view_transform
+from crl_helpers.views import MultiViewTransform, ViewConfig, view_transform
+from crl_helpers.views_batched import augment_batch, make_views
 
 __version__ = "0.1.0"

@@ -42,7 +42,8 @@ from crl_helpers.metrics import alignment, embedding_std, uniformity
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
 from crl_helpers.objectives import METHODS, Objective, ObjectiveConfig, SimCLR, build_objective
 from crl_helpers.evaluate import extract_embeddings, knn_accuracy
-from crl_helpers.views import ViewAugmenter, ViewConfig
+from crl_helpers.views import ViewConfig
+from crl_helpers.views_batched import ViewAugmenter
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from crl_helpers.views import SIMCLR, ViewConfig, make_views
+from crl_helpers.views import SIMCLR, ViewConfig
+from crl_helpers.views_batched import make_views
 
 __all__ = [
     "Explorer",

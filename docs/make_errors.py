@@ -42,7 +42,7 @@ import torch  # noqa: E402
 
 from crl_helpers import cli, course, data, device, distributed, evaluate, losses, metrics, models, shapes  # noqa: E402
 from crl_helpers import train as train_module  # noqa: E402
-from crl_helpers import views  # noqa: E402
+from crl_helpers import views, views_batched  # noqa: E402
 from crl_helpers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 
 DOC = REPO / "docs" / "errors.md"
@@ -292,25 +292,27 @@ def _view_rows() -> list[tuple[str, str, Callable]]:
         ("x a numpy array", np.zeros((2, 3, 8, 8), np.uint8)),
         ("x (3, H, W)", _z(3, 8, 8, dtype=torch.uint8)),
         ("x with 1 channel", _z(2, 1, 8, 8, dtype=torch.uint8)),
+        ("x with 4 channels (RGBA)", _z(2, 4, 8, 8, dtype=torch.uint8)),
+        ("x channels last (B, H, W, 3)", _z(2, 8, 8, 3, dtype=torch.uint8)),
         ("x int32", _z(2, 3, 8, 8, dtype=torch.int32)),
         ("x float with NaN", with_nan),
         ("x float in 0..255", in_0_255),
         ("x with B = 0, uint8 (0, 3, 32, 32)", empty),
     ]
-    rows += [("augment_batch", label, lambda x=x: views.augment_batch(x)) for label, x in batch_inputs]
-    augment = views.ViewAugmenter(views.SIMCLR, "cpu")
+    rows += [("augment_batch", label, lambda x=x: views_batched.augment_batch(x)) for label, x in batch_inputs]
+    augment = views_batched.ViewAugmenter(views.SIMCLR, "cpu")
     rows += [
-        ("augment_batch", "config a dict", lambda: views.augment_batch(u8, {"flip_p": 0.5})),
+        ("augment_batch", "config a dict", lambda: views_batched.augment_batch(u8, {"flip_p": 0.5})),
         ("ViewAugmenter", "x with B = 0, uint8 (0, 3, 32, 32)", lambda: augment(empty)),
         ("ViewAugmenter", "built for 'cpu', uint8 x on the meta device",
          lambda: augment(torch.zeros(2, 3, 32, 32, dtype=torch.uint8, device="meta"))),
         ("ViewAugmenter", "built for 'cpu', float x on the meta device",
          lambda: augment(torch.zeros(2, 3, 32, 32, device="meta"))),
-        ("make_views", "n_views=0", lambda: views.make_views(u8, n_views=0)),
-        ("make_views", "n_views=2.0", lambda: views.make_views(u8, n_views=2.0)),
-        ("sample_view_params", "batch_size=0", lambda: views.sample_view_params(0)),
+        ("make_views", "n_views=0", lambda: views_batched.make_views(u8, n_views=0)),
+        ("make_views", "n_views=2.0", lambda: views_batched.make_views(u8, n_views=2.0)),
+        ("sample_view_params", "batch_size=0", lambda: views_batched.sample_view_params(0)),
         ("apply_view_params", "params of another batch size",
-         lambda: views.apply_view_params(u8, views.ViewParams.identity(3, 8, 8))),
+         lambda: views_batched.apply_view_params(u8, views_batched.ViewParams.identity(3, 8, 8))),
         ("MultiViewTransform", "n_views=-1", lambda: views.MultiViewTransform(n_views=-1)),
     ]
     return rows
@@ -458,7 +460,7 @@ def api_rows(tmp: Path) -> list[tuple[str, str, str, str]]:
 def _meta_augmenter_error() -> str:
     """What following the meta-device message's advice, ``ViewAugmenter(config, 'meta')``, gives."""
     try:
-        views.ViewAugmenter(views.SIMCLR, "meta")(torch.zeros(2, 3, 32, 32, dtype=torch.uint8, device="meta"))
+        views_batched.ViewAugmenter(views.SIMCLR, "meta")(torch.zeros(2, 3, 32, 32, dtype=torch.uint8, device="meta"))
     except Exception as err:  # noqa: BLE001
         return f"`{type(err).__name__}` (\"{str(err).splitlines()[0]}\")"
     return ""

@@ -1,6 +1,6 @@
 """CUDA tests of the GPU training path (issue 4); every test is skipped on a machine without CUDA.
 
-References are the CPU path, itself tested against independent oracles in test_views.py and
+References are the CPU path, itself tested against independent oracles in test_views_batched.py and
 test_evaluate.py: the GPU must compute the same function.
 """
 import subprocess
@@ -16,7 +16,7 @@ from crl_helpers.evaluate import extract_embeddings, knn_accuracy, knn_predict
 from crl_helpers.losses import nt_xent
 from crl_helpers.models import SmallConvNet
 from crl_helpers.train import CIFAR10_GPU, CPU, build_model, build_optimizer, train
-from crl_helpers.views import augment_batch
+from crl_helpers.views_batched import augment_batch
 
 pytestmark = [
     pytest.mark.cuda,
@@ -120,7 +120,7 @@ def test_a_training_step_as_train_takes_it_makes_no_host_sync(compile):
     # sums): a sync per step would let the GPU idle while the CPU queues the next views.
     from crl_helpers.objectives import SimCLR
     from crl_helpers.train import TrainStep
-    from crl_helpers.views import ViewAugmenter
+    from crl_helpers.views_batched import ViewAugmenter
 
     config = replace(CIFAR10_GPU, encoder="convnet", compile=compile)
     device = torch.device("cuda")
@@ -144,7 +144,7 @@ def test_a_training_step_as_train_takes_it_makes_no_host_sync(compile):
 
 
 def test_compiled_views_on_cuda_equal_eager_views():
-    from crl_helpers.views import ViewAugmenter
+    from crl_helpers.views_batched import ViewAugmenter
 
     views = replace(CIFAR10_GPU.views, mean=(0.5, 0.45, 0.4), std=(0.25, 0.24, 0.26), blur_p=0.5)
     x = _images(256).cuda()

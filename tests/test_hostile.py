@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from crl_helpers.data import load_cifar10_npz, load_dataset
 from crl_helpers.losses import info_nce, nt_xent
-from crl_helpers.views import NO_AUGMENTATION, SIMCLR, ViewConfig, augment_batch, make_views
+from crl_helpers.views import NO_AUGMENTATION, SIMCLR, ViewConfig
+from crl_helpers.views_batched import augment_batch, make_views
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -144,7 +144,7 @@ def test_a_training_step_reads_no_value_back_to_the_host():
 
     from crl_helpers.objectives import SimCLR
     from crl_helpers.train import TrainStep, build_model, build_optimizer
-    from crl_helpers.views import ViewAugmenter
+    from crl_helpers.views_batched import ViewAugmenter
 
     config, cpu = _sgd_config(), torch.device("cpu")
     model = build_model(config)
