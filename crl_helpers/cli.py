@@ -1,10 +1,11 @@
-"""The ``crl`` command: ``crl train`` pretrains with SimCLR and evaluates, end to end.
+"""The ``crl`` command: ``crl train`` pretrains an encoder (SimCLR, or ``--method``) and evaluates it, end to end.
 
-Bad input exits with status 2 and one line naming the value and the fix; no traceback.
-Ctrl-C exits with status 130 and keeps the last finished epoch's checkpoint. A folder that
-already holds a checkpoint is never written over unless ``--resume`` (continue it) or
-``--overwrite`` (start afresh) says so. Under ``torchrun --nproc_per_node=N`` every process
-trains its share of each batch and only rank 0 prints.
+Bad input exits with status 2 and one line naming the value and the fix; any other error
+with status 1 and one line (``--debug`` shows the traceback). Ctrl-C exits with status 130
+and keeps the last finished epoch's checkpoint. A folder that already holds a checkpoint is
+never written over unless ``--resume`` (continue it) or ``--overwrite`` (start afresh) says
+so, and a folder another run is writing to is refused. Under ``torchrun --nproc_per_node=N``
+every process trains its share of each batch and only rank 0 prints.
 
 Example:
     >>> build_parser().parse_args(["train", "--epochs", "3"]).epochs
@@ -17,7 +18,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start afresh even if <out> holds a checkpoint (it is replaced after the first epoch)")
     t.add_argument("--no-umap", action="store_true", help="skip the UMAP plot")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     return parser
 
 
@@ -119,15 +120,6 @@ def config_from_args(args: argparse.Namespace):
                 message = f"--{flag.replace('_', '-')} {message[len(field) + 1:]}"
                 break
         raise ValueError(message) from err
-
-
-def _check_writable(out: str) -> None:
-    try:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=out):
-            pass
-    except OSError as err:
-        raise ValueError(f"--out {out!r} is not writable ({err.strerror}); choose a folder you can write to") from err
 
 
 def _summary(metrics: dict, out: str, umap: bool = True) -> str:
@@ -163,11 +155,15 @@ def _fail(message: str, rank0: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``crl``; returns the exit status (0 done, 2 bad input, 130 interrupted)."""
+    """Run ``crl``; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted).
+
+    Every error is one line on stderr; ``--debug`` shows the traceback instead.
+    """
     from crl_helpers.distributed import is_main_process
 
     rank0 = is_main_process()
     out, config = None, None
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
         from crl_helpers.device import pick_device
@@ -186,7 +182,6 @@ def main(argv: list[str] | None = None) -> int:
                   "(2 cores: a CIFAR-10 epoch takes about 50 minutes); the progress bar shows the estimate. "
                   "For a quick CPU run: --encoder convnet, or --n-train 2000", file=sys.stderr)
         _check_fresh(out, args.resume, args.overwrite)
-        _check_writable(out)
         result = train_and_evaluate(config, resume=args.resume)
     except KeyboardInterrupt:
         if rank0:
@@ -204,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         from crl_helpers.data import DatasetUnavailable
         from crl_helpers.train import NonFiniteLossError
 
+        if debug:
+            raise
         if isinstance(err, (ValueError, DatasetUnavailable, CheckpointError, NonFiniteLossError)):
             _fail(str(err), rank0)
             return 2
@@ -215,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                     if out and (Path(out) / "checkpoint.pt").exists() else "")
             _fail(f"out of GPU memory at --batch-size {batch}; try --batch-size {smaller}{kept}", rank0)
             return 2
-        raise
+        # Anything else is unexpected: still one line, with the way to the traceback.
+        first = " ".join(str(err).split())[:300]
+        _fail(f"{type(err).__name__}: {first} (unexpected; run again with --debug for the traceback, and "
+              f"please report it)", rank0)
+        return 1
     if rank0:
         print(_summary(result.metrics, out, config.umap))
     return 0

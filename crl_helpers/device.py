@@ -29,6 +29,8 @@ def pick_device(name: str = "auto") -> torch.device:
         device = torch.device(name)
     except (RuntimeError, TypeError) as err:
         raise ValueError(f"device={name!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'mps'") from err
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={name!r} is not a device to train on; use 'auto', 'cpu', 'cuda' or 'mps'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but no CUDA GPU is available here; use --device auto or cpu")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

@@ -46,6 +46,17 @@ from crl_helpers.views import ViewConfig
 from crl_helpers.views_batched import ViewAugmenter
 
 
+# Bounds that catch a typo before it costs memory or hours: a schedule of MAX_EPOCHS * steps floats,
+# MAX_SHAPES_IMAGES generated images (300 MB), a learning rate far above any working one.
+MAX_EPOCHS = 100_000
+MAX_IMAGES = 10_000_000
+MAX_SHAPES_IMAGES = 100_000
+MAX_LR = 100.0
+MIN_UMAP_POINTS = 3  # plots.umap_embed needs 3 points
+# Embedding spread (metrics.embedding_std) below this means every image maps to one point: collapse.
+COLLAPSE_STD = 1e-4
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything a run depends on. Vary it with ``dataclasses.replace``."""
@@ -86,22 +97,34 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
 
     def __post_init__(self) -> None:
+        # The built-in dataset is generated in memory (3 KB an image); real datasets are capped by their size.
+        max_images = MAX_SHAPES_IMAGES if self.dataset == "shapes" else MAX_IMAGES
         checks = [
             (self.method in METHODS, f"method={self.method!r} is unknown; choose one of {', '.join(METHODS)}"),
             (self.dataset in DATASETS, f"dataset={self.dataset!r} is unknown; choose one of {', '.join(DATASETS)}"),
             (self.encoder in ENCODERS, f"encoder={self.encoder!r} is unknown; choose one of {', '.join(ENCODERS)}"),
-            (isinstance(self.epochs, int) and self.epochs >= 1, f"epochs={self.epochs!r} must be an integer >= 1"),
+            (isinstance(self.epochs, int) and 1 <= self.epochs <= MAX_EPOCHS,
+             f"epochs={self.epochs!r} must be an integer in [1, {MAX_EPOCHS:,}]"),
             (isinstance(self.batch_size, int) and self.batch_size >= 2,
              f"batch_size={self.batch_size!r} must be an integer >= 2 (a positive needs a negative)"),
             (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0,
              f"temperature={self.temperature!r} must be a number > 0 (try 0.1 to 0.5)"),
-            (math.isfinite(self.lr) and self.lr > 0, f"lr={self.lr!r} must be > 0 (try 1e-3 for adamw)"),
+            (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR,
+             f"lr={self.lr!r} must be in (0, {MAX_LR:g}] (try 5e-3 for adamw, 0.6 for sgd)"),
             (self.weight_decay >= 0, f"weight_decay={self.weight_decay!r} must be >= 0"),
             (self.optimizer in ("adamw", "sgd"), f"optimizer={self.optimizer!r} must be 'adamw' or 'sgd'"),
             (self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs!r} must be >= 0"),
             (self.knn_k >= 1, f"knn_k={self.knn_k!r} must be >= 1"),
-            (self.n_train is None or self.n_train >= 2, f"n_train={self.n_train!r} must be >= 2 or None"),
-            (self.n_test is None or self.n_test >= 1, f"n_test={self.n_test!r} must be >= 1 or None"),
+            (self.n_train is None or 2 <= self.n_train <= max_images,
+             f"n_train={self.n_train!r} must be in [2, {max_images:,}] (leave it out for the whole split)"),
+            (self.n_test is None or 1 <= self.n_test <= max_images,
+             f"n_test={self.n_test!r} must be in [1, {max_images:,}] (leave it out for the whole split)"),
+            (not (self.umap and self.n_test is not None and self.n_test < MIN_UMAP_POINTS),
+             f"n_test={self.n_test!r} is too few for the UMAP plot (it needs >= {MIN_UMAP_POINTS}); "
+             f"use --n-test {MIN_UMAP_POINTS} or more, or --no-umap"),
+            (self.out_dir is None or (isinstance(self.out_dir, str) and self.out_dir.strip() != ""),
+             f"out_dir={self.out_dir!r} is empty; name a folder such as runs/default (in Python, None keeps "
+             f"everything in memory)"),
             # Seeds feed torch.Generator.manual_seed(seed * 100_003 + epoch), which must fit in 64 bits.
             (isinstance(self.seed, int) and 0 <= self.seed < 2**32, f"seed={self.seed!r} must be an int in [0, 2**32)"),
         ]
@@ -138,7 +161,10 @@ def cosine_schedule(base: float, epochs: int, steps_per_epoch: int, warmup_epoch
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is kept."""
+    """Training diverged: the loss, a weight or a statistic became NaN or inf, or the embeddings collapsed.
+
+    The checkpoint of the last epoch that passed :func:`check_healthy` is kept.
+    """
 
 
 @dataclass
@@ -345,6 +371,7 @@ def resume_run(run: Run, config: TrainConfig) -> None:
         raise CheckpointError("resume needs an output directory holding checkpoint.pt")
     path = Path(config.out_dir) / "checkpoint.pt"
     state = load_checkpoint(path, map_location=next(run.model.parameters()).device)
+    _check_resumable(state, config, path)
     try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
@@ -362,6 +389,40 @@ def resume_run(run: Run, config: TrainConfig) -> None:
                       if saved.get(key) and saved.get(key) != getattr(config, key))
         raise CheckpointError(f"{path} does not match this config{was}: {detail}; "
                               f"resume with the same --encoder, --method and head, or use a fresh --out") from err
+
+
+# Fields a resumed run may change: they do not change what is trained, only how long, where and how it is shown.
+_RESUMABLE_CHANGES = ("epochs", "device", "progress", "umap", "out_dir", "data_root", "compile")
+
+
+def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
+    """Refuse a checkpoint whose config differs from ``config`` but in the epoch count (and the like), or whose
+    epoch and history do not fit together."""
+    saved = state.get("config")
+    if isinstance(saved, dict):
+        now = _config_dict(config)
+        changed = [k for k in now if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != now[k]]
+        if changed:
+            listed = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed[:4])
+            raise CheckpointError(f"{path} was trained with another config ({listed}"
+                                  f"{', ...' if len(changed) > 4 else ''}); resume with the same flags "
+                                  f"(only --epochs may change), or use a fresh --out")
+    epoch, history = state.get("epoch"), state.get("history")
+    valid = (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 and isinstance(history, list)
+             and len(history) == epoch and all(isinstance(r, dict) for r in history)
+             and [r.get("epoch") for r in history] == list(range(1, epoch + 1)))
+    if not valid:
+        raise CheckpointError(f"{path} holds an invalid epoch count or history (epoch {epoch!r}); "
+                              f"it was not written by crl train: start afresh with --overwrite")
+    if epoch > config.epochs:
+        raise CheckpointError(f"{path} already holds {epoch} epochs, more than --epochs {config.epochs}; "
+                              f"resume with --epochs {epoch} or more")
+    finite = all(math.isfinite(r.get("loss", float("nan"))) for r in history)
+    weights = state.get("model") if isinstance(state.get("model"), dict) else {}
+    if not finite or not all(torch.isfinite(t).all() for t in weights.values()
+                             if isinstance(t, torch.Tensor) and t.is_floating_point()):
+        raise CheckpointError(f"{path} holds a diverged run (NaN or inf weights or loss); start afresh "
+                              f"with --overwrite and a lower --lr")
 
 
 def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Tensor, y_train: torch.Tensor,
@@ -399,7 +460,8 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
     loss_avg, acc_avg = (sums / steps).tolist()
     seconds = time.perf_counter() - t0
     if not math.isfinite(loss_avg):
-        kept = f"; the last good checkpoint (epoch {epoch}) is kept in {config.out_dir}" if config.out_dir and epoch else ""
+        kept = (f"; the checkpoint of epoch {epoch}, the last that passed the checks, is kept in {config.out_dir}"
+                if config.out_dir and epoch else "")
         raise NonFiniteLossError(
             f"the loss became {loss_avg} in epoch {epoch + 1}{kept}. Lower --lr or raise --temperature")
     row = {"epoch": epoch + 1, "loss": loss_avg, "contrastive_acc": acc_avg, "lr": lr,
@@ -410,7 +472,33 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
         names = ("alignment", "uniformity", "embedding_std")
         means = all_reduce_mean(torch.tensor([row[k] for k in names], dtype=torch.float64, device=x_train.device))
         row.update(zip(names, means.tolist()))
+    check_healthy(run.model, row, config)
     return row
+
+
+def check_healthy(model: nn.Module, row: dict, config: TrainConfig) -> None:
+    """Stop a run that diverged although its loss stayed finite: NaN/inf weights or statistics, or collapse.
+
+    Called after every epoch, before its checkpoint is saved, so a saved checkpoint always passed it.
+
+    Raises:
+        NonFiniteLossError: a parameter or buffer (e.g. BatchNorm's running variance) is NaN or inf,
+            or the embeddings collapsed to one point (``row["embedding_std"]`` below :data:`COLLAPSE_STD`).
+    """
+    epoch = row["epoch"]
+    kept = (f"; the checkpoint of epoch {epoch - 1}, the last that passed this check, is kept in {config.out_dir}"
+            if config.out_dir and epoch > 1 else "")
+    tensors = [(name, t) for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_floating_point()]
+    finite = torch.stack([torch.isfinite(t).all() for _, t in tensors])  # one host sync for the whole model
+    if not bool(finite.all()):
+        bad = [name for (name, _), ok in zip(tensors, finite.tolist()) if not ok]
+        raise NonFiniteLossError(f"training diverged in epoch {epoch}: {bad[0]}"
+                                 f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} became NaN or inf{kept}. "
+                                 f"Lower --lr (it is {config.lr:g})")
+    if not row["embedding_std"] >= COLLAPSE_STD:
+        raise NonFiniteLossError(f"training collapsed in epoch {epoch}: every image has the same embedding "
+                                 f"(spread {row['embedding_std']:.1e}){kept}. Lower --lr (it is {config.lr:g}) "
+                                 f"or raise --temperature")
 
 
 def split_features(encoder: nn.Module, train_data: ImageData, test_data: ImageData, mean, std
