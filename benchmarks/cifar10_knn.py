@@ -1,11 +1,11 @@
-"""SimCLR on CIFAR-10 against the clock: kNN accuracy of a ResNet-18 after a training-time budget (issue 4).
+"""SimCLR on CIFAR-10 against the clock: kNN accuracy of a ResNet-18 after a training-time budget.
 
 Pretrains with SimCLR (Chen et al. 2020) through ``crl_helpers.train.train`` (the
 ``cifar10-gpu`` preset: ResNet-18 with the CIFAR stem, head 512-1024-128, batch 512,
 bf16 autocast, channels_last, ``torch.compile``, fused SGD) on the CIFAR-10 train
 split, then classifies the test split by k-nearest neighbours on the frozen
 features ``v`` (Wu et al. 2018): k=200 by cosine similarity with votes weighted
-``exp(s / 0.1)``, and k=10 by majority. The issue's target, on one H100/H200:
+``exp(s / 0.1)``, and k=10 by majority. The target, on one H100/H200:
 kNN(k=200) >= 85% within 5 minutes of training.
 
 A cosine schedule needs its length up front, so the script first times ~20 steps

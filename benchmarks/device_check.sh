@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Issue 4's device check: the ONE script a session with a GPU runs, in one call of at most 10 minutes.
+# The GPU check: both benchmarks in one command that ends within DEADLINE (570 s), then a table.
 #   1. benchmarks/throughput.py: pipelines (a) classic, (b) crl_helpers, (c) step only, and (d) the variant of
 #      (b) with eager (uncompiled) views; STEPS (300) timed steps each after compiling (about 2 minutes in all),
 #      and a profile of 5 (b) steps (profile_b.txt: where the time goes);
 #   2. benchmarks/cifar10_knn.py: SimCLR on CIFAR-10 for MINUTES (5) of training, then kNN on the test split;
 #   3. a short table of every figure, printed last (rows ready for benchmarks/RESULTS.md).
-# Logs and JSON go to $OUT (set by the device tool; otherwise runs/device_check).
+# Logs and JSON go to $OUT (default runs/device_check).
 #
-# From the repository root (see benchmarks/README.md):
-#   mkdir -p .device-data && cp ../shared/data/cifar10/cifar10_jpeg.npz .device-data/
-#   device tool: run(command="bash benchmarks/device_check.sh", carry=[".device-data"], timeout_s=600)
+# On a machine with a CUDA GPU, from the repository root, with CIFAR-10 as the JPEG copy in .device-data/
+# (or torchvision's cifar-10-batches-py/ there; see data/README.md):
+#   mkdir -p .device-data && cp /path/to/cifar10_jpeg.npz .device-data/
+#   bash benchmarks/device_check.sh
 # A CPU smoke run of this script itself (seconds, figures meaningless):
 #   QUICK=1 PYTHON=.venv/bin/python bash benchmarks/device_check.sh
 #
 # Environment: MINUTES (training budget, 5), STEPS (300), DATA (.device-data), PYTHON (python3),
-#   DEADLINE (seconds the whole script may take: 570, the call's 600 less a margin),
+#   DEADLINE (seconds the whole script may take: 570, so that it fits a 10-minute job with a margin),
 #   RESERVE (seconds cifar10_knn.py needs besides training: data, probe with compile, evaluations; 120),
 #   T_THROUGHPUT (hard limit of step 1, 240 s), QUICK=1 (both scripts in --quick mode),
 #   THROUGHPUT_ARGS / KNN_ARGS (extra flags for step 1 / step 2, e.g. KNN_ARGS="--lr 0.3 --temperature 0.1"

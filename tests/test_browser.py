@@ -1,9 +1,10 @@
 """End to end: the augmentation explorer renders in a real JupyterLab and redraws when a slider moves.
 
-Starts JupyterLab headless on a free localhost port (with a token, in a temporary folder), opens a small
-generated notebook in headless Chromium through Playwright, runs all cells, waits for the widget's
-figure, edits the ``jitter_strength`` slider the way a user can (its readout is editable), and checks
-that the figure changed and that no "Error displaying widget" appeared.
+Starts JupyterLab headless on a localhost port that it picks itself (``--port=0``, read back from the
+server file it writes), with a token, in a temporary folder; opens a small generated notebook in
+headless Chromium through Playwright, runs all cells, waits for the widget's figure, edits the
+``jitter_strength`` slider the way a user can (its readout is editable), and checks that the figure
+changed and that no "Error displaying widget" appeared.
 
 Needs ``/usr/bin/chromium`` (Debian package ``chromium``) and the ``playwright`` Python package
 (no ``playwright install``: the system Chromium is used). Skips with the reason when either is missing.
@@ -15,7 +16,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,22 +44,19 @@ NOTEBOOK = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for_server(port: int, token: str, process: subprocess.Popen, log: Path) -> None:
+def _wait_for_server(token: str, process: subprocess.Popen, log: Path, runtime_dir: Path) -> int:
+    """The port the server chose (from the jpserver-*.json it writes once listening), when it answers."""
     deadline = time.monotonic() + SERVER_START_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"jupyter lab exited with {process.returncode}:\n{log.read_text()[-3000:]}")
         try:
+            info = json.loads(next(runtime_dir.glob("jpserver-*.json")).read_text())
+            port = int(info["port"])
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=5) as r:
                 if r.status == 200:
-                    return
-        except OSError:
+                    return port
+        except (StopIteration, ValueError, KeyError, OSError):  # no server file yet, half written, or no answer
             time.sleep(1)
     raise RuntimeError(f"jupyter lab did not answer within {SERVER_START_SECONDS} s:\n{log.read_text()[-3000:]}")
 
@@ -119,11 +116,11 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
     root = tmp_path / "lab"
     root.mkdir()
     (root / "explorer.ipynb").write_text(json.dumps(NOTEBOOK))
-    port, token = _free_port(), secrets.token_hex(16)
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
+    token, runtime_dir = secrets.token_hex(16), tmp_path / "runtime"
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(runtime_dir),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"))
     log = tmp_path / "jupyter.log"
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--port=0", "--ServerApp.ip=127.0.0.1",
                f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
                "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
@@ -132,8 +129,9 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
     with open(log, "w") as log_file:
         server = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                   start_new_session=True)
+    port = None
     try:
-        _wait_for_server(port, token, server, log)
+        port = _wait_for_server(token, server, log, runtime_dir)
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
             try:
@@ -183,5 +181,6 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
             finally:
                 browser.close()
     finally:
-        _shutdown_kernels(port, token)
+        if port is not None:
+            _shutdown_kernels(port, token)
         _stop(server)

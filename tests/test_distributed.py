@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import os
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -71,10 +70,12 @@ def _rank_slice(rank: int) -> slice:
 
 
 # ---------------------------------------------------------------- what each rank runs
-def _worker(rank: int, port: int, out_dir: str) -> None:
+def _worker(rank: int, out_dir: str) -> None:
     torch.set_num_threads(1)
     os.environ["LOCAL_RANK"] = str(rank)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    # Rendezvous through a file in the test's folder: no port to choose, none to collide with.
+    init_method = (Path(out_dir) / "rendezvous").as_uri()
+    dist.init_process_group("gloo", init_method=init_method, rank=rank, world_size=WORLD_SIZE)
     seen: dict = {"is_distributed": is_distributed(), "is_main": is_main_process()}
     context = setup_distributed("cpu")  # reuses the group, must not own it
     seen["context"] = (context.rank, context.world_size, context.owns_group)
@@ -131,16 +132,10 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
     dist.destroy_process_group()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     out_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=True)
+    mp.spawn(_worker, args=(str(out_dir),), nprocs=WORLD_SIZE, join=True)
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
 
 
@@ -234,9 +229,10 @@ def test_train_splits_batches_and_only_rank_0_writes(ranks):
 
 def test_torchrun_cli_trains_two_epochs(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", "-m", "crl_helpers.cli", "train", "--epochs", "2", "--n-train", "64",
-           "--n-test", "16", "--batch-size", "32", "--no-umap", "--quiet", "--device", "cpu", "--out", str(out)]
+    # --standalone: a single-node rendezvous on a port that torchrun picks itself.
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
+           "crl_helpers.cli", "train", "--epochs", "2", "--n-train", "64", "--n-test", "16", "--batch-size", "32",
+           "--no-umap", "--quiet", "--device", "cpu", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

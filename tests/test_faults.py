@@ -1,7 +1,9 @@
 """Fault tolerance of a training run: killed, interrupted, corrupt checkpoints, reruns, out of memory.
 
-The kill and Ctrl-C tests run the real ``crl train`` in a subprocess and signal it once its first
-checkpoint exists; the others call ``cli.main`` in-process, which is what the ``crl`` script runs.
+The kill and Ctrl-C tests run training in a child process whose epoch callback prints a line and
+then waits for a signal; the parent sends the signal upon that line. The child is thus always
+stopped at the same point, between two epochs, whatever the machine's speed. The other tests call
+``cli.main`` in-process, which is what the ``crl`` script runs.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,26 +24,92 @@ from crl_helpers.checkpoint import save_checkpoint
 from crl_helpers.train import CPU, train
 
 REPO = Path(__file__).resolve().parents[1]
-# Two steps per epoch: an epoch takes far longer than the 10 ms it takes to notice a new checkpoint,
-# so a signal sent then lands mid-run.
 TINY_FLAGS = ["--n-train", "64", "--n-test", "16", "--batch-size", "32", "--device", "cpu", "--no-umap", "--quiet"]
+CHILD_SECONDS = 300  # a child that neither announces its epoch nor ends by then is killed and the test fails
+
+# train(config, callback=...) on TINY_FLAGS' config in a child process: argv = out_dir epochs stop_at resume.
+# At the start of callback(stop_at) the checkpoint holds epoch stop_at - 1: the callback of an epoch runs
+# before that epoch is saved, so an exception (or a kill) in it leaves the previous epoch on disk.
+TRAIN_CHILD = """
+import signal, sys
+from dataclasses import replace
+from crl_helpers.train import CPU, train
+
+out, epochs, stop_at, resume = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "resume"
+config = replace(CPU, n_train=64, n_test=16, batch_size=32, epochs=epochs, device="cpu", umap=False,
+                 progress=False, out_dir=out)
+
+def callback(epoch, model, row):
+    if epoch == stop_at:
+        print(f"epoch {epoch}", flush=True)
+        signal.pause()  # until the parent's signal
+
+train(config, resume=resume, evaluate=False, callback=callback)
+"""
+
+# `crl train ARGS` (cli.main) in a child process whose training announces epoch 2 and waits, as above.
+# cli.main looks crl_helpers.train.train up when it runs, so wrapping it adds the callback.
+CLI_CHILD = """
+import signal, sys
+import crl_helpers.train
+from crl_helpers import cli
+
+plain_train = crl_helpers.train.train
+
+def callback(epoch, model, row):
+    if epoch == 2:
+        print("epoch 2", flush=True)
+        signal.pause()  # until the parent's signal
+
+def train(config, *args, **kwargs):
+    return plain_train(config, *args, callback=callback, **kwargs)
+
+crl_helpers.train.train = train
+sys.exit(cli.main(sys.argv[1:]))
+"""
 
 
-def _start(out: Path, *flags: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "crl_helpers.cli", "train", *TINY_FLAGS, "--out", str(out), *flags]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _child(script: str, *argv: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # same env, same floats: bit for bit
+    return subprocess.Popen([sys.executable, "-c", script, *argv], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for_checkpoint(proc: subprocess.Popen, path: Path, timeout: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if proc.poll() is not None:
-            pytest.fail(f"training ended (status {proc.returncode}) before a checkpoint: {proc.stderr.read()[-2000:]}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("no checkpoint appeared in time")
-        time.sleep(0.01)
+def _wait_for_line(proc: subprocess.Popen, line: str) -> None:
+    """Block until the child prints ``line`` (it then waits for a signal); fail if it ends first."""
+    watchdog = threading.Timer(CHILD_SECONDS, proc.kill)  # a hung child ends the wait below
+    watchdog.start()
+    try:
+        for printed in proc.stdout:
+            if printed.rstrip("\n") == line:
+                return
+    finally:
+        watchdog.cancel()
+    _, stderr = _finish(proc)
+    pytest.fail(f"the child ended (status {proc.returncode}) without printing {line!r}: {stderr[-2000:]}")
+
+
+def _finish(proc: subprocess.Popen) -> tuple[str, str]:
+    try:
+        return proc.communicate(timeout=CHILD_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"the child did not end within {CHILD_SECONDS} s")
+
+
+def _train_child(out: Path, epochs: int, stop_at: int = 0, resume: bool = False) -> subprocess.Popen:
+    return _child(TRAIN_CHILD, str(out), str(epochs), str(stop_at), "resume" if resume else "fresh")
+
+
+def _run_to_the_end(proc: subprocess.Popen) -> None:
+    _, stderr = _finish(proc)
+    assert proc.returncode == 0, stderr[-2000:]
+
+
+def _deterministic(history: list[dict]) -> list[dict]:
+    """A history without its wall-clock columns."""
+    return [{k: v for k, v in row.items() if k not in ("seconds", "images_per_second")} for row in history]
 
 
 def _history_csv(path: Path) -> list[dict]:
@@ -54,40 +122,41 @@ def _main(capsys, *argv: str) -> tuple[int, list[str]]:
     return status, capsys.readouterr().err.strip().splitlines()
 
 
-def test_sigkill_then_resume_continues_from_last_checkpoint(tmp_path):
-    out, epochs = tmp_path / "run", 4
-    proc = _start(out, "--epochs", str(epochs))
-    _wait_for_checkpoint(proc, out / "checkpoint.pt")
+def test_sigkill_then_resume_reproduces_the_uninterrupted_run_bit_for_bit(tmp_path):
+    epochs, killed_after = 4, 2
+    reference = _train_child(tmp_path / "reference", epochs)
+    _run_to_the_end(reference)
+    uninterrupted = torch.load(tmp_path / "reference" / "checkpoint.pt", weights_only=True)
+
+    out = tmp_path / "run"
+    proc = _train_child(out, epochs, stop_at=killed_after + 1)
+    _wait_for_line(proc, f"epoch {killed_after + 1}")
     proc.send_signal(signal.SIGKILL)  # no handler runs: the worst case
-    proc.communicate(timeout=60)
+    _finish(proc)
     assert proc.returncode == -signal.SIGKILL
     killed = torch.load(out / "checkpoint.pt", weights_only=True)
-    k = killed["epoch"]
-    assert 1 <= k < epochs, "the run was not killed mid-way"
-    assert [row["epoch"] for row in killed["history"]] == list(range(1, k + 1))
+    assert killed["epoch"] == killed_after
+    assert _deterministic(killed["history"]) == _deterministic(uninterrupted["history"][:killed_after])
 
-    proc = _start(out, "--epochs", str(epochs), "--resume")
-    stdout, stderr = proc.communicate(timeout=240)
-    assert proc.returncode == 0, stderr[-2000:]
-    final = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert final["epoch"] == epochs
+    _run_to_the_end(_train_child(out, epochs, resume=True))
+    resumed = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert resumed["epoch"] == epochs
+    # Weights, optimizer state, schedule, batches and views all resumed: the same floats, not just close ones.
+    assert _deterministic(resumed["history"]) == _deterministic(uninterrupted["history"])
+    assert resumed["model"].keys() == uninterrupted["model"].keys()
+    for name, tensor in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
     history = _history_csv(out / "history.csv")
     assert [int(row["epoch"]) for row in history] == list(range(1, epochs + 1))
-    # Epochs 1..k are the killed run's, kept verbatim.
-    assert [float(row["loss"]) for row in history[:k]] == [row["loss"] for row in killed["history"]]
-    # The rest is what an uninterrupted run computes: weights, optimizer, schedule and views all resumed.
-    config = replace(CPU, n_train=64, n_test=16, batch_size=32, epochs=epochs, device="cpu", umap=False,
-                     progress=False, out_dir=None)
-    reference = train(config).history
-    assert [float(row["loss"]) for row in history] == pytest.approx([row["loss"] for row in reference], rel=1e-4)
+    assert [float(row["loss"]) for row in history] == [row["loss"] for row in uninterrupted["history"]]
 
 
 def test_ctrl_c_exits_130_with_one_line_and_keeps_checkpoint(tmp_path):
     out = tmp_path / "run"
-    proc = _start(out, "--epochs", "50")
-    _wait_for_checkpoint(proc, out / "checkpoint.pt")
+    proc = _child(CLI_CHILD, "train", *TINY_FLAGS, "--epochs", "50", "--out", str(out))
+    _wait_for_line(proc, "epoch 2")
     proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=120)
+    _, stderr = _finish(proc)
     assert proc.returncode == 130
     assert "Traceback" not in stderr
     messages = [line for line in stderr.splitlines() if line.strip()]
@@ -95,7 +164,7 @@ def test_ctrl_c_exits_130_with_one_line_and_keeps_checkpoint(tmp_path):
     assert messages[0].startswith("crl: interrupted; the last finished epoch is saved in")
     assert f"crl train --resume --out {out}" in messages[0]
     state = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert 1 <= state["epoch"] < 50
+    assert state["epoch"] == 1
     assert not list(out.glob("*.tmp")), "an interrupted write left a temporary file"
 
 

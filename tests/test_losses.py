@@ -9,51 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crl_helpers.losses import info_nce, nt_xent, nt_xent_logits
-
-
-# ---------------------------------------------------------------- oracles: plain Python, float64, one term at a time
-def _unit_rows(x: torch.Tensor) -> list[list[float]]:
-    rows = x.detach().double().tolist()
-    return [[value / math.sqrt(sum(v * v for v in row)) for value in row] for row in rows]
-
-
-def _cos(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b))
-
-
-def _neg_log_softmax(positive: float, negatives: list[float], temperature: float) -> float:
-    """-log( exp(s+/tau) / (exp(s+/tau) + sum_j exp(s_j/tau)) ), straight from the formula."""
-    numerator = math.exp(positive / temperature)
-    denominator = numerator + sum(math.exp(s / temperature) for s in negatives)
-    return -math.log(numerator / denominator)
-
-
-def nt_xent_oracle(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> float:
-    """SimCLR, Chen et al. 2020, Algorithm 1: l(i, j) over all 2N anchors, averaged."""
-    views = _unit_rows(torch.cat([z1, z2]))
-    n = len(z1)
-    total = 0.0
-    for a in range(2 * n):
-        partner = (a + n) % (2 * n)
-        negatives = [_cos(views[a], views[b]) for b in range(2 * n) if b not in (a, partner)]
-        total += _neg_log_softmax(_cos(views[a], views[partner]), negatives, temperature)
-    return total / (2 * n)
-
-
-def info_nce_oracle(query, positive_key, negative_keys, temperature: float) -> float:
-    """van den Oord et al. 2018, eq. 4, one query at a time."""
-    q, k = _unit_rows(query), _unit_rows(positive_key)
-    n = len(q)
-    total = 0.0
-    for i in range(n):
-        if negative_keys is None:
-            negatives = [k[j] for j in range(n) if j != i]
-        elif negative_keys.ndim == 2:
-            negatives = _unit_rows(negative_keys)
-        else:
-            negatives = _unit_rows(negative_keys[i])
-        total += _neg_log_softmax(_cos(q[i], k[i]), [_cos(q[i], key) for key in negatives], temperature)
-    return total / n
+from oracles import dot as _cos
+from oracles import info_nce_oracle, nt_xent_oracle
+from oracles import unit_rows as _unit_rows
 
 
 def _randn(*shape: int, seed: int, dtype=torch.float32) -> torch.Tensor:

@@ -7,7 +7,6 @@ Notebooks run with ``notebooks/`` as the working directory, like in JupyterLab.
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 COURSE = ("00_overview", "01_pairs_and_augmentations", "02_encoder", "03_projection_head",
           "04_infonce_and_temperature", "05_training", "06_finetuning_and_evaluation", "07_beyond_simclr")
-TIMEOUT_SECONDS = 300  # per notebook (the smoke budget is 60 s on 2 idle cores; CI machines are busy)
+TIMEOUT_SECONDS = 300  # per cell (nbclient): a hung kernel fails the test rather than CI
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -51,14 +50,10 @@ def test_notebook_runs_in_smoke_tier(path: Path, notebook_cache: Path, monkeypat
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=TIMEOUT_SECONDS, kernel_name="python3",
                                      resources={"metadata": {"path": str(NOTEBOOK_DIR)}})
-    start = time.perf_counter()
     try:
         client.execute()
     except Exception as err:  # CellExecutionError, CellTimeoutError, DeadKernelError ...
         pytest.fail(_failure_report(nb, path, err), pytrace=False)
-    seconds = time.perf_counter() - start
-    print(f"{path.name}: {seconds:.1f} s in the smoke tier")
-    assert seconds < TIMEOUT_SECONDS, f"{path.name} took {seconds:.0f} s in the smoke tier (limit {TIMEOUT_SECONDS} s)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))

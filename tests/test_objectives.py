@@ -26,48 +26,8 @@ from crl_helpers.objectives import (
     triplet_loss,
 )
 from crl_helpers.losses import nt_xent
-
-
-# --------------------------------------------------------------------- oracles
-def supcon_oracle(z, labels, temperature):
-    """Khosla et al. 2020, eq. 2, one anchor at a time, float64."""
-    z = [[x / math.sqrt(sum(y * y for y in row)) for x in row] for row in z.double().tolist()]
-    labels = labels.tolist()
-    losses = []
-    for i in range(len(z)):
-        sim = [sum(a * b for a, b in zip(z[i], z[j])) / temperature for j in range(len(z))]
-        denominator = sum(math.exp(sim[a]) for a in range(len(z)) if a != i)
-        positives = [p for p in range(len(z)) if p != i and labels[p] == labels[i]]
-        if positives:
-            losses.append(-sum(math.log(math.exp(sim[p]) / denominator) for p in positives) / len(positives))
-    return sum(losses) / len(losses)
-
-
-def nt_xent_oracle(z1, z2, temperature):
-    z = F.normalize(torch.cat([z1, z2]).double(), dim=1).tolist()
-    n = len(z1)
-    total = 0.0
-    for a in range(2 * n):
-        partner = (a + n) % (2 * n)
-        sims = {b: sum(x * y for x, y in zip(z[a], z[b])) / temperature for b in range(2 * n)}
-        total += -math.log(math.exp(sims[partner]) / sum(math.exp(sims[b]) for b in range(2 * n) if b != a))
-    return total / (2 * n)
-
-
-def info_nce_oracle(query, positive_key, negative_keys, temperature):
-    q = F.normalize(query.double(), dim=1).tolist()
-    k = F.normalize(positive_key.double(), dim=1).tolist()
-    negs = F.normalize(negative_keys.double(), dim=1).tolist()
-    total = 0.0
-    for i in range(len(q)):
-        pos = math.exp(sum(a * b for a, b in zip(q[i], k[i])) / temperature)
-        neg = sum(math.exp(sum(a * b for a, b in zip(q[i], n)) / temperature) for n in negs)
-        total += -math.log(pos / (pos + neg))
-    return total / len(q)
-
-
-def sq_dist(a, b):
-    return sum((x - y) ** 2 for x, y in zip(a, b))
+from oracles import info_nce_oracle, nt_xent_oracle, supcon_oracle
+from oracles import squared_distance as sq_dist
 
 
 # ----------------------------------------------------------------- memory bank
