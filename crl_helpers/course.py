@@ -166,3 +166,67 @@ def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: 
                                initial_encoder=state["initial_encoder"])
         return train_and_evaluate(config, resume=True, evaluate=evaluate, callback=callback)
     return train_and_evaluate(config, evaluate=evaluate, callback=callback)
+
+
+if TYPE_CHECKING:
+    from crl_helpers.data import ImageData
+
+REPOSITORY_DATA = Path(__file__).resolve().parent.parent / "data"  # the repository's data/ folder, from anywhere
+_CIFAR10_FOLDER = "cifar-10-batches-py"  # torchvision's copy; the course's own is data.CIFAR10_NPZ
+
+
+def cifar10_root() -> Path | None:
+    """The folder that holds a local copy of CIFAR-10, or ``None``: nothing is downloaded.
+
+    Looks in the folder named by the environment variable ``CRL_DATA`` (when set), then in the
+    repository's ``data/`` (:data:`REPOSITORY_DATA`). A folder holds a copy when it has the course's
+    JPEG archive ``cifar10_jpeg.npz`` or torchvision's ``cifar-10-batches-py/``.
+
+    Example:
+        >>> root = cifar10_root()
+        >>> root is None or (root / "cifar10_jpeg.npz").is_file() or (root / "cifar-10-batches-py").is_dir()
+        True
+    """
+    from crl_helpers.data import CIFAR10_NPZ
+
+    for root in (os.environ.get("CRL_DATA", ""), REPOSITORY_DATA):
+        if root and ((Path(root) / CIFAR10_NPZ).is_file() or (Path(root) / _CIFAR10_FOLDER).is_dir()):
+            return Path(root)
+    return None
+
+
+def find_cifar10(split: str = "test", n: int | None = None) -> ImageData | None:
+    """One split of the local CIFAR-10 copy found by :func:`cifar10_root`, or ``None`` when there is none.
+
+    Notebooks use it to show real photographs where a copy is on disk, and go on with the built-in
+    shapes where it is not; it never downloads (the course runs offline). Point ``CRL_DATA`` at a
+    folder holding ``cifar10_jpeg.npz`` (or ``cifar-10-batches-py/``), or put one in ``data/``.
+
+    Args:
+        split: ``"train"`` (50,000 images) or ``"test"`` (10,000).
+        n: keep ``n`` images, a seeded random subset (see :func:`crl_helpers.data.load_dataset`); ``None`` = all.
+
+    Returns:
+        :class:`crl_helpers.data.ImageData` (uint8 (N, 3, 32, 32), labels (N,)), or ``None``.
+
+    Raises:
+        ValueError: an unknown ``split``, ``n`` < 1, or a copy whose archive is malformed.
+        TypeError: ``n`` is neither an int nor ``None``.
+        DatasetUnavailable: a ``cifar-10-batches-py/`` folder that torchvision cannot read (incomplete).
+
+    Example:
+        >>> cifar = find_cifar10("test", n=8)
+        >>> cifar is None or (len(cifar), cifar.image_size) == (8, 32)
+        True
+    """
+    from crl_helpers.data import SPLITS, load_dataset
+    from crl_helpers.validate import check_int
+
+    if split not in SPLITS:  # checked here too, so that a typo fails on machines without a copy as well
+        raise ValueError(f"split={split!r} is unknown; choose 'train' or 'test'")
+    if n is not None:
+        check_int("n", n, minimum=1, hint="or None for the whole split")
+    root = cifar10_root()
+    if root is None:
+        return None
+    return load_dataset("cifar10", split, root=root, n=n, download=False)

@@ -151,23 +151,38 @@ def pca_embed(v: torch.Tensor | np.ndarray) -> np.ndarray:
     return points.astype(np.float32)
 
 
-def embed_2d(v: torch.Tensor | np.ndarray, method: str = "umap", seed: int = 0) -> np.ndarray:
+def embed_2d(v: torch.Tensor | np.ndarray, method: str = "umap", seed: int = 0,
+             metric: str = "cosine") -> np.ndarray:
     """2-D map of features ``v`` (N, D) -> (N, 2) by ``method``: ``"umap"`` (:func:`umap_embed`) or ``"pca"``.
 
     Notebooks pick the method per cost tier: UMAP shows clusters better, PCA costs nothing.
+    ``metric`` says which geometry both methods map, so that the two tiers show the same thing:
+
+    - ``"cosine"`` (default): directions only, as contrastive features are compared. UMAP uses the
+      cosine metric; PCA projects the L2-normalised rows ``v / ||v||``.
+    - ``"euclidean"``: the raw vectors, norms included.
 
     Raises:
-        ValueError: an unknown ``method``, or the method's own errors.
+        ValueError: an unknown ``method`` or ``metric``, or the method's own errors.
 
     Example:
-        >>> embed_2d(np.random.default_rng(0).normal(size=(10, 4)), method="pca").shape
+        >>> v = np.random.default_rng(0).normal(size=(10, 4))
+        >>> embed_2d(v, method="pca").shape
         (10, 2)
+        >>> bool(np.allclose(embed_2d(3.0 * v, method="pca"), embed_2d(v, method="pca"), atol=1e-6))  # norms ignored
+        True
     """
+    if method not in ("umap", "pca"):
+        raise ValueError(f"method={method!r} is unknown; use 'umap' or 'pca'")
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric={metric!r} is unknown; use 'cosine' (directions) or 'euclidean' (raw vectors)")
     if method == "umap":
-        return umap_embed(v, seed=seed)
-    if method == "pca":
-        return pca_embed(v)
-    raise ValueError(f"method={method!r} is unknown; use 'umap' or 'pca'")
+        return umap_embed(v, seed=seed, metric=metric)
+    if metric == "cosine":
+        v = v.detach().cpu().double().numpy() if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
+        if v.ndim == 2:  # other shapes are pca_embed's to refuse
+            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)  # (N, D) unit rows
+    return pca_embed(v)
 
 
 def align_snapshots(snapshots: dict) -> dict:

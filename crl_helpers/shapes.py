@@ -182,3 +182,38 @@ def make_shapes(n: int, seed: int = 0, image_size: int = 32, noise: float = 0.03
         "stripe_angle": stripe_angle,
     }
     return ImageData(x=torch.cat(x_chunks), y=y, class_names=SHAPE_NAMES, factors=factors)
+
+
+def hue_bins(hue: torch.Tensor, n_bins: int = 10) -> torch.Tensor:
+    """Bin of each hue on the colour wheel: ``hue`` (N,) in [0, 1] -> int64 (N,) in ``0 .. n_bins - 1``.
+
+    Bin ``b`` holds the hues in ``[b / n_bins, (b + 1) / n_bins)``; the wheel is a circle, so hue 1
+    is hue 0 (bin 0). This turns a continuous nuisance factor of :func:`make_shapes`
+    (``object_hue``, ``background_hue``) into classes that a kNN or a linear probe can be asked
+    for: how much colour does a representation keep? With ``n_bins`` equal bins chance is ``1 / n_bins``.
+
+    Raises:
+        TypeError: ``n_bins`` is not an int.
+        ValueError: ``n_bins`` < 1, or a hue outside [0, 1] (NaN included).
+
+    Example:
+        >>> hue_bins(torch.tensor([0.0, 0.05, 0.5, 0.95, 1.0]))
+        tensor([0, 0, 5, 9, 0])
+        >>> data = make_shapes(6, seed=0)
+        >>> [round(h, 2) for h in data.factors["object_hue"].tolist()]
+        [0.63, 0.49, 0.9, 0.46, 0.63, 0.35]
+        >>> hue_bins(data.factors["object_hue"]).tolist()
+        [6, 4, 8, 4, 6, 3]
+    """
+    from crl_helpers.validate import check_int
+
+    n_bins = check_int("n_bins", n_bins, minimum=1, hint="the course uses 10 bins of a tenth of the wheel each")
+    hue = torch.as_tensor(hue)
+    if not hue.is_floating_point():
+        raise TypeError(f"hue has dtype {hue.dtype}; pass the float hues in [0, 1], e.g. data.factors['object_hue']")
+    outside = ~((hue >= 0) & (hue <= 1))  # NaN compares false, so it counts as outside
+    if outside.any():
+        raise ValueError(f"hue holds {int(outside.sum())} value(s) outside [0, 1], e.g. {hue[outside][0].item()!r}; "
+                         f"hues are fractions of the colour wheel (factors 'object_hue' or 'background_hue')")
+    # In float64 a float32 hue times n_bins is exact: a hue just below a bin edge stays below it.
+    return torch.floor(hue.double() * n_bins).long() % n_bins  # (N,); hue 1 wraps to bin 0

@@ -123,3 +123,92 @@ def test_train_or_load_resumes_an_interrupted_run_calling_back_for_the_remaining
     result = train_or_load(config, cache_dir=tmp_path, evaluate=False, callback=lambda e, m, r: epochs.append(e))
     assert epochs == [2, 3]
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
+
+
+# ------------------------------------------------------- cifar10_root, find_cifar10
+import io  # noqa: E402  (this section's imports, kept with it)
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from crl_helpers import course  # noqa: E402
+from crl_helpers.course import cifar10_root, find_cifar10  # noqa: E402
+
+
+def _write_cifar10_test_split(folder: Path, images: list) -> None:
+    """A cifar10_jpeg.npz holding only a test split of lossless PNGs, so the decoded pixels are known."""
+    blobs, offsets = [], [0]
+    for image in images:
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        blobs.append(np.frombuffer(buffer.getvalue(), dtype=np.uint8))
+        offsets.append(offsets[-1] + len(blobs[-1]))
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(folder / "cifar10_jpeg.npz", test_jpeg=np.concatenate(blobs), test_offsets=np.array(offsets),
+             y_test=np.arange(len(images)) % 2, class_names=np.array(["airplane", "automobile"]))
+
+
+@pytest.fixture
+def no_repository_copy(tmp_path, monkeypatch) -> Path:
+    """The repository's data/ replaced by an empty folder, and CRL_DATA unset: no copy anywhere."""
+    empty = tmp_path / "repository_data"
+    empty.mkdir()
+    monkeypatch.setattr(course, "REPOSITORY_DATA", empty)
+    monkeypatch.delenv("CRL_DATA", raising=False)
+    return empty
+
+
+def test_find_cifar10_loads_the_copy_named_by_crl_data(tmp_path, monkeypatch, no_repository_copy):
+    images = [np.full((32, 32, 3), value, dtype=np.uint8) for value in (0, 90, 255)]
+    images[1][5, 7] = (1, 2, 3)  # one odd pixel, to see it survive
+    _write_cifar10_test_split(tmp_path / "offline", images)
+    monkeypatch.setenv("CRL_DATA", str(tmp_path / "offline"))
+    assert cifar10_root() == tmp_path / "offline"
+    cifar = find_cifar10("test")
+    assert cifar.x.shape == (3, 3, 32, 32) and cifar.class_names == ("airplane", "automobile")
+    np.testing.assert_array_equal(cifar.x.permute(0, 2, 3, 1).numpy(), np.stack(images))
+    assert cifar.y.tolist() == [0, 1, 0]
+    assert len(find_cifar10("test", n=2)) == 2
+
+
+def test_find_cifar10_is_none_without_a_copy(tmp_path, monkeypatch, no_repository_copy):
+    assert cifar10_root() is None and find_cifar10("test") is None
+    monkeypatch.setenv("CRL_DATA", str(tmp_path / "nothing_here"))  # a folder that does not exist
+    assert cifar10_root() is None and find_cifar10("train", n=5) is None
+
+
+def test_cifar10_root_prefers_crl_data_then_the_repository(tmp_path, monkeypatch, no_repository_copy):
+    (no_repository_copy / "cifar-10-batches-py").mkdir()  # torchvision's layout counts as a copy
+    assert cifar10_root() == no_repository_copy
+    monkeypatch.setenv("CRL_DATA", str(tmp_path / "elsewhere"))  # set, but holding nothing: the repository's copy
+    assert cifar10_root() == no_repository_copy
+    _write_cifar10_test_split(tmp_path / "elsewhere", [np.zeros((32, 32, 3), dtype=np.uint8)])
+    assert cifar10_root() == tmp_path / "elsewhere"
+
+
+def test_the_repository_data_folder_is_the_one_beside_the_notebooks():
+    assert course.REPOSITORY_DATA == NOTEBOOK_DIR.parent / "data"
+    assert (course.REPOSITORY_DATA / "README.md").is_file()
+
+
+@pytest.mark.parametrize("kwargs, error, match", [(dict(split="validation"), ValueError, "split='validation'"),
+                                                   (dict(n=0), ValueError, "n=0"),
+                                                   (dict(n=2.5), TypeError, "n=2.5")])
+def test_find_cifar10_rejects_bad_arguments_with_or_without_a_copy(kwargs, error, match, no_repository_copy):
+    with pytest.raises(error, match=match):
+        find_cifar10(**kwargs)
+
+
+# --------------------------------------------------- the notebooks call the package
+PACKAGE_HELPERS = ("find_cifar10", "cifar10_root", "hue_bins", "embed_2d", "umap_embed", "pca_embed")
+
+
+@pytest.mark.parametrize("path", sorted(NOTEBOOK_DIR.glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebooks_use_the_package_helpers_and_nothing_outside_the_repository(path):
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(path, as_version=4)
+    for index, cell in enumerate(nb.cells):
+        for name in PACKAGE_HELPERS:
+            assert f"def {name}(" not in cell.source, f"{path.name}: cell {index} re-implements crl_helpers' {name}"
+        assert "STYLE" not in cell.source, f"{path.name}: cell {index} cites a house document learners do not have"
+        assert "shared/" not in cell.source, f"{path.name}: cell {index} names a path outside the repository"

@@ -68,3 +68,45 @@ def test_bad_arguments():
         make_shapes(4, max_rotation=360)
     with pytest.raises(ValueError, match="scale_range"):
         make_shapes(4, scale_range=(0.9, 0.5))
+
+
+# ----------------------------------------------------------------------- hue_bins
+from fractions import Fraction  # noqa: E402  (this section's imports, kept with it)
+
+from crl_helpers.shapes import hue_bins  # noqa: E402
+
+
+def _hue_bin_exact(hue: float, n_bins: int) -> int:
+    """floor(hue * n_bins) in exact rational arithmetic, on a circular wheel (hue 1 is hue 0)."""
+    return math.floor(Fraction(hue) * n_bins) % n_bins
+
+
+@pytest.mark.parametrize("n_bins", [1, 3, 6, 10, 37])
+def test_hue_bins_against_exact_arithmetic(n_bins):
+    edges = [k / n_bins for k in range(n_bins + 1)]
+    just_below = [math.nextafter(e, 0.0) for e in edges[1:]]
+    random = torch.rand(500, generator=torch.Generator().manual_seed(n_bins)).tolist()
+    hue = torch.tensor(edges + just_below + random, dtype=torch.float32)  # (M,) edges, their neighbours, the rest
+    bins = hue_bins(hue, n_bins)
+    assert bins.dtype == torch.int64 and bins.shape == hue.shape
+    assert bins.tolist() == [_hue_bin_exact(h, n_bins) for h in hue.tolist()]
+
+
+def test_hue_bins_of_the_dataset_are_balanced_and_wrap_around():
+    hue = make_shapes(2000, seed=0).factors["object_hue"]  # uniform on [0, 1)
+    counts = torch.bincount(hue_bins(hue, 10), minlength=10)
+    assert counts.sum() == 2000 and counts.min() > 150  # about 200 per bin
+    assert hue_bins(torch.tensor([1.0, 0.0]), 4).tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("hue, n_bins, error, match", [
+    (torch.tensor([0.2, 1.5]), 10, ValueError, r"outside \[0, 1\], e.g. 1.5"),
+    (torch.tensor([float("nan")]), 10, ValueError, "outside"),
+    (torch.tensor([-0.1]), 10, ValueError, "outside"),
+    (torch.tensor([1, 2]), 10, TypeError, "float hues"),
+    (torch.tensor([0.5]), 0, ValueError, "n_bins=0"),
+    (torch.tensor([0.5]), 2.0, TypeError, "n_bins=2.0"),
+])
+def test_hue_bins_rejects_what_is_not_a_hue(hue, n_bins, error, match):
+    with pytest.raises(error, match=match):
+        hue_bins(hue, n_bins)
