@@ -12,10 +12,11 @@ Example:
     True
 """
 from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from crl_helpers.data import DatasetUnavailable, ImageData, load_cifar10_npz, load_dataset, load_image_folder
+from crl_helpers.data import load_cifar10_npz, load_dataset, load_image_folder
 from crl_helpers.device import pick_device
 from crl_helpers.evaluate import (extract_embeddings, fine_tune, knn_accuracy, knn_predict, linear_probe,
                                   linear_probe_on_features)
+from crl_helpers.image_data import DatasetUnavailable, ImageData
 from crl_helpers.losses import info_nce, nt_xent, nt_xent_logits
 from crl_helpers.metrics import alignment, contrastive_accuracy, cosine_stats, embedding_std, uniformity
 from crl_helpers.models import (ProjectionHead, SimCLRModel, SmallConvNet, build_encoder, count_parameters,

@@ -2,8 +2,12 @@
 
 A checkpoint is written to a temporary file in the same folder and renamed over the
 old one (``os.replace`` is atomic on POSIX and Windows), so a crash mid-write leaves
-the last good checkpoint in place. Loading uses ``torch.load(weights_only=True)``,
-which refuses pickled objects: a checkpoint carrying code is rejected, not run.
+the last good checkpoint in place. The temporary file has a fresh random name per
+write (two writers never share one) and is created with mode 0666 less the umask,
+like every other file a run writes. Loading uses ``torch.load(weights_only=True)``,
+which refuses pickled objects: a checkpoint carrying code is rejected, not run; and it
+reads only a regular file of at most :data:`MAX_CHECKPOINT_BYTES` (a FIFO would hang
+the reader, a symlink to ``/dev/zero`` would fill the memory).
 
 Example:
     >>> import tempfile, os
@@ -17,11 +21,17 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 
 import torch
+
+from crl_helpers.files import open_regular_file
+
+# The largest file load_checkpoint reads: a ResNet-50 with its AdamW state is ~0.3 GiB, so
+# anything past 4 GiB is not a checkpoint of this course, and reading it could exhaust memory.
+MAX_CHECKPOINT_BYTES = 4 * 2**30
 
 
 class CheckpointError(RuntimeError):
@@ -36,7 +46,7 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(state, f)
@@ -48,6 +58,18 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """A new file ``<name>.<random>.tmp`` next to ``path``, opened for writing: ``(fd, its path)``.
+
+    ``O_EXCL`` makes the file this writer's alone (64 random bits make a clash with another writer
+    or a crashed one's leftover all but impossible, and an error, never a shared file); mode 0o666
+    lets the kernel apply the umask (and any default ACL) as for every file ``open`` creates,
+    where ``tempfile.mkstemp`` would give 0600.
+    """
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(8)}.tmp")
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
 
 
 def _culprit(err: Exception) -> str:
@@ -67,19 +89,37 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     """Load a checkpoint written by :func:`save_checkpoint`, never executing code.
 
     Raises:
-        CheckpointError: the file is missing, truncated or corrupt, or carries pickled
+        CheckpointError: the file is missing, not a regular file (a directory, a FIFO, a device),
+            larger than :data:`MAX_CHECKPOINT_BYTES`, truncated or corrupt, or carries pickled
             objects that ``weights_only=True`` refuses.
     """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}; train without --resume first")
-    if not zipfile.is_zipfile(path):
+    try:
+        f = open_regular_file(path)
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}; train without --resume first") from None
+    except OSError as err:  # NotARegularFile, a symlink loop, no permission
+        raise CheckpointError(f"{path} is not a checkpoint file ({err.strerror or err}); delete it, "
+                              f"or point --out at a fresh folder") from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_CHECKPOINT_BYTES:
+            raise CheckpointError(f"{path} is {size / 2**30:.1f} GiB, more than a checkpoint can be "
+                                  f"(MAX_CHECKPOINT_BYTES = {MAX_CHECKPOINT_BYTES / 2**30:g} GiB); it is not one "
+                                  f"that save_checkpoint wrote: delete it, or point --out at a fresh folder")
+        return _load_open(path, f, map_location)
+
+
+def _load_open(path: Path, f, map_location: str | torch.device) -> dict:
+    """``load_checkpoint`` once ``path`` is open as the regular file ``f`` of a sane size."""
+    if not zipfile.is_zipfile(f):
         # torch.save writes a zip archive; anything else (truncated, garbage, empty) would reach the
         # unpickler and be reported as "pickled objects", sending a student after an attacker, not a bad copy.
         raise CheckpointError(f"{path} is corrupt or truncated (not the zip archive torch.save writes); "
                               f"delete it to start afresh, or point --out at a fresh folder")
+    f.seek(0)
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"{path} was refused by torch.load(weights_only=True): besides tensors it carries pickled objects "

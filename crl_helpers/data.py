@@ -1,6 +1,7 @@
 """Datasets as in-memory uint8 tensors: the built-in shapes, CIFAR-10, STL-10, a folder of images.
 
-Every dataset becomes an :class:`ImageData`: ``x`` uint8 (N, 3, H, W), ``y`` int64 (N,).
+Every dataset becomes an :class:`~crl_helpers.image_data.ImageData`: ``x`` uint8 (N, 3, H, W),
+``y`` int64 (N,).
 Holding pixels as one uint8 tensor (CIFAR-10's train split is 150 MB) lets the
 same batched augmentation run on the CPU or, after ``.to("cuda")``, on the GPU,
 with no DataLoader workers in between.
@@ -13,12 +14,19 @@ Example:
 from __future__ import annotations
 
 import io
+import itertools
 import os
-from dataclasses import dataclass, field
+import warnings
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from crl_helpers.files import NotARegularFile, open_regular_file
+from crl_helpers.image_data import DatasetUnavailable, ImageData
+from crl_helpers.shapes import make_shapes
 
 DATASETS = ("shapes", "cifar10", "stl10", "folder")
 SPLITS = ("train", "test")
@@ -26,59 +34,9 @@ SPLITS = ("train", "test")
 _SHAPES_SEEDS = {"train": 0, "test": 1_000_003}
 _SHAPES_SIZES = {"train": 5000, "test": 2000}
 CIFAR10_NPZ = "cifar10_jpeg.npz"
+# What to do with a damaged CIFAR-10 archive: load_dataset("cifar10") downloads when it is absent.
+_REFETCH = "delete it and copy it again (without it, --dataset cifar10 downloads CIFAR-10 with torchvision into {parent}/)"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-class DatasetUnavailable(RuntimeError):
-    """A dataset is not on disk and cannot be downloaded; the message says how to proceed."""
-
-
-@dataclass
-class ImageData:
-    """Images and labels held in memory.
-
-    Attributes:
-        x: uint8 (N, 3, H, W) pixels.
-        y: int64 (N,) labels in ``range(len(class_names))``.
-        class_names: one name per class.
-        factors: optional per-image nuisance factors, name -> float tensor (N,).
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    class_names: tuple[str, ...]
-    factors: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.x.dtype != torch.uint8 or self.x.ndim != 4 or self.x.shape[1] != 3:
-            raise ValueError(f"x must be uint8 (N, 3, H, W), got {tuple(self.x.shape)} {self.x.dtype}")
-        if self.y.shape != (self.x.shape[0],):
-            raise ValueError(f"y must have shape ({self.x.shape[0]},), got {tuple(self.y.shape)}")
-
-    def __len__(self) -> int:
-        return self.x.shape[0]
-
-    @property
-    def image_size(self) -> int:
-        return self.x.shape[-1]
-
-    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Per-channel mean and std of the pixels in [0, 1], for normalisation.
-
-        Example:
-            >>> mean, std = load_dataset("shapes", "train", n=50).channel_stats()
-            >>> len(mean), all(0 < s < 1 for s in std)
-            (3, True)
-        """
-        x = self.x.float().div_(255)
-        mean = x.mean(dim=(0, 2, 3))
-        std = x.std(dim=(0, 2, 3))
-        return tuple(round(float(m), 4) for m in mean), tuple(round(float(s), 4) for s in std)
-
-    def subset(self, index: torch.Tensor | slice) -> "ImageData":
-        """The images at ``index`` (a slice, index tensor or bool mask), factors included."""
-        return ImageData(self.x[index], self.y[index], self.class_names,
-                         {k: v[index] for k, v in self.factors.items()})
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike = "data", n: int | None = None,
@@ -87,7 +45,8 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike = "dat
 
     Args:
         name: ``"shapes"`` (built-in, no files), ``"cifar10"``, ``"stl10"``, or ``"folder"``
-            (``root`` is then a folder of class sub-folders, or one with ``train/`` and ``test/``).
+            (``root`` is then a folder of class sub-folders, or one with ``train/`` and ``test/``;
+            see :func:`load_image_folder`: both splits number the classes of the training split).
         split: ``"train"`` or ``"test"``. The two never share an image; nothing is tuned on test.
         root: where datasets are downloaded and cached (``data/``). For CIFAR-10 a local
             ``cifar10_jpeg.npz`` in ``root`` is used when present (see :func:`load_cifar10_npz`).
@@ -97,8 +56,10 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike = "dat
         image_size: resize (real datasets and folders) or render (shapes) at this size.
 
     Raises:
-        ValueError: unknown name or split, or bad ``n``.
-        DatasetUnavailable: the files are missing and cannot be downloaded (offline).
+        ValueError: unknown name or split, or bad ``n``; a damaged ``cifar10_jpeg.npz``; a folder
+            whose ``test/`` has a class that ``train/`` lacks.
+        DatasetUnavailable: the files are missing and cannot be downloaded (offline); a folder
+            with no readable images in the split.
     """
     if name not in DATASETS:
         raise ValueError(f"dataset={name!r} is unknown; choose one of {', '.join(DATASETS)}")
@@ -107,8 +68,6 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike = "dat
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"n={n!r} must be a positive integer or None (all images)")
     if name == "shapes":
-        from crl_helpers.shapes import make_shapes
-
         return make_shapes(n or _SHAPES_SIZES[split], seed=_SHAPES_SEEDS[split] + seed, image_size=image_size or 32)
     root = Path(root)
     if name == "cifar10":
@@ -161,33 +120,101 @@ def load_cifar10_npz(path: str | os.PathLike, split: str = "train") -> ImageData
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: the file lacks the arrays of that split.
+        ValueError: ``path`` is not a regular file; the file is not a readable ``.npz`` (empty,
+            truncated, garbage, a pickle); it lacks the arrays of that split, holds an array of
+            Python objects, or arrays of the wrong kind, shape or range; an image does not decode.
+            The message names the file and says what to do.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / CIFAR10_NPZ
+        >>> _ = path.write_bytes(b"")
+        >>> load_cifar10_npz(path)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: .../cifar10_jpeg.npz is not a readable CIFAR-10 archive (not a .npz (zip) archive: ...
     """
     from PIL import Image
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; pass the path of cifar10_jpeg.npz")
     if split not in SPLITS:
         raise ValueError(f"split={split!r} is unknown; choose 'train' or 'test'")
-    with np.load(path, allow_pickle=False) as z:
-        wanted = (f"{split}_jpeg", f"{split}_offsets", f"y_{split}", "class_names")
-        missing = [name for name in wanted if name not in z.files]
-        if missing:
-            raise ValueError(f"{path} is missing {', '.join(missing)}; a CIFAR-10 JPEG archive holds "
-                             f"{', '.join(wanted)}")
+    wanted = (f"{split}_jpeg", f"{split}_offsets", f"y_{split}", "class_names")
+    try:
+        f = open_regular_file(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist; pass the path of cifar10_jpeg.npz") from None
+    except OSError as err:  # NotARegularFile, a symlink loop, no permission
+        raise _broken_archive(path, err) from None
+    with f:
+        if not zipfile.is_zipfile(f):
+            # np.load would try the unpickler on it, and numpy's refusal advises loading it unsafely.
+            raise _broken_archive(path, "not a .npz (zip) archive: empty, truncated or another format")
+        f.seek(0)
+        buf, off, y, names = _read_npz(path, f, wanted)
+    _check_cifar_arrays(path, wanted, buf, off, y, names)
+    x = []
+    for i in range(len(off) - 1):
         try:
-            buf, off, y = z[f"{split}_jpeg"], z[f"{split}_offsets"], z[f"y_{split}"]
-            names = tuple(str(c) for c in z["class_names"])
-        except ValueError as err:  # numpy refuses object arrays under allow_pickle=False
-            if "object arrays" not in str(err).lower():
-                raise
-            raise ValueError(f"{path} holds an array of Python objects, refused because loading it could run "
-                             f"code (allow_pickle=False); a CIFAR-10 JPEG archive holds only numbers and "
-                             f"strings: {', '.join(wanted)}") from err
-    x = np.stack([np.asarray(Image.open(io.BytesIO(buf[off[i]:off[i + 1]].tobytes())).convert("RGB"))
-                  for i in range(len(off) - 1)])  # (N, 32, 32, 3)
-    return ImageData(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long(), names)
+            with Image.open(io.BytesIO(buf[off[i]:off[i + 1]].tobytes())) as image:
+                x.append(np.asarray(image.convert("RGB")))  # (H, W, 3)
+        except Exception as err:  # noqa: BLE001 - a decoder meets hostile bytes with any exception type
+            raise ValueError(f"{path}: image {i} of {wanted[0]} does not decode ({_reason(err)}); the archive is "
+                             f"damaged: {_REFETCH.format(parent=path.parent)}") from err
+        if x[-1].shape != x[0].shape:
+            raise ValueError(f"{path}: image {i} of {wanted[0]} is {x[-1].shape[1]}x{x[-1].shape[0]} pixels, "
+                             f"image 0 is {x[0].shape[1]}x{x[0].shape[0]}; {_REFETCH.format(parent=path.parent)}")
+    x = np.stack(x) if x else np.zeros((0, 32, 32, 3), np.uint8)  # (N, 32, 32, 3)
+    return ImageData(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long(),
+                     tuple(str(c) for c in names))
+
+
+def _broken_archive(path: Path, why: Exception | str) -> ValueError:
+    reason = why if isinstance(why, str) else _reason(why)
+    return ValueError(f"{path} is not a readable CIFAR-10 archive ({reason}); {_REFETCH.format(parent=path.parent)}")
+
+
+def _read_npz(path: Path, f, wanted: tuple[str, ...]) -> list:
+    """The arrays ``wanted`` of the open ``.npz`` ``f``, read with ``allow_pickle=False``."""
+    try:
+        with np.load(f, allow_pickle=False) as z:
+            missing = [name for name in wanted if name not in z.files]
+            if not missing:
+                return [z[name] for name in wanted]
+    except ValueError as err:
+        if "object arrays" not in str(err).lower():  # a damaged .npy header or data
+            raise _broken_archive(path, err) from err
+        raise ValueError(f"{path} holds an array of Python objects, refused because loading it could run "
+                         f"code (allow_pickle=False); a CIFAR-10 JPEG archive holds only numbers and "
+                         f"strings: {', '.join(wanted)}") from err
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, MemoryError) as err:
+        # A bad CRC, a member cut short, a header that declares more bytes than there are memory.
+        raise _broken_archive(path, err) from err
+    raise ValueError(f"{path} is missing {', '.join(missing)}; a CIFAR-10 JPEG archive holds {', '.join(wanted)}")
+
+
+def _check_cifar_arrays(path: Path, wanted: tuple[str, ...], buf, off, y, names) -> None:
+    """ValueError naming the first array of ``load_cifar10_npz``'s archive that is not what the format says."""
+    jpeg, offsets, labels, _ = wanted
+
+    def is_array(a, kinds: str) -> bool:
+        return isinstance(a, np.ndarray) and a.ndim == 1 and a.dtype.kind in kinds
+
+    problem = None
+    if not is_array(buf, "u") or buf.dtype != np.uint8:
+        problem = f"{jpeg} must be a 1-D uint8 array of JPEG bytes"
+    elif not is_array(off, "iu") or len(off) < 1:
+        problem = f"{offsets} must be a 1-D integer array of N+1 byte offsets"
+    elif off[0] < 0 or off[-1] > len(buf) or (np.diff(off.astype(np.int64)) <= 0).any():
+        problem = f"{offsets} must rise, one step per image, from 0 or more to at most {len(buf)} (the length of {jpeg})"
+    elif not is_array(names, "US") or len(names) == 0:
+        problem = "class_names must be a 1-D array of strings"
+    elif not is_array(y, "iu") or len(y) != len(off) - 1:
+        problem = f"{labels} must be a 1-D integer array of one label per image ({len(off) - 1})"
+    elif len(y) and (y.min() < 0 or y.max() >= len(names)):
+        problem = f"{labels} must lie in [0, {len(names)}) (one per class name)"
+    if problem:
+        raise _broken_archive(path, problem)
 
 
 def _load_stl10(root: Path, split: str, download: bool) -> ImageData:
@@ -202,37 +229,136 @@ def _load_stl10(root: Path, split: str, download: bool) -> ImageData:
 
 def load_image_folder(root: str | os.PathLike, split: str = "train", seed: int = 0, image_size: int = 32,
                       test_fraction: float = 0.2) -> ImageData:
-    """Load a folder of images in class sub-folders (``root/<class>/<image>``).
+    """Load a folder of images in class sub-folders, resized to ``image_size`` squared, in RGB.
 
-    If ``root`` has ``train/`` and ``test/`` sub-folders they are the splits; otherwise each
-    class is split deterministically (by ``seed``) with ``test_fraction`` of its images in test.
-    Images are converted to RGB and resized to ``image_size`` squared.
+    Two layouts:
+
+    - ``root/<class>/<image>``: each class is split deterministically (by ``seed``), with
+      ``round(test_fraction * its images)`` of them in test;
+    - ``root/train/<class>/<image>`` and ``root/test/<class>/<image>``: the folders are the splits.
+
+    Class indices come from the training split's classes, sorted by name, in both splits: a
+    ``test/`` folder that lacks a class keeps every other label, and a test class that training
+    lacks is an error (its images could have no label). Names starting with ``.`` (``.DS_Store``,
+    macOS's ``._name.png``, ``.ipynb_checkpoints/``) are skipped silently. A file with an image
+    suffix that cannot be read (corrupt or truncated, a broken symlink or a loop, a directory
+    named ``x.png``, a FIFO) is skipped with a warning that counts them and names the first:
+    one bad file in thousands should not stop a run, and the warning says which to fix.
 
     Raises:
-        DatasetUnavailable: the folder does not exist or holds no class sub-folders with images.
+        ValueError: ``split`` or ``test_fraction`` out of range; a class in ``test/`` that ``train/`` lacks.
+        DatasetUnavailable: no class sub-folders with images; the split came out empty (too few
+            images per class for ``test_fraction``); none of the split's images is readable.
+
+    Warns:
+        UserWarning: ``skipped 2 unreadable files of the train split, first: <path> (<reason>)``.
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> root = Path(tempfile.mkdtemp())
+        >>> for name in ("cat", "dog"):
+        ...     (root / name).mkdir()
+        ...     for i in range(5):
+        ...         Image.new("RGB", (40, 30), "red" if name == "cat" else "blue").save(root / name / f"{i}.png")
+        >>> test = load_image_folder(root, "test", image_size=16)
+        >>> test.x.shape, test.y.tolist(), test.class_names
+        (torch.Size([2, 3, 16, 16]), [0, 1], ('cat', 'dog'))
     """
+    if split not in SPLITS:
+        raise ValueError(f"split={split!r} is unknown; choose 'train' or 'test'")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction={test_fraction!r} must be in (0, 1): the share of each class held out for test")
+    root = Path(root)
+    split_here = not ((root / "train").is_dir() and (root / "test").is_dir())
+    folder = root if split_here else root / split
+    classes = _class_folders(root if split_here else root / "train")
+    if not split_here and split == "test":
+        unknown = [name for name in _class_folders(folder) if name not in classes]
+        if unknown:
+            raise ValueError(
+                f"{folder} has class folder{'s' * (len(unknown) > 1)} {', '.join(unknown)} that {root}/train lacks, "
+                f"so {'their' if len(unknown) > 1 else 'its'} images have no training label; add "
+                f"{root}/train/{unknown[0]}/ with training images, or move {folder}/{unknown[0]}/ out of {folder}")
+    per_class = [_image_paths(folder / name) for name in classes]
+    if not any(per_class):
+        raise DatasetUnavailable(
+            f"{folder} holds no images in class sub-folders; expected {folder}/<class>/<image>.png "
+            f"(or train/ and test/ folders of those)")
+    if split_here:
+        all_per_class = per_class
+        per_class = [_split_class(paths, split, seed + label, test_fraction) for label, paths in enumerate(per_class)]
+        if not any(per_class):
+            most = max(len(paths) for paths in all_per_class)
+            need = next(k for k in itertools.count(2) if 0 < round(k * test_fraction) < k)
+            raise DatasetUnavailable(
+                f"the {split} split of {root} is empty: test_fraction={test_fraction} of at most {most} "
+                f"image{'s' * (most > 1)} per class rounds to {'none' if split == 'test' else 'all of them'}; put at "
+                f"least {need} images in each class, or split them yourself into {root}/train/<class>/ and "
+                f"{root}/test/<class>/")
+    images, labels, unreadable = [], [], []
+    for label, paths in enumerate(per_class):
+        for path in paths:
+            try:
+                images.append(_read_image(path, image_size))  # (S, S, 3)
+                labels.append(label)
+            except Exception as err:  # noqa: BLE001 - a decoder meets hostile bytes with any exception type
+                unreadable.append((path, _reason(err)))
+    if not images:
+        path, reason = unreadable[0]
+        raise DatasetUnavailable(f"none of the {len(unreadable)} image files of the {split} split in {folder} "
+                                 f"is readable, first: {path} ({reason}); replace them with images (PNG, JPEG, ...)")
+    if unreadable:
+        path, reason = unreadable[0]
+        n = len(unreadable)
+        warnings.warn(f"skipped {n} unreadable file{'s' * (n > 1)} of the {split} split, first: {path} ({reason})",
+                      stacklevel=2)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, 3, S, S)
+    return ImageData(x, torch.tensor(labels, dtype=torch.int64), tuple(classes))
+
+
+def _class_folders(folder: Path) -> list[str]:
+    """The names of ``folder``'s sub-folders, sorted, hidden ones (``.name``) left out."""
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+
+
+def _image_paths(folder: Path) -> list[Path]:
+    """``folder``'s entries with an image suffix, sorted, hidden ones left out; none for a missing folder.
+
+    Entries are not checked here (a directory named ``x.png`` is listed): reading them reports what they are.
+    """
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _split_class(paths: list[Path], split: str, seed: int, test_fraction: float) -> list[Path]:
+    """The ``split`` part of one class's images: a seeded ``round(test_fraction * len(paths))`` in test."""
+    order = torch.randperm(len(paths), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_test = int(round(len(paths) * test_fraction))
+    keep = order[:n_test] if split == "test" else order[n_test:]
+    return [paths[i] for i in sorted(keep)]
+
+
+def _read_image(path: Path, image_size: int) -> np.ndarray:
+    """The image at ``path`` in RGB, resized to ``image_size`` squared: uint8 (S, S, 3)."""
     from PIL import Image
 
-    root = Path(root)
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        root, split_here = root / split, False
-    else:
-        split_here = True
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
-    files, labels = [], []
-    for label, cls in enumerate(classes):
-        found = sorted(p for p in (root / cls).iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        if split_here:
-            order = torch.randperm(len(found), generator=torch.Generator().manual_seed(seed + label)).tolist()
-            n_test = int(round(len(found) * test_fraction))
-            keep = order[:n_test] if split == "test" else order[n_test:]
-            found = [found[i] for i in sorted(keep)]
-        files += found
-        labels += [label] * len(found)
-    if not files:
-        raise DatasetUnavailable(
-            f"{root} holds no images in class sub-folders; expected {root}/<class>/<image>.png "
-            f"(or train/ and test/ folders of those)")
-    x = np.stack([np.asarray(Image.open(f).convert("RGB").resize((image_size, image_size), Image.BILINEAR))
-                  for f in files])  # (N, S, S, 3)
-    return ImageData(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels), tuple(classes))
+    with open_regular_file(path) as f, Image.open(f) as image:
+        return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
+
+
+def _reason(err: Exception) -> str:
+    """Why a file could not be read, short and without the path (the message names it already)."""
+    from PIL import UnidentifiedImageError
+
+    if isinstance(err, UnidentifiedImageError):
+        return "not an image PIL can read"
+    if isinstance(err, NotARegularFile):
+        return str(err)
+    if isinstance(err, OSError) and err.strerror:  # "Too many levels of symbolic links", "Permission denied"
+        return err.strerror
+    text = str(err).splitlines()[0] if str(err) else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__

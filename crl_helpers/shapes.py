@@ -25,7 +25,7 @@ import math
 
 import torch
 
-from crl_helpers.data import ImageData
+from crl_helpers.image_data import ImageData
 
 SHAPE_NAMES = (
     "disk", "ring", "square", "triangle", "plus", "star", "crescent", "heart", "arrow", "bowtie",

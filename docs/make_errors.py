@@ -27,6 +27,7 @@ import sys
 import tempfile
 import textwrap
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, ContextManager
@@ -41,9 +42,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from crl_helpers import cli, course, data, device, distributed, evaluate, losses, metrics, models, shapes  # noqa: E402
+from crl_helpers import objectives  # noqa: E402
 from crl_helpers import train as train_module  # noqa: E402
 from crl_helpers import views, views_batched  # noqa: E402
-from crl_helpers.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from crl_helpers.checkpoint import MAX_CHECKPOINT_BYTES, load_checkpoint, save_checkpoint  # noqa: E402
+from crl_helpers.image_data import ImageData  # noqa: E402
 
 DOC = REPO / "docs" / "errors.md"
 # Every crl row starts from this small CPU run; a row's own flags come after and win.
@@ -84,12 +87,12 @@ def _loss_raises_oom(_tmp: Path) -> ContextManager:
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    return mock.patch.object(train_module, "nt_xent", out_of_memory)  # the training step's loss
+    return mock.patch.object(objectives, "nt_xent", out_of_memory)  # the training step's loss
 
 
 def _loss_is_nan(_tmp: Path) -> ContextManager:
-    real = train_module.nt_xent
-    return mock.patch.object(train_module, "nt_xent", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = objectives.nt_xent
+    return mock.patch.object(objectives, "nt_xent", lambda *a, **k: real(*a, **k) * float("nan"))
 
 
 def _two_processes(_tmp: Path) -> ContextManager:
@@ -99,17 +102,17 @@ def _two_processes(_tmp: Path) -> ContextManager:
 
 @contextlib.contextmanager
 def _ctrl_c_after_first_epoch(_tmp: Path):
-    """A real SIGINT to this process once epoch 1's checkpoint and history are written."""
-    real = train_module.write_history
+    """A real SIGINT to this process once epoch 1's checkpoint is written."""
+    real = train_module.save_run
 
-    def write_then_interrupt(history, path):
-        real(history, path)
-        if len(history) == 1:
+    def write_then_interrupt(run, config, epoch):
+        real(run, config, epoch)
+        if epoch == 1:
             os.kill(os.getpid(), signal.SIGINT)  # Python's handler raises KeyboardInterrupt here
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with mock.patch.object(train_module, "write_history", write_then_interrupt):
+        with mock.patch.object(train_module, "save_run", write_then_interrupt):
             yield
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -128,6 +131,35 @@ def _truncated_checkpoint(tmp: Path) -> None:
 def _pickled_checkpoint(tmp: Path) -> None:
     (tmp / "pickled").mkdir()
     torch.save({"epoch": 1, "history": [_NotATensor()]}, tmp / "pickled" / "checkpoint.pt")
+
+
+def _fifo_checkpoint(tmp: Path) -> None:
+    (tmp / "fifo").mkdir()
+    os.mkfifo(tmp / "fifo" / "checkpoint.pt")  # reading it would wait for a writer forever
+
+
+def _truncated_npz(tmp: Path) -> None:
+    (tmp / "cifar").mkdir()
+    np.savez(tmp / "cifar" / data.CIFAR10_NPZ, train_jpeg=np.zeros(4000, np.uint8), train_offsets=np.array([0, 4000]),
+             y_train=np.array([0]), class_names=np.array(["airplane"]))
+    path = tmp / "cifar" / data.CIFAR10_NPZ
+    path.write_bytes(path.read_bytes()[:2000])
+
+
+def _images(folder: Path, n: int) -> Path:
+    """``n`` small PNGs in ``folder`` (made); returns it."""
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(folder / f"{i}.png")
+    return folder
+
+
+def _folder_with_unknown_test_class(tmp: Path) -> None:
+    _images(tmp / "images" / "train" / "cat", 3)
+    _images(tmp / "images" / "test" / "cat", 1)
+    _images(tmp / "images" / "test" / "owl", 1)
 
 
 def _resnet_checkpoint(tmp: Path) -> None:
@@ -151,11 +183,16 @@ CLI_ROWS = [
     CliRow("`--dataset folder --data-root <empty folder>`",
            ("--dataset", "folder", "--data-root", "{tmp}/empty-folder"),
            prepare=lambda tmp: (tmp / "empty-folder").mkdir()),
+    CliRow("`--dataset folder`, `test/` has a class `train/` lacks", ("--dataset", "folder", "--data-root", "{tmp}/images"),
+           prepare=_folder_with_unknown_test_class),
+    CliRow("`--dataset cifar10`, truncated `cifar10_jpeg.npz`", ("--dataset", "cifar10", "--data-root", "{tmp}/cifar"),
+           prepare=_truncated_npz),
     CliRow("`--resume without a checkpoint`", ("--resume", "--out", "{tmp}/run")),
     CliRow("`--resume --overwrite`", ("--resume", "--overwrite", "--out", "{tmp}/run")),
     CliRow("`--out under a file (unwritable)`", ("--out", "{tmp}/a-file/run"),
            prepare=lambda tmp: (tmp / "a-file").write_text("not a folder")),
     CliRow("`--resume, truncated checkpoint.pt`", ("--resume", "--out", "{tmp}/trunc"), prepare=_truncated_checkpoint),
+    CliRow("`--resume, checkpoint.pt is a FIFO`", ("--resume", "--out", "{tmp}/fifo"), prepare=_fifo_checkpoint),
     CliRow("`--resume, checkpoint.pt with a pickled payload`", ("--resume", "--out", "{tmp}/pickled"),
            prepare=_pickled_checkpoint),
     CliRow("`--resume, checkpoint.pt of another model (--encoder resnet18)`", ("--resume", "--out", "{tmp}/other"),
@@ -328,8 +365,30 @@ def _data_rows(tmp: Path) -> list[tuple[str, str, Callable]]:
         names[0] = "airplane"
         return names
 
+    def written(name: str, content: bytes) -> Path:
+        (tmp / name).write_bytes(content)
+        return tmp / name
+
+    def warning_as_error(call: Callable) -> Callable:
+        def raising():
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                return call()
+        return raising
+
     (tmp / "images").mkdir()
+    _images(tmp / "split" / "train" / "cat", 2)
+    _images(tmp / "split" / "test" / "cat", 1)
+    _images(tmp / "split" / "test" / "owl", 1)
+    _images(tmp / "two-each" / "cat", 2)
+    _images(tmp / "two-each" / "dog", 2)
+    _images(tmp / "one-bad" / "cat", 4)
+    (tmp / "one-bad" / "cat" / "3.png").write_bytes(b"\x89PNG garbage")
+    (tmp / "none-readable" / "cat" / "a.png").mkdir(parents=True)  # a directory named like an image
+    (tmp / "none-readable" / "cat" / "b.png").write_bytes(b"garbage")
+    os.mkfifo(tmp / "fifo.npz")
     cifar = dict(train_jpeg=np.zeros(4, np.uint8), train_offsets=np.array([0, 4]), y_train=np.array([0]))
+    good = npz("good.npz", class_names=np.array(["airplane"]), **cifar).read_bytes()
     return [
         ("load_dataset", "name='imagenet'", lambda: data.load_dataset("imagenet")),
         ("load_dataset", "split='val'", lambda: data.load_dataset("shapes", "val")),
@@ -337,13 +396,29 @@ def _data_rows(tmp: Path) -> list[tuple[str, str, Callable]]:
         ("load_dataset", "cifar10 offline, no files",
          lambda: data.load_dataset("cifar10", root=tmp / "nothing", download=False)),
         ("load_image_folder", "an empty folder", lambda: data.load_image_folder(tmp / "images")),
+        ("load_image_folder", "test_fraction=0", lambda: data.load_image_folder(tmp / "two-each", test_fraction=0)),
+        ("load_image_folder", "`test/` has a class `train/` lacks", lambda: data.load_image_folder(tmp / "split", "test")),
+        ("load_image_folder", "two images per class, split='test' (rounds to none)",
+         lambda: data.load_image_folder(tmp / "two-each", "test")),
+        ("load_image_folder", "no readable image (garbage, a directory named `a.png`)",
+         lambda: data.load_image_folder(tmp / "none-readable")),
+        ("load_image_folder", "one corrupt PNG among good ones (a warning: the others load)",
+         warning_as_error(lambda: data.load_image_folder(tmp / "one-bad"))),
         ("load_cifar10_npz", "no such file", lambda: data.load_cifar10_npz(tmp / "missing.npz")),
         ("load_cifar10_npz", "file without the split's arrays", lambda: data.load_cifar10_npz(npz("empty.npz"))),
         ("load_cifar10_npz", "object (pickled) array inside",
          lambda: data.load_cifar10_npz(npz("object.npz", class_names=object_array(), **cifar))),
-        ("ImageData", "x float", lambda: data.ImageData(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), ())),
+        ("load_cifar10_npz", "truncated file",
+         lambda: data.load_cifar10_npz(written("truncated.npz", good[:len(good) // 2]))),
+        ("load_cifar10_npz", "empty file", lambda: data.load_cifar10_npz(written("zero-bytes.npz", b""))),
+        ("load_cifar10_npz", "a pickle, not a .npz",
+         lambda: data.load_cifar10_npz(written("pickle.npz", b"\x80\x04\x95\x05\x00\x00\x00\x00\x00\x00\x00}\x94."))),
+        ("load_cifar10_npz", "class_names a scalar",
+         lambda: data.load_cifar10_npz(npz("scalar.npz", class_names=np.array("airplane"), **cifar))),
+        ("load_cifar10_npz", "a FIFO", lambda: data.load_cifar10_npz(tmp / "fifo.npz")),
+        ("ImageData", "x float", lambda: ImageData(torch.zeros(2, 3, 8, 8), torch.zeros(2, dtype=torch.long), ())),
         ("ImageData", "y of the wrong length",
-         lambda: data.ImageData(_z(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ())),
+         lambda: ImageData(_z(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), ())),
         ("make_shapes", "n=0", lambda: shapes.make_shapes(0)),
         ("make_shapes", "image_size=4", lambda: shapes.make_shapes(4, image_size=4)),
     ]
@@ -416,9 +491,17 @@ def _checkpoint_rows(tmp: Path) -> list[tuple[str, str, Callable]]:
     (tmp / "garbage.pt").write_bytes(b"not a checkpoint at all" * 10)
     torch.save({"epoch": 1, "history": [_NotATensor()]}, tmp / "pickled.pt")
     torch.save([torch.zeros(2)], tmp / "list.pt")
+    (tmp / "folder.pt").mkdir()
+    os.mkfifo(tmp / "fifo.pt")
+    (tmp / "zero.pt").symlink_to("/dev/zero")
+    (tmp / "loop.pt").symlink_to("loop.pt")
+    with (tmp / "huge.pt").open("wb") as f:
+        f.truncate(MAX_CHECKPOINT_BYTES + 2**29)  # sparse: takes no disk space
     return [("load_checkpoint", label, lambda name=name: load_checkpoint(tmp / name)) for label, name in [
         ("no such file", "missing.pt"), ("garbage bytes", "garbage.pt"), ("a pickled object inside", "pickled.pt"),
-        ("not a dict", "list.pt")]]
+        ("not a dict", "list.pt"), ("a directory", "folder.pt"), ("a FIFO", "fifo.pt"),
+        ("a symlink to /dev/zero", "zero.pt"), ("a symlink to itself", "loop.pt"),
+        ("4.5 GiB (over MAX_CHECKPOINT_BYTES)", "huge.pt")]]
 
 
 def _config_rows() -> list[tuple[str, str, Callable]]:

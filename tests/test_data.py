@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from crl_helpers.data import (DatasetUnavailable, ImageData, load_cifar10_npz, load_dataset,
-                              load_image_folder)
+from crl_helpers.data import load_cifar10_npz, load_dataset, load_image_folder
+from crl_helpers.image_data import DatasetUnavailable, ImageData
 
 
 def test_shapes_splits_are_disjoint():

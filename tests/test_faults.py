@@ -44,7 +44,7 @@ def callback(epoch, model, row):
         print(f"epoch {epoch}", flush=True)
         signal.pause()  # until the parent's signal
 
-train(config, resume=resume, evaluate=False, callback=callback)
+train(config, resume=resume, callback=callback)
 """
 
 # `crl train ARGS` (cli.main) in a child process whose training announces epoch 2 and waits, as above.
@@ -237,25 +237,25 @@ def test_same_seed_same_losses_other_seed_differs():
 
 
 def test_out_of_gpu_memory_suggests_a_smaller_batch(tmp_path, capsys, monkeypatch):
-    import crl_helpers.train as train_module
+    from crl_helpers import objectives
 
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(train_module, "nt_xent", out_of_memory)  # the training step's loss
+    monkeypatch.setattr(objectives, "nt_xent", out_of_memory)  # the training step's loss
     status, err = _main(capsys, "train", *TINY_FLAGS, "--epochs", "1", "--out", str(tmp_path / "run"))
     assert (status, err) == (2, ["crl: error: out of GPU memory at --batch-size 32; try --batch-size 16"])
 
 
 def test_non_finite_loss_stops_with_one_line_and_keeps_last_checkpoint(tmp_path, capsys, monkeypatch):
-    import crl_helpers.train as train_module
+    from crl_helpers import objectives
 
     out = tmp_path / "run"
     assert cli.main(["train", *TINY_FLAGS, "--epochs", "1", "--out", str(out)]) == 0
     kept = (out / "checkpoint.pt").read_bytes()
     capsys.readouterr()
-    real = train_module.nt_xent
-    monkeypatch.setattr(train_module, "nt_xent", lambda *a, **k: real(*a, **k) * float("nan"))
+    real = objectives.nt_xent
+    monkeypatch.setattr(objectives, "nt_xent", lambda *a, **k: real(*a, **k) * float("nan"))
     status, err = _main(capsys, "train", *TINY_FLAGS, "--epochs", "2", "--out", str(out), "--resume")
     assert (status, len(err)) == (2, 1)
     assert err[0].startswith("crl: error: the loss became nan in epoch 2")

@@ -1,15 +1,23 @@
-"""Hostile input: files that carry code, and random garbage thrown at the public tensor functions.
+"""Hostile input: files that carry code, files that are not what their name says, and random garbage
+thrown at the public tensor functions.
 
-The contract under test: a file never executes code when loaded, and every call either returns
+The contract under test: a file never executes code when loaded; a damaged, empty or special file
+(a FIFO, ``/dev/zero``, a directory, a symlink loop) gives one line naming it and the fix, promptly,
+or is skipped with a warning when it is one image among many; and every tensor call either returns
 finite numbers or raises a clear ``ValueError``/``TypeError``: never a silent NaN, never another
 exception type.
 """
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import pickle
+import re
+import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +25,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
-from crl_helpers.data import load_cifar10_npz, load_dataset
+from crl_helpers.checkpoint import MAX_CHECKPOINT_BYTES, CheckpointError, load_checkpoint, save_checkpoint
+from crl_helpers.data import load_cifar10_npz, load_dataset, load_image_folder
+from crl_helpers.image_data import DatasetUnavailable
 from crl_helpers.losses import info_nce, nt_xent
 from crl_helpers.views import NO_AUGMENTATION, SIMCLR, ViewConfig
 from crl_helpers.views_batched import augment_batch, make_views
@@ -86,6 +97,217 @@ def test_arrays_load_without_pickle(tmp_path):
     with np.load(npz, allow_pickle=True) as z:
         z["class_names"]
     assert marker.read_text() == "pwned"
+
+
+# ---------------------------------------------------------------- folders of images
+_COLOURS = {"cat": (255, 0, 0), "dog": (0, 255, 0), "fox": (0, 0, 255)}
+
+
+def _write_images(folder: Path, colour: tuple[int, int, int], n: int) -> None:
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (12, 10), colour).save(folder / f"{i}.png")
+
+
+def _class_of(x: torch.Tensor) -> list[str]:
+    """The class each image shows, read off its colour: the oracle for the labels."""
+    by_colour = {colour: name for name, colour in _COLOURS.items()}
+    return [by_colour[tuple(int(c) for c in image[:, 0, 0])] for image in x]
+
+
+def test_a_test_folder_without_a_training_class_keeps_every_label(tmp_path):
+    # test/ lacks "cat": numbering test/'s own classes made dog 0 and fox 1, so every label was wrong.
+    for name in _COLOURS:
+        _write_images(tmp_path / "train" / name, _COLOURS[name], 3)
+    for name in ("dog", "fox"):
+        _write_images(tmp_path / "test" / name, _COLOURS[name], 2)
+    for load in (lambda split: load_image_folder(tmp_path, split, image_size=4),
+                 lambda split: load_dataset("folder", split, root=tmp_path, image_size=4)):
+        train, test = load("train"), load("test")
+        assert train.class_names == test.class_names == ("cat", "dog", "fox")
+        for data in (train, test):
+            assert [data.class_names[i] for i in data.y] == _class_of(data.x)
+        assert sorted(test.y.tolist()) == [1, 1, 2, 2]
+
+    _write_images(tmp_path / "test" / "owl", (9, 9, 9), 1)
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / 'test'} has class folder owl that {tmp_path / 'train'} lacks")):
+        load_image_folder(tmp_path, "test")
+
+
+def test_unreadable_images_are_skipped_with_one_warning(tmp_path):
+    for name in ("cat", "dog"):
+        _write_images(tmp_path / name, _COLOURS[name], 5)
+    cat = tmp_path / "cat"
+    (cat / "0-corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
+    good = (cat / "0.png").read_bytes()
+    (cat / "0-truncated.png").write_bytes(good[: len(good) // 2])
+    (cat / "0-loop.png").symlink_to("0-loop.png")  # a symlink to itself
+    (cat / "0-folder.png").mkdir()
+    # Skipped silently: hidden files, macOS's AppleDouble companions, Jupyter's checkpoint folder.
+    (cat / "._0.png").write_bytes(b"\x00\x05\x16\x07" + b"\x00" * 40)
+    (cat / ".DS_Store").write_bytes(b"\x00" * 40)
+    _write_images(cat / ".ipynb_checkpoints", (1, 2, 3), 1)
+    (tmp_path / ".Trashes").mkdir()
+
+    with pytest.warns(UserWarning) as caught:
+        data = [load_image_folder(tmp_path, split, image_size=4) for split in ("train", "test")]
+    messages = [str(w.message) for w in caught]
+    # The four bad files are all cat's; each split reports the ones that fell in it, naming the first.
+    pattern = rf"skipped (\d) unreadable files? of the (train|test) split, first: {re.escape(str(cat))}/0-\w+\.png \(.+\)"
+    matches = [re.fullmatch(pattern, m) for m in messages]
+    assert all(matches) and sum(int(m.group(1)) for m in matches) == 4, messages
+    assert len(data[0]) + len(data[1]) == 10
+    for d in data:
+        assert d.class_names == ("cat", "dog") and [d.class_names[i] for i in d.y] == _class_of(d.x)
+
+
+def test_a_folder_with_no_readable_image_or_an_empty_split_says_which(tmp_path):
+    (tmp_path / "bad" / "cat").mkdir(parents=True)
+    (tmp_path / "bad" / "cat" / "a.png").write_bytes(b"not a png")
+    (tmp_path / "bad" / "cat" / "b.png").mkdir()
+    bad = tmp_path / "bad"
+    with pytest.raises(DatasetUnavailable, match=re.escape(f"none of the 2 image files of the train split in {bad} is "
+                                                           f"readable, first: {bad / 'cat' / 'a.png'} (not an image PIL")):
+        load_image_folder(bad, "train")
+
+    # Two images per class: round(0.2 * 2) = 0 go to test. It used to say the folder "holds no images".
+    for name in ("cat", "dog"):
+        _write_images(tmp_path / "small" / name, _COLOURS[name], 2)
+    assert len(load_image_folder(tmp_path / "small", "train")) == 4
+    with pytest.raises(DatasetUnavailable, match=re.escape(f"the test split of {tmp_path / 'small'} is empty: test_fraction"
+                                                           "=0.2 of at most 2 images per class rounds to none; put at least 3")):
+        load_image_folder(tmp_path / "small", "test")
+
+
+# ---------------------------------------------------------------- damaged CIFAR-10 archives
+def _good_archive() -> bytes:
+    buffer = io.BytesIO()
+    image = io.BytesIO()
+    Image.new("RGB", (32, 32), (1, 2, 3)).save(image, format="PNG")
+    blob = np.frombuffer(image.getvalue(), np.uint8)
+    np.savez(buffer, train_jpeg=blob, train_offsets=np.array([0, len(blob)]), y_train=np.array([0]),
+             class_names=np.array(["airplane"]))
+    return buffer.getvalue()
+
+
+def _damage(kind: str, path: Path) -> None:
+    good = _good_archive()
+    if kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "pickled":
+        path.write_bytes(pickle.dumps({"not": "an archive"}))
+    elif kind == "npy":
+        with path.open("wb") as f:
+            np.save(f, np.zeros(3))
+    elif kind == "bad CRC":
+        damaged = bytearray(good)
+        damaged[good.index(b"\x89PNG") + 20] ^= 0xFF  # inside a stored member: zip's checksum catches it
+        path.write_bytes(bytes(damaged))
+    else:  # a zip of the right names whose arrays are of the wrong kind
+        arrays = {"scalar class_names": dict(class_names=np.array("airplane")),
+                  "float offsets": dict(train_offsets=np.array([0.0, 4.0])),
+                  "label out of range": dict(y_train=np.array([7]))}[kind]
+        np.savez(path, **{**dict(train_jpeg=np.zeros(4, np.uint8), train_offsets=np.array([0, 4]),
+                                 y_train=np.array([0]), class_names=np.array(["airplane"])), **arrays})
+
+
+@pytest.mark.parametrize("kind", ["truncated", "empty", "pickled", "npy", "bad CRC", "scalar class_names",
+                                  "float offsets", "label out of range"])
+def test_a_damaged_cifar_archive_is_one_line_naming_the_file(tmp_path, kind):
+    # These raised BadZipFile, EOFError, TypeError, or numpy's advice to load the file unsafely.
+    path = tmp_path / "cifar10_jpeg.npz"
+    _damage(kind, path)
+    for load in (lambda: load_cifar10_npz(path, "train"), lambda: load_dataset("cifar10", root=tmp_path, download=False)):
+        with pytest.raises(ValueError) as caught:
+            load()
+        message = str(caught.value)
+        assert message.startswith(f"{path} is not a readable CIFAR-10 archive (") and "\n" not in message
+        assert "delete it and copy it again" in message
+        assert "allow_pickle=`" not in message and "unsafe" not in message and "pickle.load" not in message
+
+
+# ---------------------------------------------------------------- files that are not files
+_NOT_FILES = textwrap.dedent("""
+    import os, resource, sys
+    from pathlib import Path
+    from crl_helpers.checkpoint import load_checkpoint
+    from crl_helpers.data import load_cifar10_npz, load_image_folder
+
+    # A runaway read fails here at 1 GiB more than the imports took, instead of filling the machine.
+    vm = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, resource.RLIM_INFINITY))
+    tmp = Path(sys.argv[1])
+    os.symlink("/dev/zero", tmp / "zero")
+    os.mkfifo(tmp / "fifo")
+    (tmp / "images" / "cat").mkdir(parents=True)
+    os.mkfifo(tmp / "images" / "cat" / "a.png")
+    for label, call in [("zero", lambda: load_checkpoint(tmp / "zero")), ("fifo", lambda: load_checkpoint(tmp / "fifo")),
+                        ("npz", lambda: load_cifar10_npz(tmp / "fifo")),
+                        ("image", lambda: load_image_folder(tmp / "images"))]:
+        try:
+            call()
+            print(label, "returned", flush=True)
+        except Exception as err:
+            print(label, type(err).__name__, err, flush=True)
+""")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc and RLIMIT_AS as Linux has them")
+def test_a_fifo_or_dev_zero_is_refused_promptly(tmp_path):
+    # A symlink to /dev/zero was read until memory ran out; a FIFO hung the reader forever.
+    proc = subprocess.run([sys.executable, "-c", _NOT_FILES, str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    assert proc.returncode == 0 and len(lines) == 4, proc.stdout + proc.stderr
+    assert lines["zero"] == (f"CheckpointError {tmp_path / 'zero'} is not a checkpoint file (a character device, "
+                             f"not a regular file); delete it, or point --out at a fresh folder")
+    assert lines["fifo"].startswith(f"CheckpointError {tmp_path / 'fifo'} is not a checkpoint file (a FIFO (named pipe)")
+    assert lines["npz"].startswith(f"ValueError {tmp_path / 'fifo'} is not a readable CIFAR-10 archive (a FIFO")
+    assert lines["image"].startswith("DatasetUnavailable none of the 1 image files") and "(a FIFO (named pipe)" in lines["image"]
+
+
+def test_a_directory_or_an_oversized_file_is_not_read_as_a_checkpoint(tmp_path):
+    (tmp_path / "folder.pt").mkdir()
+    with pytest.raises(CheckpointError, match=r"folder\.pt is not a checkpoint file \(a directory, not a regular file\)"):
+        load_checkpoint(tmp_path / "folder.pt")
+    huge = tmp_path / "huge.pt"
+    with huge.open("wb") as f:
+        f.truncate(MAX_CHECKPOINT_BYTES + 1)  # sparse: no disk used, nothing read
+    with pytest.raises(CheckpointError, match=r"huge\.pt is 4\.0 GiB, more than a checkpoint can be "
+                                              r"\(MAX_CHECKPOINT_BYTES = 4 GiB\)"):
+        load_checkpoint(huge)
+
+
+# ---------------------------------------------------------------- what a checkpoint is written as
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077], ids=oct)
+def test_a_checkpoint_gets_the_mode_the_umask_gives_every_file(tmp_path, umask):
+    # It was created 0600 (tempfile.mkstemp) whatever the umask, unlike the run's other outputs.
+    previous = os.umask(umask)
+    try:
+        save_checkpoint({"epoch": 1}, tmp_path / "checkpoint.pt")
+        (tmp_path / "metrics.json").write_text("{}")  # the oracle: any file open() creates
+    finally:
+        os.umask(previous)
+    mode = stat.S_IMODE((tmp_path / "checkpoint.pt").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == 0o666 & ~umask
+
+
+def test_each_write_has_its_own_temporary_file(tmp_path, monkeypatch):
+    seen = []
+    real = os.replace
+
+    def record(src, dst):
+        seen.append(Path(src))
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", record)
+    for epoch in range(3):
+        save_checkpoint({"epoch": epoch}, tmp_path / "checkpoint.pt")
+    assert len(set(seen)) == 3 and all(p.parent == tmp_path and p.name.startswith("checkpoint.pt.") for p in seen)
+    assert os.listdir(tmp_path) == ["checkpoint.pt"] and load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 2
 
 
 # ---------------------------------------------------------------- random garbage at the tensor functions

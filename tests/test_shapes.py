@@ -70,6 +70,19 @@ def test_bad_arguments():
         make_shapes(4, scale_range=(0.9, 0.5))
 
 
+def test_shapes_and_image_data_do_not_import_data():
+    # crl_helpers.data imports make_shapes; the other way round would be an import cycle.
+    import ast
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parents[1] / "crl_helpers"
+    for module in ("shapes.py", "image_data.py"):
+        tree = ast.parse((package / module).read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert "crl_helpers.data" not in imported and "crl_helpers" not in imported, module
+
+
 # ----------------------------------------------------------------------- hue_bins
 from fractions import Fraction  # noqa: E402  (this section's imports, kept with it)
 
