@@ -28,7 +28,7 @@ _FLAGS = {
     "dataset": "dataset", "data_root": "data_root", "encoder": "encoder", "epochs": "epochs",
     "batch_size": "batch_size", "temperature": "temperature", "lr": "lr", "device": "device",
     "out": "out_dir", "seed": "seed", "n_train": "n_train", "n_test": "n_test", "optimizer": "optimizer",
-    "method": "method",
+    "method": "method", "precision": "precision",
 }
 
 
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true",
                    help="start afresh even if <out> holds a checkpoint (it is replaced after the first epoch)")
     t.add_argument("--no-umap", action="store_true", help="skip the UMAP plot")
+    t.add_argument("--precision", help="auto (default: bf16 on CUDA and on CPUs with bfloat16 units, else fp32), "
+                                       "bf16, fp32")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     return parser
@@ -181,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"crl: note: --encoder {config.encoder} on the CPU is about 75x slower than the default convnet "
                   "(2 cores: a CIFAR-10 epoch takes about 50 minutes); the progress bar shows the estimate. "
                   "For a quick CPU run: --encoder convnet, or --n-train 2000", file=sys.stderr)
+        if rank0:
+            from crl_helpers.device import describe_precision
+
+            print(f"crl: {describe_precision(device, config.precision)}", file=sys.stderr)
         _check_fresh(out, args.resume, args.overwrite)
         result = train_and_evaluate(config, resume=args.resume)
     except KeyboardInterrupt:

@@ -36,7 +36,7 @@ from torch.profiler import record_function
 from crl_helpers import run_dir
 from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crl_helpers.data import DATASETS, ImageData, load_dataset
-from crl_helpers.device import autocast_dtype
+from crl_helpers.device import PRECISIONS, autocast_dtype, uses_channels_last
 from crl_helpers.distributed import DistributedContext, all_reduce_mean, cleanup_distributed, setup_distributed
 from crl_helpers.metrics import alignment, embedding_std, uniformity
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
@@ -88,7 +88,9 @@ class TrainConfig:
     linear_epochs: int = 50  # linear probe on frozen features (cheap: features are precomputed)
     umap: bool = True  # UMAP plot of test embeddings at the end
     device: str = "auto"  # CUDA, then MPS, then CPU
-    compile: bool = False  # torch.compile the model (CUDA only; pays off on long runs)
+    compile: bool = False  # torch.compile the model (CUDA only; on 2 CPU cores compiling costs more than it saves)
+    # bf16 autocast where it is fast (CUDA, a CPU with bfloat16 units), else float32; "bf16"/"fp32" force it.
+    precision: str = "auto"
     # Under torchrun on CUDA: global BN as in SimCLR (appendix B.1), so positives cannot be matched through
     # per-device batch statistics. PyTorch's SyncBatchNorm is GPU-only; CPU ranks keep per-rank BN.
     sync_batchnorm: bool = True
@@ -101,6 +103,8 @@ class TrainConfig:
         max_images = MAX_SHAPES_IMAGES if self.dataset == "shapes" else MAX_IMAGES
         checks = [
             (self.method in METHODS, f"method={self.method!r} is unknown; choose one of {', '.join(METHODS)}"),
+            (self.precision in PRECISIONS,
+             f"precision={self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}"),
             (self.dataset in DATASETS, f"dataset={self.dataset!r} is unknown; choose one of {', '.join(DATASETS)}"),
             (self.encoder in ENCODERS, f"encoder={self.encoder!r} is unknown; choose one of {', '.join(ENCODERS)}"),
             (isinstance(self.epochs, int) and 1 <= self.epochs <= MAX_EPOCHS,
@@ -269,7 +273,7 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
     step = TrainStep(run.model, run.objective, run.optimizer, config, context.device, context.world_size)
     on_cuda = context.device.type == "cuda"
     augment = ViewAugmenter(run.views, context.device, n_views=run.objective.n_views,
-                            compile=config.compile and on_cuda, channels_last=on_cuda)
+                            compile=config.compile and on_cuda, channels_last=uses_channels_last(context.device))
     x_train, y_train = train_data.x.to(context.device), train_data.y.to(context.device)  # uint8 images on the device
     progress = _progress_bar(config, run.start_epoch, run.steps_per_epoch) if context.is_main else None
     try:
@@ -530,11 +534,12 @@ class _Forward(nn.Module):
 class TrainStep:
     """One optimisation step on a batch of views, exactly as :func:`train` takes it.
 
-    ``step(views, index, labels, lr)``: the objective's forward (the model under the device's
-    autocast, bf16 on CUDA; the loss in float32), backward, optimizer step (fused on CUDA),
+    ``step(views, index, labels, lr)``: the objective's forward (the model under the autocast of
+    ``config.precision``: bf16 on CUDA and on CPUs with bf16 units; the loss in float32), backward,
+    optimizer step (fused on CUDA),
     ``objective.after_step`` (MoCo's momentum update), and the batch's loss and contrastive
-    accuracy added to :attr:`sums` on the device: no host sync for SimCLR. On CUDA the model is
-    put in channels_last; with ``config.compile`` on CUDA, SimCLR's model + loss are one compiled
+    accuracy added to :attr:`sums` on the device: no host sync for SimCLR. On CUDA and the CPU the
+    model is put in channels_last; with ``config.compile`` on CUDA, SimCLR's model + loss are one compiled
     graph (under torchrun: the DistributedDataParallel model is compiled, the loss is not).
     ``benchmarks/throughput.py`` times this same object.
 
@@ -542,7 +547,7 @@ class TrainStep:
         model: the :class:`~crl_helpers.models.SimCLRModel`, already on ``device``.
         objective: an :class:`~crl_helpers.objectives.Objective`, already on ``device``.
         optimizer: over ``model``'s parameters (see :func:`build_optimizer`).
-        config: supplies ``compile``.
+        config: supplies ``compile`` and ``precision``.
         device: where ``model`` lives.
         world_size: processes under torchrun; > 1 wraps the model in DistributedDataParallel.
 
@@ -560,7 +565,8 @@ class TrainStep:
     def __init__(self, model: SimCLRModel, objective: Objective, optimizer: torch.optim.Optimizer,
                  config: TrainConfig, device: torch.device, world_size: int = 1) -> None:
         self.model, self.objective, self.optimizer, self.device = model, objective, optimizer, device
-        if device.type == "cuda":
+        self.channels_last = uses_channels_last(device)
+        if self.channels_last:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its parameters
         net: nn.Module = model
         if world_size > 1:  # after channels_last: DDP's gradient buckets copy the parameters' strides
@@ -571,7 +577,7 @@ class TrainStep:
         self.compiled = config.compile and device.type == "cuda" and isinstance(objective, SimCLR)
         if self.compiled and world_size > 1:
             net = torch.compile(net)  # the all-gather of the loss stays outside the graph
-        objective.amp = autocast_dtype(device)
+        objective.amp = autocast_dtype(device, config.precision)
         forward = _Forward(net, objective)
         self.forward = torch.compile(forward) if self.compiled and world_size == 1 else forward
         self.sums = torch.zeros(2, device=device)  # running (loss, contrastive accuracy)
@@ -585,7 +591,7 @@ class TrainStep:
         if lr is not None:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-        if self.device.type == "cuda":
+        if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)  # a no-op for ViewAugmenter's views
         # The labels name the stages in a torch.profiler trace (benchmarks/throughput.py --profile).
         with record_function("crl.forward_loss"):
