@@ -10,7 +10,9 @@ those of the single-process loss over the global batch:
   ``z`` is ``d(sum_r L_r)/dz``: backward all-reduces (sums) the incoming gradient over ranks and keeps its
   own slice. Implementations that return only the local slice of the local gradient (or that rescale it
   by the world size) silently train a different loss.
-* :func:`nt_xent_distributed` -- each rank's loss is the MEAN over its own ``2N_local`` anchors. DDP then
+* :func:`nt_xent_distributed` -- the one NT-Xent code path, :func:`crl_helpers.losses.nt_xent`, given the
+  all-gathered views as its keys and this rank's offset among them. Each rank's loss is the MEAN over its
+  own ``2N_local`` anchors. DDP then
   AVERAGES the parameter gradients over the ``W`` ranks, so the step follows
   ``(1/W) d(sum_r L_r)/dtheta = d(mean over all 2N_global anchors)/dtheta``: exactly :func:`nt_xent` on
   the global batch in one process.
@@ -44,11 +46,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import Tensor
 
 from crl_helpers.device import pick_device
-from crl_helpers.losses import _check_pair, _check_temperature, _compute_dtype, _normalize, nt_xent
+from crl_helpers.losses import compute_dtype, nt_xent
+from crl_helpers.validate import check_embedding_pair, check_temperature
 
 __all__ = [
     "DistributedContext",
@@ -288,8 +290,10 @@ def nt_xent_distributed(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, val
     r"""NT-Xent (Chen et al. 2020, eq. 1) of this rank's anchors against the GLOBAL batch of 2N_global views.
 
     Each rank holds ``N = N_global / W`` images (two views each). Its ``2N`` anchors are contrasted
-    with all ``2N_global`` views, all-gathered with :func:`gather_with_grad`; the positive of anchor
-    ``a`` sits at its partner's global index and the anchor itself is masked out. The result is the
+    with all ``2N_global`` views, all-gathered with :func:`gather_with_grad` and handed to
+    :func:`crl_helpers.losses.nt_xent` as its ``keys``, with this rank's block at ``offset = rank * 2N``:
+    the positive of anchor ``a`` sits at its partner's global index and the anchor itself is masked out
+    (one code path with the single-process loss). The result is the
     mean of :math:`\ell_a` over this rank's ``2N`` anchors, so the mean over ranks is :func:`nt_xent`
     of the global batch and, with DDP averaging gradients over ranks, so is the gradient.
 
@@ -308,7 +312,8 @@ def nt_xent_distributed(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, val
         TypeError: a non-tensor, a non-floating dtype, or a non-numeric temperature.
         ValueError: a non-2-D input, mismatched shapes, N < 1 (N < 2 with one process), NaN/inf in
             an input or shapes that differ between ranks (unless ``validate=False``), or a
-            temperature that is not finite and >= 1e-8. Every rank raises the same error.
+            temperature that is not finite and >= 1e-8 (>= 3.05e-5 for float16 inputs). Every rank
+            raises the same error.
 
     Example:
         >>> import math
@@ -317,8 +322,9 @@ def nt_xent_distributed(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, val
         >>> abs(loss.item() - math.log(7)) < 1e-6
         True
     """
-    z1, z2 = _check_pair("z1", z1, "z2", z2, finite=False)
-    temperature = _check_temperature(temperature)
+    # Every non-collective check first: a rank that raised after entering a collective would hang the others.
+    z1, z2 = check_embedding_pair("z1", z1, "z2", z2)
+    temperature = check_temperature(temperature, z1, z2)
     if not is_distributed():
         return nt_xent(z1, z2, temperature, validate=validate)
     if validate:
@@ -326,20 +332,10 @@ def nt_xent_distributed(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, val
     n = z1.shape[0]
     if n < 1:
         raise ValueError(f"z1 and z2 have N={n} rows on this rank; every rank needs at least one image")
-    rank = dist.get_rank()
-    dtype = _compute_dtype(z1, z2)
-    with torch.autocast(device_type=z1.device.type, enabled=False):
-        z = _normalize(torch.cat([z1, z2], dim=0), dtype)  # (2N, d): this rank's anchors
-        keys = gather_with_grad(z)  # (W*2N, d): rank r's block is [z1_r; z2_r]
-        logits = z @ keys.T / temperature  # (2N, W*2N)
-    offset = rank * 2 * n  # where this rank's block starts among the keys
-    local = torch.arange(2 * n, device=z.device)  # (2N,)
-    self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    self_mask[local, offset + local] = True
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    arange = torch.arange(n, device=z.device)
-    targets = offset + torch.cat([arange + n, arange])  # (2N,): each view's partner, global index
-    return F.cross_entropy(logits, targets)
+    views = torch.cat([z1, z2]).to(compute_dtype(z1, z2))  # (2N, d): cast first, so gradients are summed in float32
+    keys = gather_with_grad(views)  # (W*2N, d): rank r's block is [z1_r; z2_r]
+    # validate=False: _check_ranks_agree has scanned every rank's inputs already.
+    return nt_xent(z1, z2, temperature, keys=keys, offset=dist.get_rank() * 2 * n, validate=False)
 
 
 def all_reduce_mean(value: Tensor | float) -> Tensor | float:

@@ -12,7 +12,10 @@ The three standard read-outs of a self-supervised encoder, cheapest first:
 
 Images come as in-memory tensors: ``x`` of shape ``(N, 3, H, W)``, either uint8 in
 ``[0, 255]`` (converted batch by batch with ``(x / 255 - mean) / std``) or floating
-point, taken as already normalised; labels ``y`` int64 of shape ``(N,)``.
+point, taken as already normalised; labels ``y`` of shape ``(N,)``, any integer dtype.
+Features must be finite: a diverged encoder's NaN features are refused, never scored.
+The probe and fine-tuning take their training settings as one :class:`ProbeConfig`
+(:data:`LINEAR_PROBE`, :data:`FINE_TUNE`).
 
 Example:
     >>> import torch
@@ -26,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -41,64 +45,89 @@ except ImportError:  # tqdm only draws progress bars; a bare GPU box without it 
 
 from crl_helpers.device import autocast_dtype
 from crl_helpers.models import SimCLRModel
+from crl_helpers.validate import (check_embeddings, check_images, check_int, check_labels, check_nonnegative,
+                                  check_positive, check_temperature)
+from crl_helpers.views import ViewConfig
 
-# The defaults of views.ViewConfig, so that evaluation normalises like training
+# Training's normalisation (ViewConfig's defaults), so that evaluation normalises like training
 # when neither is told otherwise; pass the dataset's own statistics.
-DEFAULT_MEAN = (0.5, 0.5, 0.5)
-DEFAULT_STD = (0.25, 0.25, 0.25)
+DEFAULT_MEAN = ViewConfig().mean
+DEFAULT_STD = ViewConfig().std
 
 WEIGHTINGS = ("exp", "majority")
 
-
-# ----------------------------------------------------------------- validation
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r} must be an int")
-    if value < minimum:
-        raise ValueError(f"{name}={value} must be >= {minimum}")
-    return value
+__all__ = ["DEFAULT_MEAN", "DEFAULT_STD", "FINE_TUNE", "LINEAR_PROBE", "ProbeConfig", "WEIGHTINGS",
+           "extract_embeddings", "fine_tune", "knn_accuracy", "knn_predict", "linear_probe", "linear_probe_on_features"]
 
 
-def _check_positive_float(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}={value!r} must be a number")
-    if not value > 0:
-        raise ValueError(f"{name}={value} must be > 0")
-    return float(value)
+# --------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class ProbeConfig:
+    """How a classifier is trained on an encoder's output: the linear probe's and fine-tuning's settings.
+
+    Taken by :func:`linear_probe`, :func:`linear_probe_on_features` (which ignores ``mean`` and
+    ``std``: its inputs are features) and :func:`fine_tune`; vary it with ``dataclasses.replace``.
+    The defaults are the linear probe's; :data:`FINE_TUNE` holds fine-tuning's.
+
+    Raises:
+        TypeError, ValueError: a field of the wrong type or out of range (checked on construction).
+
+    Example:
+        >>> ProbeConfig(epochs=100, lr=0.1).epochs
+        100
+        >>> ProbeConfig(epochs=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: epochs=0 must be >= 1
+    """
+
+    # Passes over the training set. 50: a probe's features are precomputed, so epochs are cheap and
+    # Adam converges well within them.
+    epochs: int = 50
+    # Adam's learning rate. 1e-3, Adam's default, suits standardised features.
+    lr: float = 1e-3
+    # Training samples per step, and images per encoder pass. 256: still several steps an epoch on the
+    # course's datasets of a few thousand images, and an encoder pass that fits any device's memory.
+    batch_size: int = 256
+    # Adam's L2 penalty. 0: a probe should reflect the features, not a regulariser's tuning.
+    weight_decay: float = 0.0
+    # Per-channel statistics that normalise uint8 images, (x / 255 - mean) / std: training's
+    # (ViewConfig's defaults), so that the encoder sees what it was trained on.
+    mean: tuple[float, ...] = DEFAULT_MEAN
+    std: tuple[float, ...] = DEFAULT_STD
+    # Seeds the classifier's initialisation and batch order (CPU RNG, restored afterwards), so that a
+    # run is reproducible by default; None leaves the RNG alone.
+    seed: int | None = 0
+
+    def __post_init__(self) -> None:
+        mean, std = tuple(self.mean), tuple(self.std)
+        if len(mean) != len(std) or not mean:
+            raise ValueError(f"mean={self.mean!r} and std={self.std!r} need one value per channel each")
+        checked = {
+            "epochs": check_int("epochs", self.epochs, 1),
+            "lr": check_positive("lr", self.lr),
+            "batch_size": check_int("batch_size", self.batch_size, 1),
+            "weight_decay": check_nonnegative("weight_decay", self.weight_decay),
+            "seed": None if self.seed is None else check_int("seed", self.seed, 0),
+            "mean": tuple(float(m) for m in mean),
+            "std": tuple(check_positive(f"std[{i}]", v, "a per-channel standard deviation") for i, v in enumerate(std)),
+        }
+        for name, value in checked.items():  # plain Python numbers, whatever was passed (numpy integers ...)
+            object.__setattr__(self, name, value)
 
 
-def _check_images(name: str, x: object) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of images (N, C, H, W), got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected images (N, C, H, W)")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} holds no images (shape {tuple(x.shape)}); pass at least one")
-    if x.dtype != torch.uint8 and not x.is_floating_point():
-        raise TypeError(f"{name} has dtype {x.dtype}; use uint8 in [0, 255] or an already normalised float tensor")
-    return x
+# The linear probe's settings (Chen et al. 2020, SimCLR, section 4): the defaults.
+LINEAR_PROBE = ProbeConfig()
+# Fine-tuning's (SimCLR, section 6 / appendix B.6): 10 epochs show the gap between pre-trained and
+# from-scratch on the course's small datasets; 5e-4 weight decay, a common CIFAR setting, since every
+# weight of the encoder now trains.
+FINE_TUNE = ProbeConfig(epochs=10, weight_decay=5e-4)
 
 
-def _check_labels(name: str, y: object, n: int) -> torch.Tensor:
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of class indices (N,), got {type(y).__name__}")
-    if y.dtype == torch.bool or y.is_floating_point() or y.is_complex():
-        raise TypeError(f"{name} has dtype {y.dtype}; class labels must be integers (use y.long())")
-    if y.shape != (n,):
-        raise ValueError(f"{name} has shape {tuple(y.shape)}; expected ({n},), one label per image/feature row")
-    if n and int(y.min()) < 0:
-        raise ValueError(f"{name} has a negative label {int(y.min())}; labels must be class indices 0..C-1")
-    return y
-
-
-def _check_features(name: str, v: object) -> torch.Tensor:
-    if not isinstance(v, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of features (N, d), got {type(v).__name__}")
-    if v.ndim != 2 or v.shape[0] == 0:
-        raise ValueError(f"{name} has shape {tuple(v.shape)}; expected features (N, d) with N >= 1")
-    if not v.is_floating_point():
-        raise TypeError(f"{name} has dtype {v.dtype}; features must be floating point (use v.float())")
-    return v
+def _check_config(config: object) -> ProbeConfig:
+    if not isinstance(config, ProbeConfig):
+        raise TypeError(f"config={config!r} must be a ProbeConfig; build one with ProbeConfig(epochs=..., ...)")
+    return config
 
 
 def _module_device(module: nn.Module) -> torch.device:
@@ -173,8 +202,8 @@ def extract_embeddings(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    _check_images("x", x)
-    _check_int("batch_size", batch_size, 1)
+    check_images("x", x)
+    check_int("batch_size", batch_size, 1)
     if which not in ("v", "z"):
         raise ValueError(f"which={which!r}; use 'v' (encoder features) or 'z' (projection-head embeddings)")
     if not isinstance(to_cpu, bool):
@@ -225,10 +254,10 @@ def knn_predict(
     ``O(chunk * N_train)``; the work runs on ``train_v``'s device.
 
     Args:
-        train_v: training features ``(N, d)``.
-        train_y: training labels ``(N,)``, integers in ``[0, n_classes)``.
-        test_v: test features ``(M, d)``.
-        k: neighbours per test point, ``>= 1``. 200, the InstDisc/DINO default.
+        train_v: training features ``(N, d)``, finite.
+        train_y: training labels ``(N,)``, integers (any integer dtype) in ``[0, n_classes)``.
+        test_v: test features ``(M, d)``, finite.
+        k: neighbours per test point, ``>= 1`` (a Python or numpy integer). 200, the InstDisc/DINO default.
         temperature: softness of the ``"exp"`` weights. 0.1 as in InstDisc.
         weighting: ``"exp"`` or ``"majority"``.
         n_classes: number of classes; ``None`` takes ``train_y.max() + 1``.
@@ -238,7 +267,8 @@ def knn_predict(
         int64 predictions ``(M,)`` on ``test_v``'s device.
 
     Raises:
-        TypeError, ValueError: bad shapes, dtypes or arguments.
+        TypeError, ValueError: bad shapes, dtypes or arguments; NaN or inf in the features (a
+            diverged encoder has no meaningful neighbours).
 
     Example:
         >>> train_v = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 2.0]])
@@ -247,21 +277,21 @@ def knn_predict(
         >>> knn_predict(train_v, torch.tensor([0, 1, 1]), torch.tensor([[1.0, 0.1]]), k=3, weighting="majority")
         tensor([1])
     """
-    _check_features("train_v", train_v)
-    _check_features("test_v", test_v)
+    train_v = check_embeddings("train_v", train_v, min_rows=1, finite=True)
+    test_v = check_embeddings("test_v", test_v, min_rows=1, finite=True)
     if train_v.shape[1] != test_v.shape[1]:
         raise ValueError(f"train_v has d={train_v.shape[1]} but test_v has d={test_v.shape[1]}; features must match")
     n_train = train_v.shape[0]
-    _check_labels("train_y", train_y, n_train)
-    _check_int("k", k, 1)
-    _check_positive_float("temperature", temperature)
+    train_y = check_labels("train_y", train_y, n_train)  # (N,) int64, as scatter_add_ needs
+    k = check_int("k", k, 1)
+    temperature = check_temperature(temperature)
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting={weighting!r}; use one of {WEIGHTINGS}")
-    _check_int("chunk", chunk, 1)
+    chunk = check_int("chunk", chunk, 1)
     n_min = int(train_y.max()) + 1
     if n_classes is None:
         n_classes = n_min
-    elif _check_int("n_classes", n_classes, 1) < n_min:
+    elif check_int("n_classes", n_classes, 1) < n_min:
         raise ValueError(f"n_classes={n_classes} but train_y has label {n_min - 1}; use n_classes >= {n_min} or None")
     k = min(k, n_train)
 
@@ -290,44 +320,39 @@ def knn_accuracy(
     """Fraction of test points whose ``knn_predict`` label equals ``test_y`` ``(M,)``; keywords go to ``knn_predict``.
 
     Raises:
-        TypeError, ValueError: as ``knn_predict``, or ``test_y`` not of shape ``(M,)``.
+        TypeError, ValueError: as ``knn_predict`` (NaN/inf features included), or ``test_y`` not
+            integers of shape ``(M,)``.
 
     Example:
         >>> v = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
         >>> knn_accuracy(v, torch.tensor([0, 1]), v, torch.tensor([0, 0]), k=1)
         0.5
     """
-    _check_features("test_v", test_v)
-    _check_labels("test_y", test_y, test_v.shape[0])
+    check_embeddings("test_v", test_v)  # the NaN/inf scan is knn_predict's
+    test_y = check_labels("test_y", test_y, test_v.shape[0])
     preds = knn_predict(train_v, train_y, test_v, **knn_kwargs)
     # Compared where the predictions are (the GPU for GPU features): one scalar comes back, not M labels.
     return (preds == test_y.to(preds.device)).float().mean().item()
 
 
 # --------------------------------------------------------------- linear probe
-def _check_split(x_train, y_train, x_test, y_test, kind: str = "images") -> int:
-    """Validate a train/test split of images ``x`` (``kind="images"``) or features ``v`` (``kind="features"``);
-    return the number of classes seen in either."""
-    check, prefix = (_check_images, "x") if kind == "images" else (_check_features, "v")
-    check(f"{prefix}_train", x_train)
-    check(f"{prefix}_test", x_test)
-    _check_labels("y_train", y_train, x_train.shape[0])
-    _check_labels("y_test", y_test, x_test.shape[0])
+def _check_split(x_train, y_train, x_test, y_test, kind: str = "images"):
+    """Validate a train/test split of images ``x`` (``kind="images"``) or finite features ``v``
+    (``kind="features"``); return ``(n_classes, y_train, y_test)``, the labels as int64."""
+    if kind == "images":
+        prefix = "x"
+        check_images("x_train", x_train)
+        check_images("x_test", x_test)
+    else:
+        prefix = "v"
+        check_embeddings("v_train", x_train, min_rows=1, finite=True)
+        check_embeddings("v_test", x_test, min_rows=1, finite=True)
+    y_train = check_labels("y_train", y_train, x_train.shape[0])
+    y_test = check_labels("y_test", y_test, x_test.shape[0])
     if x_train.shape[1:] != x_test.shape[1:]:
         raise ValueError(f"{prefix}_train {kind} are {tuple(x_train.shape[1:])} but {prefix}_test are "
                          f"{tuple(x_test.shape[1:])}; both splits must come from the same source")
-    return int(max(y_train.max(), y_test.max())) + 1
-
-
-def _check_optimisation(epochs, lr, batch_size, weight_decay, seed) -> None:
-    """Validate the arguments that linear_probe(_on_features) and fine_tune share: the classifier's training run."""
-    _check_int("epochs", epochs, 1)
-    _check_positive_float("lr", lr)
-    _check_int("batch_size", batch_size, 1)
-    if isinstance(weight_decay, bool) or not isinstance(weight_decay, (int, float)) or weight_decay < 0:
-        raise ValueError(f"weight_decay={weight_decay!r} must be a number >= 0")
-    if seed is not None:
-        _check_int("seed", seed, 0)
+    return int(max(y_train.max(), y_test.max())) + 1, y_train, y_test
 
 
 @contextlib.contextmanager
@@ -359,9 +384,8 @@ def _assert_unchanged(module: nn.Module, before: dict[str, torch.Tensor]) -> Non
 
 
 def linear_probe_on_features(
-    v_train: torch.Tensor, y_train: torch.Tensor, v_test: torch.Tensor, y_test: torch.Tensor, *,
-    epochs: int = 50, lr: float = 1e-3, batch_size: int = 256, weight_decay: float = 0.0,
-    device: torch.device | str | None = None, progress: bool = False, seed: int | None = 0,
+    v_train: torch.Tensor, y_train: torch.Tensor, v_test: torch.Tensor, y_test: torch.Tensor,
+    config: ProbeConfig = LINEAR_PROBE, *, device: torch.device | str | None = None, progress: bool = False,
 ) -> dict:
     """Linear evaluation protocol on precomputed frozen features (Chen et al. 2020, SimCLR, section 4).
 
@@ -370,38 +394,34 @@ def linear_probe_on_features(
     needs as well): nothing is recomputed. The features are standardised with the
     training set's per-dimension mean and std, and an ``nn.Linear(d, n_classes)`` is
     trained on them with Adam and cross-entropy. Given the features that
-    ``linear_probe`` would extract and the same seed, it returns exactly what
+    ``linear_probe`` would extract and the same config, it returns exactly what
     ``linear_probe`` returns.
 
     Args:
-        v_train, v_test: features ``(N, d)`` and ``(M, d)``, floating point; used
+        v_train, v_test: features ``(N, d)`` and ``(M, d)``, floating point and finite; used
             detached, as float32.
-        y_train, y_test: labels ``(N,)`` and ``(M,)``; ``n_classes = max label + 1`` over both.
-        epochs: passes over the training features. 50: the features are precomputed,
-            so epochs are cheap and Adam converges well within them.
-        lr: Adam learning rate. 1e-3, Adam's default, suits standardised features.
-        batch_size: training features per step.
-        weight_decay: Adam's L2 penalty; 0 because the probe should reflect the
-            features, not a regulariser's tuning.
+        y_train, y_test: labels ``(N,)`` and ``(M,)``, any integer dtype; ``n_classes = max
+            label + 1`` over both.
+        config: epochs, learning rate, batch size, weight decay and seed (:class:`ProbeConfig`;
+            ``mean``/``std`` are unused here).
         device: where to train; ``None`` = where ``v_train`` is.
         progress: tqdm progress bar over epochs.
-        seed: seeds the classifier's initialisation and batch order (CPU RNG,
-            restored afterwards); ``None`` leaves the RNG alone.
 
     Returns:
         ``{"train_acc": float, "test_acc": float, "history": [{"epoch", "loss"}, ...]}``.
 
     Raises:
-        TypeError, ValueError: bad features, labels or arguments (keyword-only after ``y_test``).
+        TypeError, ValueError: bad features, labels or config; NaN or inf in the features (a
+            diverged encoder has no meaningful accuracy).
 
     Example:
         >>> v = torch.tensor([[2.0, 0.1], [1.5, -0.2], [-1.8, 0.3], [-2.2, 0.0]])  # (N, d)
         >>> y = torch.tensor([0, 0, 1, 1])
-        >>> linear_probe_on_features(v, y, v, y, epochs=100, lr=0.1)["test_acc"]
+        >>> linear_probe_on_features(v, y, v, y, ProbeConfig(epochs=100, lr=0.1))["test_acc"]
         1.0
     """
-    n_classes = _check_split(v_train, y_train, v_test, y_test, kind="features")
-    _check_optimisation(epochs, lr, batch_size, weight_decay, seed)
+    n_classes, y_train, y_test = _check_split(v_train, y_train, v_test, y_test, kind="features")
+    config = _check_config(config)
     device = v_train.device if device is None else torch.device(device)
     v_train = v_train.detach().to(device).float()  # (N, d)
     v_test = v_test.detach().to(device).float()  # (M, d)
@@ -413,15 +433,15 @@ def linear_probe_on_features(
     y_train_d, y_test_d = y_train.to(device), y_test.to(device)
 
     history = []
-    with _seeded(seed):
+    with _seeded(config.seed):
         classifier = nn.Linear(v_train.shape[1], n_classes).to(device)
-        optimizer = torch.optim.Adam(classifier.parameters(), lr=lr, weight_decay=weight_decay)
+        optimizer = torch.optim.Adam(classifier.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         n = v_train.shape[0]
-        for epoch in tqdm(range(epochs), desc="linear probe", disable=not progress, leave=False):
+        for epoch in tqdm(range(config.epochs), desc="linear probe", disable=not progress, leave=False):
             order = torch.randperm(n).to(device)
             total = torch.zeros((), device=device)  # summed on the device: one host sync an epoch, not one a step
-            for start in range(0, n, batch_size):
-                idx = order[start : start + batch_size]
+            for start in range(0, n, config.batch_size):
+                idx = order[start : start + config.batch_size]
                 loss = F.cross_entropy(classifier(v_train[idx]), y_train_d[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -441,15 +461,10 @@ def linear_probe(
     y_train: torch.Tensor,
     x_test: torch.Tensor,
     y_test: torch.Tensor,
-    epochs: int = 50,
-    lr: float = 1e-3,
-    batch_size: int = 256,
-    weight_decay: float = 0.0,
+    config: ProbeConfig = LINEAR_PROBE,
+    *,
     device: torch.device | str | None = None,
-    mean: Sequence[float] = DEFAULT_MEAN,
-    std: Sequence[float] = DEFAULT_STD,
     progress: bool = False,
-    seed: int | None = 0,
 ) -> dict:
     """Linear evaluation protocol: a linear classifier on frozen features (Chen et al. 2020, SimCLR, section 4).
 
@@ -464,45 +479,38 @@ def linear_probe(
     Args:
         encoder: the encoder (a ``SimCLRModel`` is probed on its ``v``).
         x_train, x_test: images ``(N, C, H, W)``, uint8 or already normalised float.
-        y_train, y_test: labels ``(N,)``; ``n_classes = max label + 1`` over both.
-        epochs: passes over the training features. 50: features are precomputed,
-            so epochs are cheap and Adam converges well within them.
-        lr: Adam learning rate. 1e-3, Adam's default, suits standardised features.
-        batch_size: training features per step, and images per encoder pass.
-        weight_decay: Adam's L2 penalty; 0 because the probe should reflect the
-            features, not a regulariser's tuning.
+        y_train, y_test: labels ``(N,)``, any integer dtype; ``n_classes = max label + 1`` over both.
+        config: epochs, learning rate, batch size (also images per encoder pass), weight
+            decay, ``mean``/``std`` for uint8 images, and seed (:class:`ProbeConfig`).
         device: where to run; ``None`` = where the encoder is.
-        mean, std: per-channel statistics for uint8 images.
         progress: tqdm progress bars.
-        seed: seeds the classifier's initialisation and batch order (CPU RNG,
-            restored afterwards); ``None`` leaves the RNG alone.
 
     Returns:
         ``{"train_acc": float, "test_acc": float, "history": [{"epoch", "loss"}, ...]}``.
 
     Raises:
-        TypeError, ValueError: bad inputs or arguments.
+        TypeError, ValueError: bad inputs or config; NaN or inf in the encoder's features.
         RuntimeError: the encoder's parameters or buffers changed.
 
     Example:
         >>> from crl_helpers.models import SmallConvNet
         >>> x = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
         >>> y = torch.arange(20) % 2
-        >>> result = linear_probe(SmallConvNet(width=4, feature_dim=8), x, y, x, y, epochs=2)
+        >>> result = linear_probe(SmallConvNet(width=4, feature_dim=8), x, y, x, y, ProbeConfig(epochs=2))
         >>> sorted(result), 0.0 <= result["test_acc"] <= 1.0
         (['history', 'test_acc', 'train_acc'], True)
     """
     _check_split(x_train, y_train, x_test, y_test)
-    _check_optimisation(epochs, lr, batch_size, weight_decay, seed)  # before the costly feature extraction
+    config = _check_config(config)  # before the costly feature extraction
     device = _resolve_device(device, encoder)
 
     before = _snapshot(encoder)
-    kw = dict(batch_size=batch_size, device=device, mean=mean, std=std, which="v", progress=progress, to_cpu=False)
+    kw = dict(batch_size=config.batch_size, device=device, mean=config.mean, std=config.std, which="v",
+              progress=progress, to_cpu=False)
     v_train = extract_embeddings(encoder, x_train, **kw)  # (N, d)
     v_test = extract_embeddings(encoder, x_test, **kw)  # (M, d)
     _assert_unchanged(encoder, before)
-    return linear_probe_on_features(v_train, y_train, v_test, y_test, epochs=epochs, lr=lr, batch_size=batch_size,
-                                    weight_decay=weight_decay, device=device, progress=progress, seed=seed)
+    return linear_probe_on_features(v_train, y_train, v_test, y_test, config, device=device, progress=progress)
 
 
 # ---------------------------------------------------------------- fine-tuning
@@ -522,16 +530,11 @@ def fine_tune(
     y_train: torch.Tensor,
     x_test: torch.Tensor,
     y_test: torch.Tensor,
-    epochs: int = 10,
-    lr: float = 1e-3,
-    batch_size: int = 256,
-    weight_decay: float = 5e-4,
+    config: ProbeConfig = FINE_TUNE,
+    *,
     device: torch.device | str | None = None,
-    mean: Sequence[float] = DEFAULT_MEAN,
-    std: Sequence[float] = DEFAULT_STD,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: bool = False,
-    seed: int | None = 0,
     eval_every: int = 1,
 ) -> dict:
     """Fine-tune encoder + linear classifier end to end (Chen et al. 2020, SimCLR, section 6 / appendix B.6).
@@ -545,15 +548,11 @@ def fine_tune(
     Args:
         encoder: the encoder (a ``SimCLRModel`` is fine-tuned without its head).
         x_train, x_test: images ``(N, C, H, W)``, uint8 or already normalised float.
-        y_train, y_test: labels ``(N,)``; ``n_classes = max label + 1`` over both.
-        epochs: passes over the training set. 10: enough to show the gap between
-            pre-trained and from-scratch on the course's small datasets.
-        lr: Adam learning rate. 1e-3, Adam's default.
-        batch_size: images per step; a last batch of one image is dropped since
-            BatchNorm cannot normalise a single sample.
-        weight_decay: Adam's L2 penalty. 5e-4, a common CIFAR setting.
+        y_train, y_test: labels ``(N,)``, any integer dtype; ``n_classes = max label + 1`` over both.
+        config: epochs, learning rate, batch size (a last batch of one image is dropped since
+            BatchNorm cannot normalise a single sample), weight decay, ``mean``/``std`` for
+            uint8 images, and seed (:class:`ProbeConfig`); :data:`FINE_TUNE` by default.
         device: where to train; ``None`` = where the encoder is.
-        mean, std: per-channel statistics for uint8 images.
         augment: optional ``augment(x_batch) -> x_input``: receives a training batch
             as stored in ``x_train`` (e.g. uint8), already on ``device``, and returns
             the normalised float input; it then replaces the ``mean``/``std``
@@ -561,8 +560,6 @@ def fine_tune(
             ``functools.partial(views.augment_batch, config=...)``). Test batches
             are never augmented.
         progress: tqdm progress bar over epochs.
-        seed: seeds the classifier's initialisation and batch order (CPU RNG,
-            restored afterwards); ``None`` leaves the RNG alone.
         eval_every: score the test set after every ``eval_every``-th epoch and after
             the last one; 0 scores it only after the last. 1 (every epoch) draws a
             full curve; a larger value saves the test passes when only the final
@@ -578,13 +575,15 @@ def fine_tune(
         ``(B, C, H, W)`` to logits ``(B, n_classes)`` (its encoder is ``model[0]``).
 
     Raises:
-        TypeError, ValueError: bad inputs or arguments.
+        TypeError, ValueError: bad inputs, config or arguments.
 
     Example:
+        >>> import dataclasses
         >>> from crl_helpers.models import SmallConvNet
         >>> x = torch.randint(0, 256, (20, 3, 16, 16), dtype=torch.uint8)
         >>> y = torch.arange(20) % 2
-        >>> result = fine_tune(SmallConvNet(width=4, feature_dim=8), x, y, x, y, epochs=3, batch_size=8, eval_every=2)
+        >>> config = dataclasses.replace(FINE_TUNE, epochs=3, batch_size=8)
+        >>> result = fine_tune(SmallConvNet(width=4, feature_dim=8), x, y, x, y, config, eval_every=2)
         >>> [h["epoch"] for h in result["history"]], [h["epoch"] for h in result["history"] if "test_acc" in h]
         ([1, 2, 3], [2, 3])
         >>> result["model"](x[:4].float()).shape  # (B, n_classes)
@@ -592,17 +591,18 @@ def fine_tune(
     """
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"encoder must be a torch.nn.Module, got {type(encoder).__name__}")
-    n_classes = _check_split(x_train, y_train, x_test, y_test)
-    _check_optimisation(epochs, lr, batch_size, weight_decay, seed)
+    n_classes, y_train, y_test = _check_split(x_train, y_train, x_test, y_test)
+    config = _check_config(config)
     if augment is not None and not callable(augment):
         raise TypeError(f"augment={augment!r} must be a callable x_batch -> x_input, or None")
-    _check_int("eval_every", eval_every, 0)
+    eval_every = check_int("eval_every", eval_every, 0)
     if isinstance(encoder, SimCLRModel):
         encoder = encoder.drop_head()
     device = _resolve_device(device, encoder)
     amp_dtype = autocast_dtype(device)
+    epochs, batch_size, mean, std = config.epochs, config.batch_size, config.mean, config.std
 
-    with _seeded(seed):
+    with _seeded(config.seed):
         net = copy.deepcopy(encoder).to(device)
         net.requires_grad_(True)
         feature_dim = getattr(net, "feature_dim", None)
@@ -610,7 +610,7 @@ def fine_tune(
             with torch.no_grad():
                 feature_dim = net.eval()(_to_input(x_train[:2], device, mean, std)).shape[1]
         model = nn.Sequential(net, nn.Linear(feature_dim, n_classes)).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         n, history = x_train.shape[0], []
         for epoch in tqdm(range(epochs), desc="fine-tune", disable=not progress, leave=False):
             model.train()

@@ -8,86 +8,66 @@ They differ in where the candidates come from:
   ``negative_keys`` (given, or the other queries' positive keys);
 * :func:`nt_xent` -- SimCLR's symmetric form over the 2N views of a batch: every
   view is an anchor, its partner view is the positive, the other 2N-2 views are
-  the negatives. :func:`nt_xent_logits` is the piece it is built from, exported so
-  that a distributed version can reuse it.
+  the negatives. :func:`nt_xent_logits` is the piece it is built from. Both take
+  optional ``keys`` (the views of the GLOBAL batch) and the ``offset`` of this
+  process's views among them: :func:`crl_helpers.distributed.nt_xent_distributed`
+  all-gathers the keys and calls this same code path.
 
-Embeddings are L2-normalised inside, and the logits are always computed in
-float32 (float64 for float64 inputs) with autocast switched off: at
-``temperature=0.01`` a bf16 similarity error of 1e-2 becomes an error of 1 in the
-logits.
+Embeddings are L2-normalised inside (:func:`normalize_rows`), and the logits are always
+computed in float32 (float64 for float64 inputs, :func:`compute_dtype`) with autocast
+switched off: at ``temperature=0.01`` a bf16 similarity error of 1e-2 becomes an error
+of 1 in the logits.
+
+Float16 inputs and small temperatures: the loss is computed in float32, but its gradient
+goes back to a float16 input in float16, which overflows above 65504. With unit-norm rows
+``u``, softmax probabilities ``p`` over an anchor's candidates and ``P = I - u u^T`` (the
+projection onto the sphere at ``u``), a row's gradient is the sum of
+
+* its term as an anchor, ``P (sum_c p_c u_c - u_pos) / temperature``, of norm at most
+  ``2 (1 - p_pos) / temperature <= 2 / temperature``, and
+* its term as a candidate of another anchor ``a``, ``(p - [positive]) P u_a / temperature``,
+  at most ``1 / temperature`` per anchor that sees it,
+
+divided by the number of anchors the loss averages over. NT-Xent (2N anchors; a view is
+a candidate of the other 2N-1) stays within ``(2N + 1) / (2N temperature)``; InfoNCE's
+query within ``2 / (N temperature)``, a key (seen by up to N queries) within
+``1 / temperature``. The largest, ``2 / temperature``, is reached by one query (N = 1)
+whose positive and M negatives are orthogonal to it and point opposite ways:
+``2M / ((M + 1) temperature)``. So float16 embeddings need a temperature of at least
+``2 / 65504 ~ 3.05e-5`` (:data:`crl_helpers.validate.FLOAT16_MIN_TEMPERATURE`) and are
+refused below it. (A row of norm ``r`` has its gradient scaled by ``1 / r``: the bound is
+that of a projection head's unit-norm ``z``.)
 """
 from __future__ import annotations
-
-import math
-import numbers
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["info_nce", "nt_xent", "nt_xent_logits"]
+from crl_helpers.validate import check_embedding_pair, check_embeddings, check_int, check_temperature
+
+__all__ = ["compute_dtype", "info_nce", "normalize_rows", "nt_xent", "nt_xent_logits"]
 
 
-# F.normalize's default eps; also the smallest factor _normalize divides a row by (see there).
+# F.normalize's default eps; also the smallest factor normalize_rows divides a row by (see there).
 _NORMALIZE_EPS = 1e-12
-# Below this, cos / temperature can reach 1e38 and the loss (a sum over anchors) overflows to inf in float32.
-_MIN_TEMPERATURE = 1e-8
 
 
-def _check_temperature(temperature: float) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(
-            f"temperature={temperature!r} is a {type(temperature).__name__}; pass a positive float such as 0.1"
-        )
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(
-            f"temperature={temperature!r} must be a finite number > 0; typical values are 0.05 to 0.5"
-        )
-    if temperature < _MIN_TEMPERATURE:
-        raise ValueError(
-            f"temperature={temperature!r} is below {_MIN_TEMPERATURE:g}: the logits would overflow; "
-            "typical values are 0.05 to 0.5"
-        )
-    return float(temperature)
+def compute_dtype(*xs: Tensor) -> torch.dtype:
+    """The dtype the losses and metrics compute in: float64 if any input is float64, else float32.
 
+    float64 stays float64 (gradcheck needs it); bf16/fp16 are upcast, so that cosines near 1 are not
+    blurred by a low-precision matmul.
 
-def _check_tensor(name: str, x: object, ndim: int | tuple[int, ...] = 2, finite: bool = True) -> Tensor:
-    """Type, dtype, ndim and (unless ``finite=False``) finiteness checks for every tensor argument."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} is a {type(x).__name__}; pass a torch.Tensor")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} has dtype {x.dtype}; pass floating-point embeddings, e.g. {name}.float()")
-    allowed = (ndim,) if isinstance(ndim, int) else ndim
-    if x.ndim not in allowed:
-        wanted = " or ".join(f"{n}-D" for n in allowed)
-        raise ValueError(f"{name} has shape {tuple(x.shape)} ({x.ndim}-D); it must be {wanted}")
-    if x.shape[-1] < 1:
-        raise ValueError(f"{name} has shape {tuple(x.shape)} with an empty feature dimension; d must be >= 1")
-    # The only data-dependent check: on a GPU it waits for the kernels (a host sync).
-    if finite and not torch.isfinite(x).all():
-        raise ValueError(
-            f"{name} contains NaN or inf; check the model's outputs (a diverged run or an fp16 overflow)"
-        )
-    return x
-
-
-def _check_pair(name_a: str, a: object, name_b: str, b: object, finite: bool) -> tuple[Tensor, Tensor]:
-    a, b = _check_tensor(name_a, a, finite=finite), _check_tensor(name_b, b, finite=finite)
-    if a.shape != b.shape:
-        raise ValueError(
-            f"{name_a} has shape {tuple(a.shape)} but {name_b} has shape {tuple(b.shape)}; "
-            "they must match, one row per sample"
-        )
-    return a, b
-
-
-def _compute_dtype(*xs: Tensor) -> torch.dtype:
-    # float64 stays float64 (gradcheck needs it); everything else is computed in float32.
+    Example:
+        >>> compute_dtype(torch.ones(2, dtype=torch.bfloat16)), compute_dtype(torch.ones(2).double())
+        (torch.float32, torch.float64)
+    """
     return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
 
 
-def _normalize(x: Tensor, dtype: torch.dtype) -> Tensor:
-    """Rows scaled to unit L2 norm in ``dtype``, whatever the scale of the row.
+def normalize_rows(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """Rows (last dimension) scaled to unit L2 norm in ``dtype``, whatever the scale of the row.
 
     A row is first divided by its largest absolute entry, so that its sum of squares lies in
     [1, d]: it can no longer overflow (in float32, entries above ~1e19 gave an infinite norm and a
@@ -95,37 +75,60 @@ def _normalize(x: Tensor, dtype: torch.dtype) -> Tensor:
     result does not depend on that factor, so it is detached: the gradient is plain normalisation's.
     The factor is at least F.normalize's eps (1e-12): rows that tiny (1e-24 and below) fall back to
     F.normalize's treatment, with finite values and gradients; an all-zero row stays zero.
+
+    Args:
+        x: (..., d) floating point.
+        dtype: the result's dtype; None takes :func:`compute_dtype` of ``x``.
+
+    Returns:
+        (..., d) in ``dtype``, unit rows (zero rows stay zero). No host sync, traceable by torch.compile.
+
+    Example:
+        >>> normalize_rows(torch.tensor([[3e30, 4e30], [0.0, 0.0]]))
+        tensor([[0.6000, 0.8000],
+                [0.0000, 0.0000]])
     """
-    x = x.to(dtype)
+    x = x.to(compute_dtype(x) if dtype is None else dtype)
     scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(_NORMALIZE_EPS)  # (..., 1)
     return F.normalize(x / scale, dim=-1, eps=_NORMALIZE_EPS)
 
 
 def nt_xent_logits(
-    z1: Tensor, z2: Tensor, temperature: float, *, validate: bool = True
+    z1: Tensor, z2: Tensor, temperature: float, *, keys: Tensor | None = None, offset: int = 0,
+    validate: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """The (2N, 2N) logits and the (2N,) targets of SimCLR's NT-Xent (Chen et al. 2020).
+    """The (2N, K) logits and the (2N,) targets of SimCLR's NT-Xent (Chen et al. 2020).
 
-    The 2N views are stacked as ``[z1; z2]``; ``logits[a, b] = cos(z_a, z_b) / temperature``
-    with the self-similarity ``logits[a, a]`` set to ``-inf`` so that it never counts as a
-    candidate. The target of view ``i`` is its partner: ``i + N`` for ``i < N``, ``i - N``
+    This process's 2N views are stacked as ``[z1; z2]`` and compared with the K ``keys``:
+    ``logits[a, b] = cos(view_a, key_b) / temperature``, with each view's similarity to itself
+    (``key offset + a``) set to ``-inf`` so that it never counts as a candidate. The target of
+    view ``i`` is its partner's key: ``offset + i + N`` for ``i < N``, ``offset + i - N``
     otherwise. ``F.cross_entropy(logits, targets)`` is then :func:`nt_xent`.
+
+    Without ``keys`` the keys are the 2N views themselves (K = 2N, offset 0). A data-parallel
+    run passes the views of the GLOBAL batch, all-gathered in rank order, and the offset of this
+    rank's block, ``rank * 2N`` (as lightly's NTXentLoss does with ``labels = arange(B) + rank * B``).
 
     Args:
         z1, z2: (N, d) embeddings of the two views, row ``i`` of each from the same image;
             normalised here.
         temperature: > 0; divides the cosine similarities.
+        keys: (K, d) embeddings of every view of the global batch, holding ``[z1; z2]`` at rows
+            ``offset .. offset + 2N - 1``; normalised here. None: ``[z1; z2]``.
+        offset: where ``[z1; z2]`` sits among ``keys``; 0 without ``keys``.
         validate: False skips the NaN/inf scan of the inputs, the one check that syncs a GPU
             every step; a training loop that checks its loss for non-finite values can skip it.
 
     Returns:
-        ``(logits, targets)``: logits (2N, 2N) in float32 (float64 for float64 inputs),
+        ``(logits, targets)``: logits (2N, K) in float32 (float64 for float64 inputs),
         targets (2N,) int64.
 
     Raises:
         TypeError: a non-tensor, a non-floating dtype, or a non-numeric temperature.
-        ValueError: a non-2-D input, mismatched shapes, N < 2, NaN/inf in an input (unless
-            ``validate=False``), or a temperature that is not finite and >= 1e-8.
+        ValueError: a non-2-D input, mismatched shapes, N < 2 (N < 1 with ``keys``), keys of
+            another d, an offset that does not place ``[z1; z2]`` inside ``keys``, NaN/inf in an
+            input (unless ``validate=False``), a temperature that is not finite and >= 1e-8, or
+            below 3.05e-5 with a float16 input.
 
     Example:
         >>> z1, z2 = torch.eye(2), torch.eye(2)
@@ -137,24 +140,45 @@ def nt_xent_logits(
                 [0., 2., 0., -inf]])
         >>> targets
         tensor([2, 3, 0, 1])
+        >>> logits, targets = nt_xent_logits(z1, z2, 0.5, keys=torch.eye(2).repeat(4, 1), offset=4)
+        >>> logits.shape, targets  # this process's 4 views against 8 keys, its own at rows 4..7
+        (torch.Size([4, 8]), tensor([6, 7, 4, 5]))
     """
-    z1, z2 = _check_pair("z1", z1, "z2", z2, finite=validate)
-    temperature = _check_temperature(temperature)
+    z1, z2 = check_embedding_pair("z1", z1, "z2", z2, finite=validate)
     n = z1.shape[0]
-    if n < 2:
-        raise ValueError(f"z1 and z2 have N={n} rows; NT-Xent needs N >= 2 so that each view has negatives")
-    dtype = _compute_dtype(z1, z2)
+    if keys is None:
+        if offset != 0:
+            raise ValueError(f"offset={offset!r} without keys; the offset places [z1; z2] among keys, pass both")
+        temperature = check_temperature(temperature, z1, z2)
+        if n < 2:
+            raise ValueError(f"z1 and z2 have N={n} rows; NT-Xent needs N >= 2 so that each view has negatives")
+    else:
+        keys = check_embeddings("keys", keys, dim=z1.shape[1], finite=validate)
+        offset = check_int("offset", offset, 0, hint="it is this process's rank * 2N")
+        temperature = check_temperature(temperature, z1, z2, keys)
+        if n < 1:
+            raise ValueError("z1 and z2 have N=0 rows; every process needs at least one image")
+        if offset + 2 * n > keys.shape[0]:
+            raise ValueError(f"keys has K={keys.shape[0]} rows but offset={offset} + 2N={2 * n} exceeds it; "
+                             "keys must hold [z1; z2] at rows offset .. offset + 2N - 1")
+        if keys.shape[0] < 3:
+            raise ValueError(f"keys has K={keys.shape[0]} rows; each view needs its partner and at least one "
+                             "negative, so K >= 3")
+    dtype = compute_dtype(z1, z2) if keys is None else compute_dtype(z1, z2, keys)
     with torch.autocast(device_type=z1.device.type, enabled=False):
-        z = _normalize(torch.cat([z1, z2], dim=0), dtype)  # (2N, d)
-        logits = z @ z.T / temperature  # (2N, 2N)
-    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)  # (2N, 2N)
+        z = normalize_rows(torch.cat([z1, z2], dim=0), dtype)  # (2N, d)
+        keys = z if keys is None else normalize_rows(keys, dtype)  # (K, d)
+        logits = z @ keys.T / temperature  # (2N, K)
+    own = offset + torch.arange(2 * n, device=z.device)  # (2N,): each view's own row among the keys
+    self_mask = own[:, None] == torch.arange(keys.shape[0], device=z.device)[None, :]  # (2N, K)
     logits = logits.masked_fill(self_mask, float("-inf"))
     arange = torch.arange(n, device=z.device)
-    targets = torch.cat([arange + n, arange])  # (2N,)
+    targets = offset + torch.cat([arange + n, arange])  # (2N,): each view's partner among the keys
     return logits, targets
 
 
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, validate: bool = True) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, keys: Tensor | None = None, offset: int = 0,
+            validate: bool = True) -> Tensor:
     r"""SimCLR's normalized temperature-scaled cross-entropy, NT-Xent (Chen et al. 2020, eq. 1).
 
     For the 2N views ``z = [z1; z2]`` with cosine similarity ``s(a, b)``, anchor ``a``
@@ -170,6 +194,9 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, validate: bool 
         z1, z2: (N, d) embeddings of the two views, row ``i`` of each from the same image;
             normalised here, any floating dtype (bf16/fp16 are upcast to float32).
         temperature: > 0; SimCLR uses 0.5 with small batches, 0.1 with large ones.
+        keys, offset: the views of the global batch and where ``[z1; z2]`` sits among them
+            (see :func:`nt_xent_logits`); then the result is the mean over this process's 2N
+            anchors. None and 0: the batch is ``[z1; z2]``.
         validate: False skips the NaN/inf scan of the inputs (a GPU sync per step); the
             shape, dtype and temperature checks always run, they cost nothing.
 
@@ -178,19 +205,19 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, validate: bool 
 
     Raises:
         TypeError: a non-tensor, a non-floating dtype, or a non-numeric temperature.
-        ValueError: a non-2-D input, mismatched shapes, N < 2, NaN/inf in an input (unless
-            ``validate=False``), or a temperature that is not finite and >= 1e-8.
+        ValueError: as :func:`nt_xent_logits`.
 
     Example:
         Identical embeddings leave the positive no better than the 2N-2 negatives, so
         the loss is ``-log(1 / (2N - 1))``:
 
+        >>> import math
         >>> z = torch.ones(4, 8)  # N = 4
         >>> loss = nt_xent(z, z, temperature=0.5)
         >>> abs(loss.item() - math.log(2 * 4 - 1)) < 1e-6
         True
     """
-    logits, targets = nt_xent_logits(z1, z2, temperature, validate=validate)
+    logits, targets = nt_xent_logits(z1, z2, temperature, keys=keys, offset=offset, validate=validate)
     return F.cross_entropy(logits, targets)
 
 
@@ -234,18 +261,18 @@ def info_nce(
             negative_keys that is not 2-D or 3-D, whose d differs from the query's, whose
             N differs (3-D) or that has no rows (M = 0); N = 0; N < 2 with ``negative_keys=None``;
             NaN/inf in an input (unless ``validate=False``); a temperature that is not finite
-            and >= 1e-8.
+            and >= 1e-8, or below 3.05e-5 with a float16 input.
 
     Example:
         Identical rows make every key as good as the positive: the loss is ``log(N)``.
 
+        >>> import math
         >>> z = torch.ones(4, 8)  # N = 4
         >>> loss = info_nce(z, z, temperature=0.1)
         >>> abs(loss.item() - math.log(4)) < 1e-6
         True
     """
-    query, positive_key = _check_pair("query", query, "positive_key", positive_key, finite=validate)
-    temperature = _check_temperature(temperature)
+    query, positive_key = check_embedding_pair("query", query, "positive_key", positive_key, finite=validate)
     n, d = query.shape
     if n < 1:
         raise ValueError(f"query has shape {tuple(query.shape)} with N=0 rows; pass at least one query")
@@ -255,9 +282,8 @@ def info_nce(
                 f"query has N={n} rows and negative_keys=None; the other queries' keys are the negatives, "
                 "so pass N >= 2 or give negative_keys"
             )
-        dtype = _compute_dtype(query, positive_key)
     else:
-        negative_keys = _check_tensor("negative_keys", negative_keys, ndim=(2, 3), finite=validate)
+        negative_keys = check_embeddings("negative_keys", negative_keys, ndim=(2, 3), finite=validate)
         if negative_keys.shape[-1] != d:
             raise ValueError(
                 f"negative_keys has shape {tuple(negative_keys.shape)} with d={negative_keys.shape[-1]}, "
@@ -273,16 +299,18 @@ def info_nce(
                 f"negative_keys has shape {tuple(negative_keys.shape)} with M=0 negatives; "
                 "pass at least one, or negative_keys=None to use the other queries' keys"
             )
-        dtype = _compute_dtype(query, positive_key, negative_keys)
+    embeddings = (query, positive_key) if negative_keys is None else (query, positive_key, negative_keys)
+    temperature = check_temperature(temperature, *embeddings)
+    dtype = compute_dtype(*embeddings)
 
     with torch.autocast(device_type=query.device.type, enabled=False):
-        q = _normalize(query, dtype)  # (N, d)
-        k = _normalize(positive_key, dtype)  # (N, d)
+        q = normalize_rows(query, dtype)  # (N, d)
+        k = normalize_rows(positive_key, dtype)  # (N, d)
         if negative_keys is None:
             logits = q @ k.T / temperature  # (N, N)
             targets = torch.arange(n, device=q.device)  # (N,)
         else:
-            negatives = _normalize(negative_keys, dtype)  # (M, d) or (N, M, d)
+            negatives = normalize_rows(negative_keys, dtype)  # (M, d) or (N, M, d)
             positive_logits = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
             if negatives.ndim == 2:
                 negative_logits = q @ negatives.T  # (N, M)

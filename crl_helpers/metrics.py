@@ -2,15 +2,16 @@
 
 Cheap numbers to log during contrastive training, next to the loss:
 
-* :func:`contrastive_accuracy` -- how often a view's nearest neighbour is its partner;
+* :func:`contrastive_accuracy` -- how often a view's nearest neighbour is its partner
+  (:func:`contrastive_accuracy_tensor` is the same number as a tensor, for a compiled training step);
 * :func:`alignment` and :func:`uniformity` -- the two halves of the contrastive loss
   (Wang & Isola 2020);
 * :func:`cosine_stats` -- where positive and negative similarities sit;
 * :func:`embedding_std` -- the collapse check of SimSiam (Chen & He 2021).
 
-Every function L2-normalises its inputs, runs without building a graph, and returns
-Python floats (friendlier for logging than tensors). Inputs are not checked for
-NaN/inf: a diverged run should log ``nan``, not crash the logger.
+Every function L2-normalises its inputs (:func:`crl_helpers.losses.normalize_rows`), runs
+without building a graph, and returns Python floats (friendlier for logging than tensors).
+Inputs are not checked for NaN/inf: a diverged run should log ``nan``, not crash the logger.
 """
 from __future__ import annotations
 
@@ -19,32 +20,24 @@ import math
 from collections.abc import Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["alignment", "contrastive_accuracy", "cosine_stats", "embedding_std", "uniformity"]
+from crl_helpers.losses import normalize_rows
+from crl_helpers.validate import check_embedding_pair, check_embeddings, check_positive
+
+__all__ = ["alignment", "contrastive_accuracy", "contrastive_accuracy_tensor", "cosine_stats", "embedding_std",
+           "uniformity"]
+
+# Every statistic here compares rows with each other (or spreads over them): one row says nothing.
+_WHY_TWO_ROWS = "these statistics need N >= 2"
 
 
 def _check(name: str, z: object) -> Tensor:
-    if not isinstance(z, Tensor):
-        raise TypeError(f"{name} is a {type(z).__name__}; pass a torch.Tensor")
-    if z.ndim != 2:
-        raise ValueError(f"{name} has shape {tuple(z.shape)}; it must be 2-D (N, d), one row per sample")
-    if z.shape[0] < 2:
-        raise ValueError(f"{name} has N={z.shape[0]} rows; these statistics need N >= 2")
-    if z.shape[1] < 1:
-        raise ValueError(f"{name} has shape {tuple(z.shape)} with an empty feature dimension; d must be >= 1")
-    return z
+    return check_embeddings(name, z, min_rows=2, why=_WHY_TWO_ROWS)
 
 
 def _check_pair(z1: object, z2: object) -> tuple[Tensor, Tensor]:
-    z1, z2 = _check("z1", z1), _check("z2", z2)
-    if z1.shape != z2.shape:
-        raise ValueError(
-            f"z1 has shape {tuple(z1.shape)} but z2 has shape {tuple(z2.shape)}; "
-            "they must match, row i of each from the same image"
-        )
-    return z1, z2
+    return check_embedding_pair("z1", z1, "z2", z2, min_rows=2, why=_WHY_TWO_ROWS)
 
 
 @contextlib.contextmanager
@@ -55,9 +48,36 @@ def _measuring(z: Tensor) -> Iterator[None]:
 
 
 def _normalize(z: Tensor) -> Tensor:
-    # float64 stays float64; bf16/fp16/integers are measured in float32.
-    dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
-    return F.normalize(z.detach().to(dtype), dim=1)
+    # float64 stays float64; bf16/fp16 are measured in float32.
+    return normalize_rows(z.detach())
+
+
+def contrastive_accuracy_tensor(z1: Tensor, z2: Tensor) -> Tensor:
+    """:func:`contrastive_accuracy` as a 0-d tensor on the inputs' device, for a training step.
+
+    No argument check, no host sync and no data-dependent branch, so ``torch.compile`` traces it
+    into the step's graph and a GPU never waits for it; the caller guarantees two (N, d)
+    floating-point tensors of the same shape with N >= 2.
+
+    Args:
+        z1, z2: (N, d) embeddings of the two views; normalised here.
+
+    Returns:
+        A 0-d float32 tensor in [0, 1], detached.
+
+    Example:
+        >>> contrastive_accuracy_tensor(torch.eye(3), torch.eye(3) + 0.1)
+        tensor(1.)
+    """
+    n = z1.shape[0]
+    with _measuring(z1):
+        z = _normalize(torch.cat([z1, z2], dim=0))  # (2N, d)
+        similarity = z @ z.T  # (2N, 2N)
+        similarity.fill_diagonal_(float("-inf"))
+        # Built on the device: a copy from host memory would make every step wait for the GPU.
+        arange = torch.arange(n, device=z.device)
+        partner = torch.cat([arange + n, arange])  # (2N,)
+        return (similarity.argmax(dim=1) == partner).float().mean()
 
 
 def contrastive_accuracy(z1: Tensor, z2: Tensor) -> float:
@@ -65,7 +85,8 @@ def contrastive_accuracy(z1: Tensor, z2: Tensor) -> float:
 
     The top-1 accuracy of the NT-Xent classification task (Chen et al. 2020): anchor
     ``z1[i]`` should pick ``z2[i]`` out of the other 2N-1 views, and vice versa. Ties go to
-    the lowest index, as in ``torch.argmax``. Chance level is ``1 / (2N - 1)``.
+    the lowest index, as in ``torch.argmax``. Chance level is ``1 / (2N - 1)``. The number
+    is :func:`contrastive_accuracy_tensor`'s, checked and as a float.
 
     Args:
         z1, z2: (N, d) embeddings of the two views; normalised here.
@@ -74,7 +95,7 @@ def contrastive_accuracy(z1: Tensor, z2: Tensor) -> float:
         A float in [0, 1].
 
     Raises:
-        TypeError: a non-tensor input.
+        TypeError: a non-tensor or non-floating input.
         ValueError: a non-2-D input, mismatched shapes, or N < 2.
 
     Example:
@@ -83,14 +104,7 @@ def contrastive_accuracy(z1: Tensor, z2: Tensor) -> float:
         1.0
     """
     z1, z2 = _check_pair(z1, z2)
-    n = z1.shape[0]
-    with _measuring(z1):
-        z = _normalize(torch.cat([z1, z2], dim=0))  # (2N, d)
-        similarity = z @ z.T  # (2N, 2N)
-        similarity.fill_diagonal_(float("-inf"))
-        arange = torch.arange(n, device=z.device)
-        partner = torch.cat([arange + n, arange])  # (2N,)
-        return (similarity.argmax(dim=1) == partner).double().mean().item()
+    return contrastive_accuracy_tensor(z1, z2).item()
 
 
 def alignment(z1: Tensor, z2: Tensor, alpha: float = 2) -> float:
@@ -107,7 +121,7 @@ def alignment(z1: Tensor, z2: Tensor, alpha: float = 2) -> float:
         A float in [0, 2**alpha].
 
     Raises:
-        TypeError: a non-tensor input.
+        TypeError: a non-tensor or non-floating input, or a non-numeric alpha.
         ValueError: a non-2-D input, mismatched shapes, N < 2, or alpha not finite and > 0.
 
     Example:
@@ -116,8 +130,7 @@ def alignment(z1: Tensor, z2: Tensor, alpha: float = 2) -> float:
         4.0
     """
     z1, z2 = _check_pair(z1, z2)
-    if not isinstance(alpha, (int, float)) or not math.isfinite(alpha) or alpha <= 0:
-        raise ValueError(f"alpha={alpha!r} must be a finite number > 0; the paper uses alpha=2")
+    alpha = check_positive("alpha", alpha, "the paper uses alpha=2")
     with _measuring(z1):
         distance = (_normalize(z1) - _normalize(z2)).norm(dim=1)  # (N,)
         return distance.pow(alpha).mean().item()
@@ -139,7 +152,7 @@ def uniformity(z: Tensor, t: float = 2) -> float:
         A float <= 0.
 
     Raises:
-        TypeError: a non-tensor input.
+        TypeError: a non-tensor or non-floating input, or a non-numeric t.
         ValueError: a non-2-D input, N < 2, or t not finite and > 0.
 
     Example:
@@ -147,8 +160,7 @@ def uniformity(z: Tensor, t: float = 2) -> float:
         -4.0
     """
     z = _check("z", z)
-    if not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
-        raise ValueError(f"t={t!r} must be a finite number > 0; the paper uses t=2")
+    t = check_positive("t", t, "the paper uses t=2")
     with _measuring(z):
         z = _normalize(z)  # (N, d)
         i, j = torch.triu_indices(len(z), len(z), offset=1, device=z.device)  # each pair i < j once
@@ -177,7 +189,7 @@ def cosine_stats(z1: Tensor, z2: Tensor) -> dict[str, float]:
         ``{"pos_mean", "pos_std", "neg_mean", "neg_std"}``, all floats.
 
     Raises:
-        TypeError: a non-tensor input.
+        TypeError: a non-tensor or non-floating input.
         ValueError: a non-2-D input, mismatched shapes, or N < 2.
 
     Example:
@@ -216,7 +228,7 @@ def embedding_std(z: Tensor) -> float:
         A float >= 0.
 
     Raises:
-        TypeError: a non-tensor input.
+        TypeError: a non-tensor or non-floating input.
         ValueError: a non-2-D input or N < 2.
 
     Example:

@@ -23,15 +23,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from crl_helpers.validate import check_int
+
 ENCODERS = ("convnet", "resnet18", "resnet18-imagenet")
-
-
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}={value!r} must be an int")
-    if value < 1:
-        raise ValueError(f"{name}={value} must be a positive int (>= 1)")
-    return value
 
 
 class SmallConvNet(nn.Module):
@@ -66,8 +60,8 @@ class SmallConvNet(nn.Module):
 
     def __init__(self, width: int = 16, feature_dim: int = 128) -> None:
         super().__init__()
-        self.width = _check_positive_int("width", width)
-        self.feature_dim = _check_positive_int("feature_dim", feature_dim)
+        self.width = width = check_int("width", width, 1)
+        self.feature_dim = feature_dim = check_int("feature_dim", feature_dim, 1)
 
         def block(c_in: int, c_out: int, stride: int = 1) -> list[nn.Module]:
             # bias=False: the BatchNorm right after supplies the shift.
@@ -200,13 +194,11 @@ class ProjectionHead(nn.Module):
 
     def __init__(self, in_dim: int, hidden_dim: int = 512, out_dim: int = 128, depth: int = 2, batch_norm: bool = True) -> None:
         super().__init__()
-        _check_positive_int("in_dim", in_dim)
-        _check_positive_int("hidden_dim", hidden_dim)
-        _check_positive_int("out_dim", out_dim)
-        if isinstance(depth, bool) or not isinstance(depth, int):
-            raise TypeError(f"depth={depth!r} must be an int (number of linear layers)")
-        if depth < 0:
-            raise ValueError(f"depth={depth} must be >= 0 (0 = identity head, 1 = linear, 2 = SimCLR's MLP)")
+        in_dim = check_int("in_dim", in_dim, 1)
+        hidden_dim = check_int("hidden_dim", hidden_dim, 1)
+        out_dim = check_int("out_dim", out_dim, 1)
+        depth = check_int("depth", depth, 0, hint="the number of linear layers: 0 = identity head, 1 = linear, "
+                                                  "2 = SimCLR's MLP")
         if not isinstance(batch_norm, bool):
             raise TypeError(f"batch_norm={batch_norm!r} must be True or False")
         self.in_dim, self.depth, self.batch_norm = in_dim, depth, batch_norm

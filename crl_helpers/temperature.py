@@ -31,12 +31,12 @@ Example:
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
+from crl_helpers.validate import check_int, check_temperature
+
 __all__ = [
+    "check_similarities",
     "similarity_distribution",
     "info_nce_from_similarities",
     "gradient_weights",
@@ -46,7 +46,19 @@ __all__ = [
 ]
 
 
-def _check_similarities(similarities) -> torch.Tensor:
+def check_similarities(similarities) -> torch.Tensor:
+    """One anchor's similarities as a floating 1-D tensor ``(1 + K,)``, positive first, K >= 1, finite.
+
+    Lists and integer tensors are converted (to float64); floating tensors keep their dtype.
+
+    Raises:
+        TypeError: not convertible to a tensor of numbers.
+        ValueError: not 1-D, fewer than 2 entries, or NaN/inf.
+
+    Example:
+        >>> check_similarities([0.5, 0.1])
+        tensor([0.5000, 0.1000], dtype=torch.float64)
+    """
     if not isinstance(similarities, torch.Tensor):
         try:
             similarities = torch.as_tensor(similarities, dtype=torch.float64)
@@ -70,34 +82,26 @@ def _check_similarities(similarities) -> torch.Tensor:
     return similarities
 
 
-def _check_temperature(temperature) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(f"temperature={temperature!r} must be a positive number such as 0.1")
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise ValueError(f"temperature={temperature!r} must be finite and > 0; typical values are 0.05 to 1")
-    return float(temperature)
-
-
 def similarity_distribution(similarities, temperature: float) -> torch.Tensor:
     r"""The softmax :math:`p_j = \exp(s_j/\tau) / \sum_k \exp(s_k/\tau)` over one anchor's candidates.
 
     Args:
         similarities: ``(1 + K,)`` cosine similarities, the positive's first.
-        temperature: :math:`\tau > 0`.
+        temperature: :math:`\tau`, a finite number >= 1e-8 (:func:`crl_helpers.validate.check_temperature`).
 
     Returns:
         ``(1 + K,)`` probabilities summing to 1, in the input's floating dtype (float64 for lists).
 
     Raises:
         TypeError: non-numeric input or temperature.
-        ValueError: not 1-D, fewer than 2 entries, NaN/inf, or a temperature that is not > 0.
+        ValueError: not 1-D, fewer than 2 entries, NaN/inf, or a temperature that is not finite and >= 1e-8.
 
     Example:
         >>> similarity_distribution(torch.tensor([1.0, 0.0]), temperature=1.0)
         tensor([0.7311, 0.2689])
     """
-    s = _check_similarities(similarities)
-    temperature = _check_temperature(temperature)
+    s = check_similarities(similarities)
+    temperature = check_temperature(temperature)
     return torch.softmax(s / temperature, dim=0)  # (1 + K,); softmax subtracts the max: no overflow at small tau
 
 
@@ -113,11 +117,12 @@ def info_nce_from_similarities(similarities, temperature: float) -> float:
     Example:
         Equal similarities leave the positive one of 1 + K equally likely candidates:
 
+        >>> import math
         >>> round(info_nce_from_similarities([0.3, 0.3, 0.3, 0.3], 0.1), 6) == round(math.log(4), 6)
         True
     """
-    s = _check_similarities(similarities)
-    temperature = _check_temperature(temperature)
+    s = check_similarities(similarities)
+    temperature = check_temperature(temperature)
     logits = s / temperature  # (1 + K,)
     return float(torch.logsumexp(logits, dim=0) - logits[0])
 
@@ -160,7 +165,7 @@ def hardness_share(similarities, temperature: float, top: int = 1) -> float:
 
     Args:
         similarities: ``(1 + K,)``, positive first.
-        temperature: > 0.
+        temperature: a finite number >= 1e-8.
         top: how many of the hardest negatives to count, ``1 <= top <= K``.
 
     Raises:
@@ -171,11 +176,12 @@ def hardness_share(similarities, temperature: float, top: int = 1) -> float:
         >>> round(hardness_share(s, 1000.0), 3), round(hardness_share(s, 0.01), 3)
         (0.25, 1.0)
     """
-    s = _check_similarities(similarities)
-    temperature = _check_temperature(temperature)
+    s = check_similarities(similarities)
+    temperature = check_temperature(temperature)
     n_negatives = s.shape[0] - 1
-    if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= n_negatives:
-        raise ValueError(f"top={top!r} must be an int in [1, {n_negatives}] (the number of negatives)")
+    top = check_int("top", top, 1)
+    if top > n_negatives:
+        raise ValueError(f"top={top} must be in [1, {n_negatives}] (the number of negatives)")
     r = torch.softmax(s[1:] / temperature, dim=0)  # (K,) relative penalties on the negatives
     return float(r.topk(top).values.sum())
 
@@ -188,6 +194,7 @@ def example_similarities(n_negatives: int = 15, n_hard: int = 3, positive: float
     well-spread embedding. The default of :func:`crl_helpers.widgets.temperature_explorer`.
 
     Raises:
+        TypeError: ``n_negatives`` or ``n_hard`` not an int.
         ValueError: ``n_hard`` not in ``[0, n_negatives]``, ``n_negatives < 1``, or ``positive`` outside [-1, 1].
 
     Example:
@@ -195,10 +202,10 @@ def example_similarities(n_negatives: int = 15, n_hard: int = 3, positive: float
         >>> s.shape, bool(s[0] > s[1:].max()), bool(s.abs().max() <= 1)
         (torch.Size([6]), True, True)
     """
-    if isinstance(n_negatives, bool) or not isinstance(n_negatives, int) or n_negatives < 1:
-        raise ValueError(f"n_negatives={n_negatives!r} must be an int >= 1")
-    if isinstance(n_hard, bool) or not isinstance(n_hard, int) or not 0 <= n_hard <= n_negatives:
-        raise ValueError(f"n_hard={n_hard!r} must be an int in [0, n_negatives={n_negatives}]")
+    n_negatives = check_int("n_negatives", n_negatives, 1)
+    n_hard = check_int("n_hard", n_hard, 0)
+    if n_hard > n_negatives:
+        raise ValueError(f"n_hard={n_hard} must be in [0, n_negatives={n_negatives}]")
     if not -1 <= positive <= 1:
         raise ValueError(f"positive={positive!r} is a cosine similarity; use a value in [-1, 1]")
     g = torch.Generator().manual_seed(seed)
@@ -224,10 +231,10 @@ def temperature_sweep(similarities, temperatures) -> dict[str, torch.Tensor]:
         >>> [round(x, 2) for x in sweep["hardness_share"].tolist()]
         [1.0, 0.65, 0.36]
     """
-    temperatures = [_check_temperature(t) for t in temperatures]
+    temperatures = [check_temperature(t) for t in temperatures]
     if not temperatures:
         raise ValueError("temperatures is empty; pass e.g. torch.logspace(-2, 1, 50).tolist()")
-    s = _check_similarities(similarities)
+    s = check_similarities(similarities)
     rows = [(info_nce_from_similarities(s, t), float(similarity_distribution(s, t)[0]), hardness_share(s, t))
             for t in temperatures]
     loss, p_positive, share = (torch.tensor(col, dtype=torch.float64) for col in zip(*rows))

@@ -260,11 +260,10 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
     """
     import ipywidgets as widgets
 
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise ValueError(f"images must be a tensor (K, 3, H, W), got {shape}; for one image use x.unsqueeze(0)")
-    if isinstance(n_views, bool) or not isinstance(n_views, int) or n_views < 1:
-        raise ValueError(f"n_views={n_views!r} must be an int >= 1")
+    from crl_helpers.validate import check_images, check_int
+
+    images = check_images("images", images, channels=3, unit_range=True)
+    n_views = check_int("n_views", n_views, 1)
     base = dataclasses.replace(config, image_size=int(min(images.shape[-2:])))
     images = images.detach().cpu()
     controls = {}
@@ -343,10 +342,11 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
     import ipywidgets as widgets
 
     from crl_helpers import temperature as tm
+    from crl_helpers.validate import check_temperature
 
-    s = tm.example_similarities() if similarities is None else tm._check_similarities(similarities)
+    s = tm.example_similarities() if similarities is None else tm.check_similarities(similarities)
     s = s.detach().cpu().double()
-    temperature = tm._check_temperature(temperature)
+    temperature = check_temperature(temperature)
     low = min(-2.0, math.floor(math.log10(temperature)))
     high = max(1.0, math.ceil(math.log10(temperature)))
     controls = {"temperature": widgets.FloatLogSlider(value=temperature, base=10, min=low, max=high, step=0.02,

@@ -242,3 +242,9 @@ def test_torchrun_cli_trains_two_epochs(tmp_path):
     assert state["epoch"] == 2 and [row["epoch"] for row in state["history"]] == [1, 2]
     with open(out / "history.csv") as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [1, 2]
+
+
+def test_hostile_float16_floor_applies_to_the_distributed_loss():
+    z = torch.randn(4, 8).half()
+    with pytest.raises(ValueError, match=r"temperature=1e-05 is below 3.05e-05.*float32 or bfloat16"):
+        nt_xent_distributed(z, z.flip(0), 1e-5)

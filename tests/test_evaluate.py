@@ -1,13 +1,14 @@
 """Tests for crl_helpers.evaluate against independent oracles: loops in float64, closed forms, toy tasks."""
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
 
 import crl_helpers.evaluate as evaluate
-from crl_helpers.evaluate import (DEFAULT_MEAN, DEFAULT_STD, extract_embeddings, fine_tune, knn_accuracy,
-                                  knn_predict, linear_probe, linear_probe_on_features)
+from crl_helpers.evaluate import (DEFAULT_MEAN, DEFAULT_STD, FINE_TUNE, ProbeConfig, extract_embeddings, fine_tune,
+                                  knn_accuracy, knn_predict, linear_probe, linear_probe_on_features)
 from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
 
 
@@ -224,7 +225,7 @@ def test_linear_probe_on_separable_features_and_encoder_stays_frozen():
     x_test, y_test = _separable(100, seed=1)
     encoder = IdentityLikeEncoder(8)  # left in train mode on purpose
     before = _state(encoder)
-    result = linear_probe(encoder, x_train, y_train, x_test, y_test, epochs=30, lr=1e-2, batch_size=64)
+    result = linear_probe(encoder, x_train, y_train, x_test, y_test, ProbeConfig(epochs=30, lr=1e-2, batch_size=64))
     assert result["test_acc"] >= 0.95 and result["train_acc"] >= 0.95
     assert len(result["history"]) == 30 and result["history"][-1]["loss"] < result["history"][0]["loss"]
     _assert_same_state(encoder, before)  # bit-identical, BatchNorm running statistics included
@@ -243,7 +244,7 @@ class SneakyEncoder(IdentityLikeEncoder):
 def test_linear_probe_raises_when_the_encoder_changes_itself():
     x, y = _separable(20, seed=0)
     with pytest.raises(RuntimeError, match="linear.weight"):
-        linear_probe(SneakyEncoder(8), x, y, x, y, epochs=1)
+        linear_probe(SneakyEncoder(8), x, y, x, y, ProbeConfig(epochs=1))
 
 
 def test_linear_probe_raises_when_features_are_extracted_in_train_mode(monkeypatch):
@@ -257,7 +258,7 @@ def test_linear_probe_raises_when_features_are_extracted_in_train_mode(monkeypat
     monkeypatch.setattr(evaluate, "extract_embeddings", extract_in_train_mode)
     x, y = _separable(20, seed=0)
     with pytest.raises(RuntimeError, match="running_mean"):
-        linear_probe(IdentityLikeEncoder(8), x, y, x, y, epochs=1)
+        linear_probe(IdentityLikeEncoder(8), x, y, x, y, ProbeConfig(epochs=1))
 
 
 class OffsetEncoder(IdentityLikeEncoder):
@@ -270,21 +271,22 @@ class OffsetEncoder(IdentityLikeEncoder):
 def test_linear_probe_standardises_features_so_their_offset_and_scale_do_not_matter():
     x_train, y_train = _separable(200, seed=0)
     x_test, y_test = _separable(100, seed=1)
-    result = linear_probe(OffsetEncoder(8), x_train, y_train, x_test, y_test, epochs=10, lr=1e-2, batch_size=64)
+    result = linear_probe(OffsetEncoder(8), x_train, y_train, x_test, y_test,
+                          ProbeConfig(epochs=10, lr=1e-2, batch_size=64))
     assert result["test_acc"] >= 0.95
 
 
 def test_linear_probe_is_reproducible_with_a_seed():
     x, y = _separable(40, seed=0)
-    first = linear_probe(IdentityLikeEncoder(8), x, y, x, y, epochs=3, seed=7)
-    second = linear_probe(IdentityLikeEncoder(8), x, y, x, y, epochs=3, seed=7)
+    first = linear_probe(IdentityLikeEncoder(8), x, y, x, y, ProbeConfig(epochs=3, seed=7))
+    second = linear_probe(IdentityLikeEncoder(8), x, y, x, y, ProbeConfig(epochs=3, seed=7))
     assert first["history"] == second["history"]
 
 
 def test_linear_probe_validates_inputs():
     x, y = _separable(10, seed=0)
     with pytest.raises(ValueError, match="epochs"):
-        linear_probe(IdentityLikeEncoder(8), x, y, x, y, epochs=0)
+        linear_probe(IdentityLikeEncoder(8), x, y, x, y, ProbeConfig(epochs=0))
     with pytest.raises(ValueError, match="y_test"):
         linear_probe(IdentityLikeEncoder(8), x, y, x, y[:5])
     with pytest.raises(ValueError, match="x_test"):
@@ -300,10 +302,11 @@ def test_linear_probe_on_features_gives_exactly_what_linear_probe_gives(seed):
     x_train, y_train = _colour_task(48, seed=0)
     x_test, y_test = _colour_task(24, seed=1)
     stats = dict(mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
-    from_images = linear_probe(encoder, x_train, y_train, x_test, y_test, epochs=4, batch_size=16, seed=seed, **stats)
+    from_images = linear_probe(encoder, x_train, y_train, x_test, y_test,
+                               ProbeConfig(epochs=4, batch_size=16, seed=seed, **stats))
     v_train = extract_embeddings(encoder, x_train, batch_size=16, **stats)  # (N, d), batched as linear_probe does
     v_test = extract_embeddings(encoder, x_test, batch_size=16, **stats)  # (M, d)
-    from_features = linear_probe_on_features(v_train, y_train, v_test, y_test, epochs=4, batch_size=16, seed=seed)
+    from_features = linear_probe_on_features(v_train, y_train, v_test, y_test, ProbeConfig(epochs=4, batch_size=16, seed=seed))
     assert from_features == from_images  # accuracies and every epoch's loss, bit for bit
 
 
@@ -313,7 +316,7 @@ def test_linear_probe_on_features_separates_separable_features_whatever_their_sc
     v_train, v_test = x_train.flatten(1), x_test.flatten(1)  # (N, 8): separable by a known hyperplane
     for offset, scale in [(0.0, 1.0), (1000.0, 1e-3)]:  # standardised first: the same problem
         result = linear_probe_on_features(offset + scale * v_train, y_train, offset + scale * v_test, y_test,
-                                          epochs=30, lr=1e-2, batch_size=64)
+                                          ProbeConfig(epochs=30, lr=1e-2, batch_size=64))
         assert result["test_acc"] >= 0.95 and result["train_acc"] >= 0.95
         assert len(result["history"]) == 30 and result["history"][-1]["loss"] < result["history"][0]["loss"]
 
@@ -321,7 +324,7 @@ def test_linear_probe_on_features_separates_separable_features_whatever_their_sc
 def test_linear_probe_on_features_leaves_the_callers_features_and_rng_alone():
     v, y = torch.randn(30, 4, requires_grad=True), torch.arange(30) % 3
     v_before, rng_before = v.detach().clone(), torch.get_rng_state()
-    linear_probe_on_features(v, y, v, y, epochs=2)
+    linear_probe_on_features(v, y, v, y, ProbeConfig(epochs=2))
     assert torch.equal(v.detach(), v_before) and v.grad is None
     assert torch.equal(torch.get_rng_state(), rng_before)  # seeded inside, restored afterwards
 
@@ -337,9 +340,9 @@ def test_linear_probe_on_features_validates_inputs():
     with pytest.raises(ValueError, match="y_train"):
         linear_probe_on_features(v, y[:5], v, y)
     with pytest.raises(ValueError, match="batch_size"):
-        linear_probe_on_features(v, y, v, y, batch_size=0)
-    with pytest.raises(TypeError):
-        linear_probe_on_features(v, y, v, y, 5)  # epochs and the rest are keyword-only
+        linear_probe_on_features(v, y, v, y, ProbeConfig(batch_size=0))
+    with pytest.raises(TypeError, match="ProbeConfig"):
+        linear_probe_on_features(v, y, v, y, 5)  # epochs and the rest live in the config
 
 
 # -------------------------------------------------------------- fine-tuning
@@ -359,7 +362,7 @@ def test_fine_tune_learns_an_easy_task_and_leaves_the_callers_encoder_alone():
     before = _state(encoder)
     x_train, y_train = _colour_task(128, seed=0)
     x_test, y_test = _colour_task(64, seed=1)
-    result = fine_tune(encoder, x_train, y_train, x_test, y_test, epochs=4, lr=1e-2, batch_size=32)
+    result = fine_tune(encoder, x_train, y_train, x_test, y_test, replace(FINE_TUNE, epochs=4, lr=1e-2, batch_size=32))
     history = result["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4]
     assert history[-1]["loss"] < history[0]["loss"]
@@ -376,7 +379,8 @@ def test_fine_tune_calls_augment_on_raw_training_batches_only():
         return x.float() / 255  # the callable owns the normalisation
 
     x, y = _colour_task(20, seed=0)
-    fine_tune(SmallConvNet(width=4, feature_dim=8), x, y, x[:6], y[:6], epochs=2, batch_size=8, augment=augment)
+    fine_tune(SmallConvNet(width=4, feature_dim=8), x, y, x[:6], y[:6], replace(FINE_TUNE, epochs=2, batch_size=8),
+              augment=augment)
     # 20 images in batches of 8 -> 8, 8, 4 per epoch; never called on the 6 test images.
     assert calls == [(torch.uint8, 8), (torch.uint8, 8), (torch.uint8, 4)] * 2
 
@@ -384,16 +388,16 @@ def test_fine_tune_calls_augment_on_raw_training_batches_only():
 def test_fine_tune_drops_a_last_batch_of_one_and_the_head_of_a_simclr_model():
     x, y = _colour_task(9, seed=0)
     model = SimCLRModel(SmallConvNet(width=4, feature_dim=8), ProjectionHead(8, hidden_dim=4, out_dim=3))
-    result = fine_tune(model, x, y, x, y, epochs=1, batch_size=4)  # batches 4, 4, (1 dropped)
+    result = fine_tune(model, x, y, x, y, replace(FINE_TUNE, epochs=1, batch_size=4))  # batches 4, 4, (1 dropped)
     assert 0.0 <= result["test_acc"] <= 1.0
 
 
 def test_fine_tune_validates_arguments():
     x, y = _colour_task(8, seed=0)
     with pytest.raises(TypeError, match="augment"):
-        fine_tune(SmallConvNet(width=4), x, y, x, y, epochs=1, augment="flip")
+        fine_tune(SmallConvNet(width=4), x, y, x, y, replace(FINE_TUNE, epochs=1), augment="flip")
     with pytest.raises(ValueError, match="lr"):
-        fine_tune(SmallConvNet(width=4), x, y, x, y, epochs=1, lr=-1.0)
+        fine_tune(SmallConvNet(width=4), x, y, x, y, replace(FINE_TUNE, epochs=1, lr=-1.0))
     with pytest.raises(TypeError, match="encoder"):
         fine_tune("convnet", x, y, x, y)
 
@@ -405,7 +409,7 @@ def test_fine_tune_returns_its_model_whose_accuracy_a_plain_count_reproduces():
     before = _state(encoder)
     x_train, y_train = _colour_task(96, seed=0)
     x_test, y_test = _colour_task(32, seed=1)  # one batch of 32, as fine_tune scores it
-    result = fine_tune(encoder, x_train, y_train, x_test, y_test, epochs=3, lr=1e-2, batch_size=32)
+    result = fine_tune(encoder, x_train, y_train, x_test, y_test, replace(FINE_TUNE, epochs=3, lr=1e-2, batch_size=32))
     model = result["model"]
     assert isinstance(model, nn.Sequential) and not model.training
     assert model[0] is not encoder and isinstance(model[0], SmallConvNet)
@@ -423,12 +427,12 @@ def test_fine_tune_returns_its_model_whose_accuracy_a_plain_count_reproduces():
 def test_fine_tune_scores_the_test_set_every_eval_every_epochs_without_changing_training(eval_every, scored):
     x_train, y_train = _colour_task(40, seed=0)
     x_test, y_test = _colour_task(16, seed=1)
-    kw = dict(epochs=5, lr=1e-2, batch_size=16)
+    config = replace(FINE_TUNE, epochs=5, lr=1e-2, batch_size=16)
     torch.manual_seed(0)  # the same initial encoder for both runs: fine_tune seeds only its own draws
-    reference = fine_tune(SmallConvNet(width=4, feature_dim=8), x_train, y_train, x_test, y_test, **kw)  # every epoch
+    reference = fine_tune(SmallConvNet(width=4, feature_dim=8), x_train, y_train, x_test, y_test, config)  # every epoch
     torch.manual_seed(0)
     encoder = SmallConvNet(width=4, feature_dim=8)
-    result = fine_tune(encoder, x_train, y_train, x_test, y_test, eval_every=eval_every, **kw)
+    result = fine_tune(encoder, x_train, y_train, x_test, y_test, config, eval_every=eval_every)
     history = result["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
     assert [h["epoch"] for h in history if "test_acc" in h] == scored
@@ -440,9 +444,9 @@ def test_fine_tune_scores_the_test_set_every_eval_every_epochs_without_changing_
 def test_fine_tune_validates_eval_every():
     x, y = _colour_task(8, seed=0)
     with pytest.raises(ValueError, match="eval_every"):
-        fine_tune(SmallConvNet(width=4), x, y, x, y, epochs=1, eval_every=-1)
+        fine_tune(SmallConvNet(width=4), x, y, x, y, replace(FINE_TUNE, epochs=1), eval_every=-1)
     with pytest.raises(TypeError, match="eval_every"):
-        fine_tune(SmallConvNet(width=4), x, y, x, y, epochs=1, eval_every=0.5)
+        fine_tune(SmallConvNet(width=4), x, y, x, y, replace(FINE_TUNE, epochs=1), eval_every=0.5)
 
 
 # -------------------------------------------------------------------- CUDA
@@ -468,8 +472,100 @@ def test_evaluation_on_cuda_leaves_a_cpu_encoder_on_the_cpu():
     before = _state(encoder)
     v = extract_embeddings(encoder, x_train, device="cuda")
     assert v.device.type == "cpu" and next(encoder.parameters()).device.type == "cpu"
-    linear_probe(encoder, x_train, y_train, x_train, y_train, epochs=2, device="cuda")
-    result = fine_tune(encoder, x_train, y_train, x_train, y_train, epochs=3, lr=1e-2, batch_size=16, device="cuda")
+    linear_probe(encoder, x_train, y_train, x_train, y_train, ProbeConfig(epochs=2), device="cuda")
+    result = fine_tune(encoder, x_train, y_train, x_train, y_train, replace(FINE_TUNE, epochs=3, lr=1e-2, batch_size=16),
+                       device="cuda")
     assert result["train_acc"] >= 0.9  # bf16 autocast still learns
     assert next(encoder.parameters()).device.type == "cpu"
     _assert_same_state(encoder, before)
+
+
+# -------------------------------------------------------------------- ProbeConfig
+def test_probe_config_presets_and_training_statistics():
+    from crl_helpers.evaluate import LINEAR_PROBE
+    from crl_helpers.views import ViewConfig
+
+    assert LINEAR_PROBE == ProbeConfig() and (LINEAR_PROBE.epochs, LINEAR_PROBE.weight_decay) == (50, 0.0)
+    assert (FINE_TUNE.epochs, FINE_TUNE.lr, FINE_TUNE.batch_size, FINE_TUNE.weight_decay) == (10, 1e-3, 256, 5e-4)
+    # Evaluation normalises uint8 images as training does unless told otherwise.
+    assert DEFAULT_MEAN == ViewConfig().mean and DEFAULT_STD == ViewConfig().std
+    assert ProbeConfig().mean == ViewConfig().mean and ProbeConfig(mean=[0, 0, 0]).mean == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize("field, value, error", [
+    ("epochs", 0, ValueError), ("epochs", 2.0, TypeError), ("lr", 0, ValueError), ("lr", float("nan"), ValueError),
+    ("batch_size", 0, ValueError), ("weight_decay", -1.0, ValueError), ("seed", -1, ValueError),
+    ("seed", "0", TypeError), ("std", (0.5, 0.0, 0.5), ValueError), ("mean", (0.5, 0.5), ValueError),
+])
+def test_probe_config_validates_each_field(field, value, error):
+    with pytest.raises(error, match=field):
+        ProbeConfig(**{field: value})
+
+
+def test_probe_config_accepts_numpy_integers():
+    import numpy as np
+
+    config = ProbeConfig(epochs=np.int64(3), seed=np.int32(1))
+    assert (config.epochs, config.seed) == (3, 1) and type(config.epochs) is int and type(config.seed) is int
+
+
+# -------------------------------------------------------------------- hostile inputs
+def test_hostile_knn_accepts_numpy_integer_k_and_n_classes():
+    import numpy as np
+
+    g = torch.Generator().manual_seed(8)
+    train_v, test_v = torch.randn(30, 4, generator=g), torch.randn(7, 4, generator=g)
+    train_y = torch.randint(0, 3, (30,), generator=g)
+    expected = knn_oracle(train_v, train_y, test_v, 5, 0.1, "exp")
+    assert torch.equal(knn_predict(train_v, train_y, test_v, k=np.int64(5), n_classes=np.int32(3)), expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.int8, torch.int16, torch.int32])
+def test_hostile_any_integer_label_dtype_is_accepted(dtype):
+    g = torch.Generator().manual_seed(9)
+    train_v, test_v = torch.randn(30, 4, generator=g), torch.randn(7, 4, generator=g)
+    train_y, test_y = torch.randint(0, 3, (30,), generator=g), torch.randint(0, 3, (7,), generator=g)
+    expected = knn_oracle(train_v, train_y, test_v, 5, 0.1, "exp")
+    preds = knn_predict(train_v, train_y.to(dtype), test_v, k=5)
+    assert preds.dtype == torch.int64 and torch.equal(preds, expected)
+    assert knn_accuracy(train_v, train_y.to(dtype), test_v, test_y.to(dtype), k=5) == \
+        (expected == test_y).float().mean().item()
+    config = ProbeConfig(epochs=2)
+    assert linear_probe_on_features(train_v, train_y.to(dtype), test_v, test_y.to(dtype), config) == \
+        linear_probe_on_features(train_v, train_y, test_v, test_y, config)
+
+
+def _with_bad(v: torch.Tensor, bad: float) -> torch.Tensor:
+    v = v.clone()
+    v[1, 2] = bad
+    return v
+
+
+class _DivergedEncoder(nn.Module):
+    """An encoder whose training diverged: its features are NaN."""
+
+    def forward(self, x):
+        return torch.full((x.shape[0], 4), float("nan"))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_hostile_non_finite_features_are_refused_not_scored(bad):
+    g = torch.Generator().manual_seed(10)
+    v, y = torch.randn(12, 4, generator=g), torch.arange(12) % 3
+    config = ProbeConfig(epochs=1)
+    calls = {
+        "train_v": lambda: knn_predict(_with_bad(v, bad), y, v, k=3),
+        "test_v": lambda: knn_predict(v, y, _with_bad(v, bad), k=3),
+        "test_v ": lambda: knn_accuracy(v, y, _with_bad(v, bad), y, k=3),
+        "v_train": lambda: linear_probe_on_features(_with_bad(v, bad), y, v, y, config),
+        "v_test": lambda: linear_probe_on_features(v, y, _with_bad(v, bad), y, config),
+    }
+    for name, call in calls.items():
+        with pytest.raises(ValueError) as caught:
+            call()
+        message = str(caught.value)
+        assert message.startswith(f"{name.strip()} contains NaN or inf") and "\n" not in message
+    # A diverged encoder: linear_probe refuses the features it extracts.
+    x = torch.rand(6, 3, 4, 4)
+    with pytest.raises(ValueError, match="v_train contains NaN or inf"):
+        linear_probe(_DivergedEncoder(), x, torch.arange(6) % 2, x, torch.arange(6) % 2, config)

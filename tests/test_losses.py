@@ -284,3 +284,121 @@ def test_cosine_losses_ignore_the_scale_of_a_row_in_float32(scale):
     plain = z1.double().requires_grad_()
     nt_xent(plain, z2.double(), temperature=0.2).backward()
     torch.testing.assert_close(huge.grad.double() * rows.double(), plain.grad, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------- keys and offset: the data-parallel path
+def _per_anchor_oracle(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> list[float]:
+    """SimCLR's l(a) for each of the 2N anchors, [z1; z2] order, plain Python float64."""
+    views = _unit_rows(torch.cat([z1, z2]))
+    n = len(z1)
+    losses = []
+    for a in range(2 * n):
+        partner = (a + n) % (2 * n)
+        negatives = [_cos(views[a], views[b]) for b in range(2 * n) if b not in (a, partner)]
+        losses.append(_neg_log_softmax(_cos(views[a], views[partner]), negatives, temperature))
+    return losses
+
+
+def test_nt_xent_with_gathered_keys_is_each_ranks_share_of_the_global_loss():
+    # Two simulated ranks of N=3 images: rank r's keys are every rank's [z1_r; z2_r], in rank order.
+    g = torch.Generator().manual_seed(5)
+    z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)  # the global batch
+    per_anchor = _per_anchor_oracle(z1, z2, 0.3)  # (2 * 6,)
+    blocks = [(z1[3 * r:3 * r + 3], z2[3 * r:3 * r + 3]) for r in range(2)]
+    keys = torch.cat([torch.cat(block) for block in blocks])  # (12, 4)
+    for r, (a, b) in enumerate(blocks):
+        mine = per_anchor[3 * r:3 * r + 3] + per_anchor[6 + 3 * r:6 + 3 * r + 3]  # rank r's anchors
+        got = nt_xent(a, b, 0.3, keys=keys, offset=6 * r)
+        assert got.item() == pytest.approx(sum(mine) / 6, rel=1e-5)
+        logits, targets = nt_xent_logits(a, b, 0.3, keys=keys, offset=6 * r)
+        assert logits.shape == (6, 12) and targets.tolist() == [6 * r + t for t in (3, 4, 5, 0, 1, 2)]
+        assert torch.isinf(logits[torch.arange(6), 6 * r + torch.arange(6)]).all()  # self-similarity masked
+
+
+def test_nt_xent_keys_default_is_the_batch_itself():
+    g = torch.Generator().manual_seed(6)
+    z1, z2 = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    assert torch.equal(nt_xent(z1, z2, 0.2, keys=torch.cat([z1, z2]), offset=0), nt_xent(z1, z2, 0.2))
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"keys": torch.ones(8, 2)}, ValueError, "keys has d=2 but 3 is expected"),
+    ({"keys": torch.ones(8, 3), "offset": 2}, ValueError, r"offset=2 \+ 2N=8 exceeds it"),
+    ({"keys": torch.ones(8, 3), "offset": -1}, ValueError, "offset=-1 must be >= 0"),
+    ({"keys": torch.ones(8, 3), "offset": 1.0}, TypeError, "offset=1.0 must be an int"),
+    ({"offset": 4}, ValueError, "offset=4 without keys"),
+])
+def test_nt_xent_refuses_keys_that_do_not_hold_the_batch(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        nt_xent(torch.ones(4, 3), torch.ones(4, 3), 0.5, **kwargs)
+
+
+# ---------------------------------------------------------------- hostile inputs: float16 at small temperatures
+def _worst_case_query(m: int, dtype: torch.dtype):
+    """One query whose positive (+e1) and m negatives (-e1) are all orthogonal to it (e0): every
+    candidate has probability 1/(m + 1), and the query's gradient is -2m/((m + 1) temperature) e1,
+    the largest InfoNCE / NT-Xent gradient of a unit row (crl_helpers.losses, module docstring)."""
+    query = torch.tensor([[1.0, 0.0]], dtype=dtype).requires_grad_()  # (1, 2)
+    positive = torch.tensor([[0.0, 1.0]], dtype=dtype)  # (1, 2)
+    negatives = torch.tensor([[0.0, -1.0]], dtype=dtype).repeat(m, 1)  # (m, 2)
+    return query, positive, negatives
+
+
+@pytest.mark.parametrize("loss", ["nt_xent", "nt_xent_logits", "info_nce", "info_nce negatives"])
+def test_hostile_float16_below_the_float16_floor_is_refused(loss):
+    from crl_helpers.validate import FLOAT16_MIN_TEMPERATURE
+
+    z = torch.randn(4, 8).half()
+    temperature = 0.9 * FLOAT16_MIN_TEMPERATURE
+    calls = {"nt_xent": lambda: nt_xent(z, z.flip(0), temperature),
+             "nt_xent_logits": lambda: nt_xent_logits(z, z.flip(0), temperature),
+             "info_nce": lambda: info_nce(z, z.flip(0), temperature=temperature),
+             "info_nce negatives": lambda: info_nce(z.float(), z.float(), z, temperature=temperature)}
+    with pytest.raises(ValueError) as caught:
+        calls[loss]()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"temperature={temperature!r} is below 3.05e-05")
+    assert "float32 or bfloat16" in message and "raise the temperature" in message
+    # float32 and bfloat16 have the range float16 lacks: the same temperature is accepted.
+    for dtype in (torch.float32, torch.bfloat16):
+        assert torch.isfinite(nt_xent(z.to(dtype), z.flip(0).to(dtype), temperature))
+
+
+def test_hostile_float16_floor_is_where_the_worst_gradient_overflows():
+    from crl_helpers.validate import FLOAT16_MIN_TEMPERATURE
+
+    m = 1000
+    assert FLOAT16_MIN_TEMPERATURE == pytest.approx(2 / 65504)
+    # Just below the floor, the worst case's gradient (computed in float32) passes float16's largest value:
+    # a float16 query would get inf, so the floor cannot be lowered.
+    below = 0.95 * FLOAT16_MIN_TEMPERATURE
+    query, positive, negatives = _worst_case_query(m, torch.float32)
+    info_nce(query, positive, negatives, temperature=below).backward()
+    expected = 2 * m / ((m + 1) * below)  # the closed form
+    assert query.grad[0, 1].item() == pytest.approx(-expected, rel=1e-5)
+    assert expected > 65504 and torch.isinf(query.grad.half()).any()
+
+
+@pytest.mark.parametrize("factor", [1.0, 1.5, 10.0, 1e4])
+def test_hostile_float16_gradients_are_finite_at_and_above_the_floor(factor):
+    from crl_helpers.validate import FLOAT16_MIN_TEMPERATURE
+
+    temperature = factor * FLOAT16_MIN_TEMPERATURE
+    query, positive, negatives = _worst_case_query(1000, torch.float16)
+    info_nce(query, positive, negatives, temperature=temperature).backward()
+    assert query.grad.dtype == torch.float16 and torch.isfinite(query.grad).all()
+    assert -query.grad[0, 1].item() == pytest.approx(2000 / (1001 * temperature), rel=1e-3)
+    # NT-Xent on random unit rows and on near-duplicates (a sharp softmax), float16 in, gradients finite.
+    g = torch.Generator().manual_seed(int(factor))
+    for z1 in (torch.randn(8, 16, generator=g), torch.randn(1, 16, generator=g).repeat(8, 1)):
+        z1 = normalize_rows_f16(z1 + 1e-2 * torch.randn(8, 16, generator=g))
+        z2 = normalize_rows_f16(z1.float() + 1e-2 * torch.randn(8, 16, generator=g))
+        loss = nt_xent(z1, z2, temperature)
+        grads = torch.autograd.grad(loss, (z1, z2))
+        assert torch.isfinite(loss) and all(torch.isfinite(grad).all() for grad in grads)
+
+
+def normalize_rows_f16(x: torch.Tensor) -> torch.Tensor:
+    """Unit rows in float16, as a projection head under float16 autocast returns them; a leaf."""
+    return (x / x.norm(dim=1, keepdim=True)).half().requires_grad_()

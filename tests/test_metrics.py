@@ -180,7 +180,7 @@ def test_autocast_does_not_blur_cosines():
         (lambda: contrastive_accuracy(torch.ones(1, 3), torch.ones(1, 3)), "N=1 rows; .* N >= 2"),
         (lambda: uniformity(torch.ones(1, 3)), "z has N=1 rows"),
         (lambda: embedding_std(torch.ones(1, 3)), "z has N=1 rows"),
-        (lambda: uniformity(torch.ones(3)), r"z has shape \(3,\); it must be 2-D"),
+        (lambda: uniformity(torch.ones(3)), r"z has shape \(3,\) \(1-D\); it must be 2-D"),
         (lambda: embedding_std(torch.ones(2, 3, 4)), "must be 2-D"),
         (lambda: cosine_stats(torch.ones(4), torch.ones(4)), "z1 has shape .* must be 2-D"),
         (lambda: embedding_std(torch.ones(3, 0)), "empty feature dimension"),
@@ -197,3 +197,29 @@ def test_bad_inputs_raise_value_error(call, match):
 def test_non_tensor_raises_type_error():
     with pytest.raises(TypeError, match="z is a list; pass a torch.Tensor"):
         embedding_std([[1.0, 2.0], [3.0, 4.0]])
+
+
+# ---------------------------------------------------------------- contrastive_accuracy_tensor
+def test_contrastive_accuracy_tensor_is_the_same_number_as_a_0d_tensor():
+    from crl_helpers.metrics import contrastive_accuracy_tensor
+
+    z1 = _randn(16, 4, seed=20)
+    z2 = z1 + 1.2 * _randn(16, 4, seed=21)
+    got = contrastive_accuracy_tensor(z1, z2)
+    assert got.shape == () and got.dtype == torch.float32 and not got.requires_grad
+    assert got.item() == contrastive_accuracy(z1, z2)
+    assert contrastive_accuracy_tensor(torch.eye(4), torch.eye(4).roll(1, dims=0)).item() == 0.0
+
+
+def test_contrastive_accuracy_tensor_traces_into_one_graph():
+    # fullgraph=True fails on any graph break: a host sync (.item()) or a data-dependent branch.
+    from crl_helpers.metrics import contrastive_accuracy_tensor
+
+    z1, z2 = _randn(8, 4, seed=22), _randn(8, 4, seed=23)
+    compiled = torch.compile(contrastive_accuracy_tensor, fullgraph=True, backend="eager")
+    assert compiled(z1, z2).item() == contrastive_accuracy(z1, z2)
+
+
+def test_metrics_refuse_integer_embeddings():
+    with pytest.raises(TypeError, match="z1 has dtype torch.int64; pass floating-point"):
+        contrastive_accuracy(torch.ones(3, 2, dtype=torch.long), torch.ones(3, 2))

@@ -219,3 +219,12 @@ def test_simclr_model_checks_dims_and_types():
         SimCLRModel(SmallConvNet(width=4, feature_dim=16), ProjectionHead(32))
     with pytest.raises(TypeError, match="head"):
         SimCLRModel(SmallConvNet(width=4), lambda v: v)
+
+
+def test_sizes_accept_numpy_integers_as_plain_ints():
+    import numpy as np
+
+    net = SmallConvNet(width=np.int64(4), feature_dim=np.int32(8))
+    head = ProjectionHead(np.int64(8), hidden_dim=np.int64(4), out_dim=np.int16(3), depth=np.int8(2))
+    assert (type(net.width), type(head.out_dim), type(head.depth)) == (int, int, int)
+    assert head(net(torch.randn(2, 3, 8, 8))).shape == (2, 3)

@@ -157,3 +157,19 @@ def test_bad_temperature_raises(temperature, error):
 def test_bad_top_raises():
     with pytest.raises(ValueError, match="top"):
         hardness_share([0.5, 0.1, 0.0], 0.1, top=3)
+
+
+def test_temperature_rule_is_the_losses_rule():
+    # One rule everywhere (crl_helpers.validate.check_temperature): finite and >= 1e-8.
+    assert info_nce_from_similarities([0.1, 0.5], 1e-8) == pytest.approx(0.4 / 1e-8, rel=1e-6)  # s_1 - s_0 over tau
+    with pytest.raises(ValueError, match="below 1e-08"):
+        info_nce_from_similarities([0.5, 0.1], 1e-9)
+    with pytest.raises(ValueError, match="below 1e-08"):
+        temperature_sweep([0.5, 0.1], [0.1, 1e-12])
+
+
+def test_check_similarities_is_public_and_converts_lists():
+    from crl_helpers.temperature import check_similarities
+
+    s = check_similarities([1, 0])
+    assert s.dtype == torch.float64 and s.tolist() == [1.0, 0.0]

@@ -107,7 +107,7 @@ def test_augmentation_explorer_controls_redraw():
 
 
 def test_augmentation_explorer_rejects_bad_images():
-    with pytest.raises(ValueError, match="K, 3, H, W"):
+    with pytest.raises(ValueError, match=r"images has shape \(3, 8, 8\); it must be a batch \(N, 3, H, W\)"):
         augmentation_explorer(torch.zeros(3, 8, 8, dtype=torch.uint8))
 
 
