@@ -183,10 +183,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"crl: note: --encoder {config.encoder} on the CPU is about 75x slower than the default convnet "
                   "(2 cores: a CIFAR-10 epoch takes about 50 minutes); the progress bar shows the estimate. "
                   "For a quick CPU run: --encoder convnet, or --n-train 2000", file=sys.stderr)
-        if rank0:
+        if rank0 and config.progress:  # --quiet prints nothing but the summary
             from crl_helpers.device import describe_precision
 
-            print(f"crl: {describe_precision(device, config.precision)}", file=sys.stderr)
+            print(f"crl: {describe_precision(device, config.precision)}")
         _check_fresh(out, args.resume, args.overwrite)
         result = train_and_evaluate(config, resume=args.resume)
     except KeyboardInterrupt:
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from crl_helpers.checkpoint import CheckpointError
-        from crl_helpers.data import DatasetUnavailable
+        from crl_helpers.image_data import DatasetUnavailable
         from crl_helpers.train import NonFiniteLossError
 
         if debug:

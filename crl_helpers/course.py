@@ -109,7 +109,8 @@ def main_config(tier: str, data_root: str = NOTEBOOK_DATA_ROOT):
     """
     from dataclasses import replace
 
-    from crl_helpers.data import DatasetUnavailable, load_dataset
+    from crl_helpers.data import load_dataset
+    from crl_helpers.image_data import DatasetUnavailable
     from crl_helpers.train import CIFAR10_GPU, CPU
 
     if tier not in TIERS:

@@ -15,21 +15,18 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable
 
 from crl_helpers import run_dir
 from crl_helpers.data import ImageData
-from crl_helpers.evaluate import knn_accuracy, linear_probe_on_features
+from crl_helpers.evaluate import ProbeConfig, knn_accuracy, linear_probe_on_features
 from crl_helpers.models import SimCLRModel, build_encoder
 from crl_helpers.train import TrainConfig, TrainResult, load_data, split_features, train
 
-__all__ = ["train_and_evaluate", "evaluate_run", "write_history"]
+__all__ = ["train_and_evaluate", "evaluate_run"]
 
 
 def train_and_evaluate(config: TrainConfig, resume: bool = False, data: tuple[ImageData, ImageData] | None = None,
@@ -40,7 +37,7 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, data: tuple[Im
     Args:
         config, resume, data, callback: as for :func:`crl_helpers.train.train`.
         evaluate: run :func:`evaluate_run` (kNN, random-init kNN, linear probe, plots, ``metrics.json``);
-            without it only ``history.csv`` is written.
+            without it the folder holds what training writes (``checkpoint.pt``, ``history.csv``).
 
     Returns:
         The :class:`~crl_helpers.train.TrainResult`, with ``metrics`` filled when ``evaluate``.
@@ -57,8 +54,6 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, data: tuple[Im
             return result
         if evaluate:
             result.metrics = evaluate_run(result, train_data, test_data, config)
-        elif config.out_dir:
-            write_history(result.history, Path(config.out_dir) / "history.csv")
         return result
 
 
@@ -83,8 +78,8 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
     random_encoder.load_state_dict(result.initial_encoder)
     r_train, r_test = split_features(random_encoder, train_data, test_data, result.mean, result.std)
     metrics["knn_acc_random_init"] = knn_accuracy(r_train, train_data.y, r_test, test_data.y, **knn)
-    probe = linear_probe_on_features(v_train, train_data.y, v_test, test_data.y, epochs=config.linear_epochs,
-                                     device=device)
+    probe = linear_probe_on_features(v_train, train_data.y, v_test, test_data.y,
+                                     ProbeConfig(epochs=config.linear_epochs), device=device)
     metrics["linear_acc"] = probe["test_acc"]
     history = result.history
     seconds = sum(r["seconds"] for r in history)
@@ -105,7 +100,7 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
         from crl_helpers.plots import plot_curves, plot_umap
 
         out = Path(config.out_dir)
-        write_history(history, out / "history.csv")
+        run_dir.write_history(history, out / "history.csv")  # now with the final kNN
         plot_curves(history, out / "curves.png")
         if config.umap:
             plot_umap(v_test, test_data.y, test_data.class_names, out / "umap.png",
@@ -116,12 +111,3 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
     else:
         metrics["eval_seconds"] = time.perf_counter() - t0
     return metrics
-
-
-def write_history(history: list[dict], path: str | os.PathLike) -> None:
-    """Write per-epoch rows to CSV (atomically, like the checkpoint)."""
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
-    writer.writeheader()
-    writer.writerows(history)
-    run_dir.atomic_write_text(path, text.getvalue())

@@ -22,6 +22,8 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -32,7 +34,8 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-__all__ = ["REPORT_FILES", "OUTPUTS", "RunDirInUse", "hold", "clear_report_files", "atomic_write_text"]
+__all__ = ["REPORT_FILES", "OUTPUTS", "RunDirInUse", "hold", "clear_report_files", "atomic_write_text",
+           "write_history"]
 
 #: What the end-of-run report writes; an earlier run's copies are removed when a run starts.
 REPORT_FILES = ("history.csv", "metrics.json", "curves.png", "umap.png")
@@ -123,3 +126,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_history(history: list[dict], path: str | os.PathLike) -> None:
+    """Write per-epoch rows (dicts) to CSV, atomically; columns in order of first appearance."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
+    writer.writeheader()
+    writer.writerows(history)
+    atomic_write_text(path, text.getvalue())

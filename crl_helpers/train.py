@@ -35,10 +35,11 @@ from torch.profiler import record_function
 
 from crl_helpers import run_dir
 from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from crl_helpers.data import DATASETS, ImageData, load_dataset
+from crl_helpers.data import DATASETS, load_dataset
+from crl_helpers.image_data import ImageData
 from crl_helpers.device import PRECISIONS, autocast_dtype, uses_channels_last
 from crl_helpers.distributed import DistributedContext, all_reduce_mean, cleanup_distributed, setup_distributed
-from crl_helpers.metrics import alignment, embedding_std, uniformity
+from crl_helpers.metrics import alignment, contrastive_accuracy_tensor, embedding_std, uniformity
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
 from crl_helpers.objectives import METHODS, Objective, ObjectiveConfig, SimCLR, build_objective
 from crl_helpers.evaluate import extract_embeddings, knn_accuracy
@@ -229,8 +230,8 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
     """Pretrain an encoder and head with ``config.method``'s objective; the table of contents of a run.
 
     Args:
-        config: the run. With ``out_dir`` set, ``checkpoint.pt`` is written there after every
-            epoch (atomically): model, optimizer, objective state, history, config.
+        config: the run. With ``out_dir`` set, ``checkpoint.pt`` (model, optimizer, objective state,
+            history, config) and ``history.csv`` are written there after every epoch (atomically).
         resume: continue from ``out_dir/checkpoint.pt`` (history kept).
         data: (train, test) already in memory; default :func:`load_data`.
         callback: called as ``callback(epoch, model, row)`` after each epoch (epoch counts from 1,
@@ -360,13 +361,14 @@ def build_run(config: TrainConfig, context: DistributedContext, train_data: Imag
 
 
 def save_run(run: Run, config: TrainConfig, epoch: int) -> None:
-    """Write ``checkpoint.pt`` in ``config.out_dir`` after ``epoch`` finished epochs (atomically)."""
+    """Write ``checkpoint.pt`` and ``history.csv`` in ``config.out_dir`` after ``epoch`` finished epochs (atomically)."""
     save_checkpoint({
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "objective": run.objective.state_dict(), "epoch": epoch, "history": run.history,
         "config": _config_dict(config), "mean": list(run.mean), "std": list(run.std),
         "initial_encoder": run.initial_encoder, "torch_rng": torch.get_rng_state(),
     }, Path(config.out_dir) / "checkpoint.pt")
+    run_dir.write_history(run.history, Path(config.out_dir) / "history.csv")
 
 
 def resume_run(run: Run, config: TrainConfig) -> None:
@@ -397,6 +399,10 @@ def resume_run(run: Run, config: TrainConfig) -> None:
 
 # Fields a resumed run may change: they do not change what is trained, only how long, where and how it is shown.
 _RESUMABLE_CHANGES = ("epochs", "device", "progress", "umap", "out_dir", "data_root", "compile")
+# Config fields that `crl train` sets by a flag of another name.
+_CLI_FLAGS = {"encoder": "encoder", "method": "method", "seed": "seed", "temperature": "temperature", "lr": "lr",
+              "batch_size": "batch-size", "optimizer": "optimizer", "dataset": "dataset", "n_train": "n-train",
+              "n_test": "n-test", "precision": "precision"}
 
 
 def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
@@ -407,10 +413,15 @@ def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
         now = _config_dict(config)
         changed = [k for k in now if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != now[k]]
         if changed:
-            listed = ", ".join(f"{k} {saved[k]!r} -> {now[k]!r}" for k in changed[:4])
-            raise CheckpointError(f"{path} was trained with another config ({listed}"
-                                  f"{', ...' if len(changed) > 4 else ''}); resume with the same flags "
-                                  f"(only --epochs may change), or use a fresh --out")
+            def named(key, value):  # as the command line spells it where it has a flag
+                flag = _CLI_FLAGS.get(key)
+                return f"--{flag} {value}" if flag else f"{key}={value!r}"
+
+            was = ", ".join(named(k, saved[k]) for k in changed[:3])
+            asks = ", ".join(named(k, now[k]) for k in changed[:3])
+            more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+            raise CheckpointError(f"{path} was trained with {was}, this run asks for {asks}{more}; resume with "
+                                  f"the same flags (only --epochs may change), or use a fresh --out")
     epoch, history = state.get("epoch"), state.get("history")
     valid = (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 and isinstance(history, list)
              and len(history) == epoch and all(isinstance(r, dict) for r in history)
@@ -527,7 +538,7 @@ class _Forward(nn.Module):
     def forward(self, views: torch.Tensor, index: torch.Tensor | None, labels: torch.Tensor | None):
         loss, z1, z2 = self.objective(self.model, views, index, labels)
         with torch.no_grad():
-            accuracy = _batch_accuracy(z1, z2)
+            accuracy = contrastive_accuracy_tensor(z1, z2)
         return loss, accuracy, z1, z2
 
 
@@ -564,7 +575,7 @@ class TrainStep:
 
     def __init__(self, model: SimCLRModel, objective: Objective, optimizer: torch.optim.Optimizer,
                  config: TrainConfig, device: torch.device, world_size: int = 1) -> None:
-        self.model, self.objective, self.optimizer, self.device = model, objective, optimizer, device
+        self.model, self.objective, self.optimizer, self.config, self.device = model, objective, optimizer, config, device
         self.channels_last = uses_channels_last(device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its parameters
@@ -604,17 +615,6 @@ class TrainStep:
             self.objective.after_step(self.model)
             self.sums += torch.stack([loss.detach(), accuracy])
         return z1, z2
-
-
-def _batch_accuracy(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
-    # A tensor version of metrics.contrastive_accuracy that stays on the device (no sync).
-    z = torch.nn.functional.normalize(torch.cat([z1, z2]), dim=1)  # (2B, d)
-    sim = z @ z.T
-    sim.fill_diagonal_(-float("inf"))
-    n = z1.shape[0]
-    # Built on the device: a copy from host memory would make every step wait for the GPU.
-    partner = torch.cat([torch.arange(n, 2 * n, device=z.device), torch.arange(n, device=z.device)])
-    return (sim.argmax(dim=1) == partner).float().mean()
 
 
 def _progress_bar(config: TrainConfig, start_epoch: int, steps_per_epoch: int):

@@ -170,13 +170,77 @@ def _resnet_checkpoint(tmp: Path) -> None:
     save_checkpoint(state, tmp / "other" / "checkpoint.pt")
 
 
+def _finished_run(tmp: Path, *flags: str) -> None:
+    """A real finished tiny run in ``tmp/run``."""
+    if _run_crl(["train", *TINY, *flags, "--out", str(tmp / "run")])[0] != 0:
+        raise SystemExit("docs/make_errors.py: the tiny run that a resume row needs failed")
+
+
+def _crafted_epoch_checkpoint(tmp: Path) -> None:
+    save_checkpoint({"epoch": -3, "history": [], "model": {}}, tmp / "crafted" / "checkpoint.pt")
+
+
+def _diverged_checkpoint(tmp: Path) -> None:
+    _finished_run(tmp)
+    path = tmp / "run" / "checkpoint.pt"
+    state = load_checkpoint(path)
+    first = next(iter(state["model"]))
+    state["model"][first] = state["model"][first] * float("nan")
+    save_checkpoint(state, path)
+
+
+@contextlib.contextmanager
+def _folder_in_use(tmp: Path):
+    """Another process holds the folder's lock, as a running crl train does."""
+    import subprocess
+    import sys
+
+    hold = f"from crl_helpers import run_dir; import time\nwith run_dir.hold({str(tmp / 'busy')!r}):\n" \
+           f"    print('held', flush=True); time.sleep(600)"
+    child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+    try:
+        child.stdout.readline()
+        yield
+    finally:
+        child.kill()
+        child.wait()
+
+
+def _statistics_become_inf(_tmp: Path) -> ContextManager:
+    real = train_module.TrainStep.__call__
+
+    def step_then_overflow(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        for name, buffer in self.model.named_buffers():
+            if name.endswith("running_var"):
+                buffer.fill_(float("inf"))
+                break
+        return out
+
+    return mock.patch.object(train_module.TrainStep, "__call__", step_then_overflow)
+
+
 CLI_ROWS = [
     *(CliRow(f"`{' '.join(flags)}`", flags) for flags in [
         ("--n-train", "0"), ("--n-train", "1"), ("--n-test", "0"), ("--epochs", "0"), ("--epochs", "two"),
         ("--batch-size", "1"), ("--temperature", "0"), ("--temperature", "nan"), ("--temperature", "-0.1"),
         ("--lr", "-1"), ("--lr", "inf"), ("--seed", "-1"), ("--dataset", "imagenet"), ("--encoder", "vit"),
-        ("--preset", "tpu"), ("--optimizer", "lars"), ("--device", "tpu"),
+        ("--preset", "tpu"), ("--optimizer", "lars"), ("--device", "tpu"), ("--device", "meta"),
+        ("--lr", "1e39"), ("--epochs", "1000000000"), ("--n-train", "1000000000"), ("--method", "byol"),
+        ("--precision", "fp8"),
     ]),
+    CliRow("`--out ''` (an unset shell variable)", ("--out", "")),
+    CliRow("`--out <folder another crl train is writing to>`", ("--out", "{tmp}/busy"), patch=_folder_in_use),
+    CliRow("`--resume --seed 1` (the checkpoint was trained with --seed 0)", ("--resume", "--seed", "1", "--out",
+                                                                              "{tmp}/run"), prepare=_finished_run),
+    CliRow("`--resume --epochs 1`, the checkpoint holds 2 epochs", ("--resume", "--out", "{tmp}/run"),
+           prepare=lambda tmp: _finished_run(tmp, "--epochs", "2")),
+    CliRow("`--resume`, checkpoint.pt with a crafted epoch -3", ("--resume", "--out", "{tmp}/crafted"),
+           prepare=_crafted_epoch_checkpoint),
+    CliRow("`--resume`, checkpoint.pt of a diverged run (NaN weights)", ("--resume", "--out", "{tmp}/run"),
+           prepare=_diverged_checkpoint),
+    CliRow("`the weights or BatchNorm statistics become inf (the loss still finite)`", ("--out", "{tmp}/inf"),
+           patch=_statistics_become_inf),
     CliRow("`--device cuda (no CUDA here)`", ("--device", "cuda"), patch=_no_cuda),
     CliRow("`--frobnicate (unknown flag)`", ("--frobnicate",)),
     CliRow("`--batch-size 128 with --n-train 64`", ("--batch-size", "128")),
@@ -459,7 +523,7 @@ def _evaluate_rows() -> list[tuple[str, str, Callable]]:
         ("knn_accuracy", "test_y of the wrong length", lambda: evaluate.knn_accuracy(v, y, v, y[:3])),
         ("extract_embeddings", "which='w'", lambda: evaluate.extract_embeddings(encoder, x, which="w")),
         ("extract_embeddings", "batch_size=0", lambda: evaluate.extract_embeddings(encoder, x, batch_size=0)),
-        ("linear_probe", "epochs=0", lambda: evaluate.linear_probe(encoder, x, y, x, y, epochs=0)),
+        ("linear_probe", "config=5", lambda: evaluate.linear_probe(encoder, x, y, x, y, 5)),
     ]
     features = [
         ("v_train a list", lambda: probe(v.tolist(), y, v, y)),
@@ -469,13 +533,12 @@ def _evaluate_rows() -> list[tuple[str, str, Callable]]:
         ("y_train of the wrong length", lambda: probe(v, y[:3], v, y)),
         ("a negative label", lambda: probe(v, y - 1, v, y)),
         ("v_test of another d", lambda: probe(v, y, v[:, :5], y)),
-        ("epochs=0", lambda: probe(v, y, v, y, epochs=0)),
-        ("lr=0", lambda: probe(v, y, v, y, lr=0)),
-        ("batch_size=0", lambda: probe(v, y, v, y, batch_size=0)),
-        ("weight_decay=-1.0", lambda: probe(v, y, v, y, weight_decay=-1.0)),
-        ("seed=-1", lambda: probe(v, y, v, y, seed=-1)),
+        ("NaN in v_train", lambda: probe(v * float("nan"), y, v, y)),
     ]
     rows += [("linear_probe_on_features", label, call) for label, call in features]
+    bad_probe = {"epochs": 0, "lr": 0, "batch_size": 0, "weight_decay": -1.0, "seed": -1}
+    rows += [("ProbeConfig", f"{k}={val!r}", lambda k=k, val=val: evaluate.ProbeConfig(**{k: val}))
+             for k, val in bad_probe.items()]
     tuning = [
         ("encoder a string", lambda: tune("convnet", x, y, x, y)),
         ("x_train (0, C, H, W)", lambda: tune(encoder, x[:0], y[:0], x, y)),
@@ -513,7 +576,8 @@ def _config_rows() -> list[tuple[str, str, Callable]]:
     ]
     bad = [("dataset", "imagenet"), ("encoder", "vit"), ("epochs", 0), ("batch_size", 1), ("temperature", 0),
            ("lr", -1.0), ("weight_decay", -1.0), ("optimizer", "lars"), ("warmup_epochs", -1), ("knn_k", 0),
-           ("n_train", 1), ("n_test", 0), ("seed", -1)]
+           ("n_train", 1), ("n_test", 0), ("seed", -1), ("n_test", 2), ("out_dir", ""), ("method", "byol"),
+           ("precision", "fp8"), ("epochs", 10**9), ("lr", 1e39)]
     return rows + [("TrainConfig", f"{k}={v!r}", lambda k=k, v=v: train_module.TrainConfig(**{k: v})) for k, v in bad]
 
 
@@ -604,10 +668,10 @@ def weak_messages(crl: dict[str, str], api: dict[tuple[str, str], tuple[str, str
 
 # --------------------------------------------------------------------------------------- the page
 def _scrub(text: str, tmp: Path) -> str:
-    """``text`` with the temporary folder ``tmp`` written as ``<tmp>``."""
+    """``text`` with the temporary folder ``tmp`` written as ``<tmp>``, and process ids as ``<pid>``."""
     for path in sorted({str(tmp), str(tmp.resolve())}, key=len, reverse=True):
         text = text.replace(path, "<tmp>")
-    return text
+    return re.sub(r"\(process \d+\)", "(process <pid>)", text)
 
 
 def _cell(text: str) -> str:

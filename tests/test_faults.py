@@ -48,7 +48,7 @@ train(config, resume=resume, callback=callback)
 """
 
 # `crl train ARGS` (cli.main) in a child process whose training announces epoch 2 and waits, as above.
-# cli.main looks crl_helpers.train.train up when it runs, so wrapping it adds the callback.
+# cli.main imports the report (which imports crl_helpers.train.train) when it runs, so wrapping it adds the callback.
 CLI_CHILD = """
 import signal, sys
 import crl_helpers.train
@@ -62,7 +62,8 @@ def callback(epoch, model, row):
         signal.pause()  # until the parent's signal
 
 def train(config, *args, **kwargs):
-    return plain_train(config, *args, callback=callback, **kwargs)
+    kwargs["callback"] = callback
+    return plain_train(config, *args, **kwargs)
 
 crl_helpers.train.train = train
 sys.exit(cli.main(sys.argv[1:]))
@@ -218,7 +219,8 @@ def test_rerun_into_a_finished_run_needs_resume_or_overwrite(tmp_path, capsys):
 
 def test_checkpoint_of_another_shape_is_refused_in_one_line(tmp_path, capsys):
     out = tmp_path / "run"
-    save_checkpoint({"epoch": 1, "model": {"w": torch.zeros(2)}}, out / "checkpoint.pt")
+    save_checkpoint({"epoch": 1, "history": [{"epoch": 1, "loss": 1.0}], "model": {"w": torch.zeros(2)}},
+                    out / "checkpoint.pt")
     status, err = _main(capsys, "train", *TINY_FLAGS, "--epochs", "1", "--out", str(out), "--resume")
     assert (status, len(err)) == (2, 1)
     assert "does not match this config" in err[0] and "fresh --out" in err[0]

@@ -113,7 +113,7 @@ def test_simclr_step_is_the_textbook_step():
     config, cpu = _sgd_config(), torch.device("cpu")
     torch.manual_seed(0)
     model = build_model(config)
-    twin = copy.deepcopy(model)
+    twin = copy.deepcopy(model).to(memory_format=torch.channels_last)  # the layout TrainStep uses on the CPU
     step = TrainStep(model, SimCLR(config.temperature), build_optimizer(model, config, cpu), config, cpu)
     optimizer = build_optimizer(twin, config, cpu)
     g = torch.Generator().manual_seed(1)
@@ -123,7 +123,7 @@ def test_simclr_step_is_the_textbook_step():
         z1, z2 = step(x12, lr=lr)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        _, z = twin(x12)
+        _, z = twin(x12.contiguous(memory_format=torch.channels_last))
         loss = nt_xent(*z.chunk(2), config.temperature)
         optimizer.zero_grad()
         loss.backward()
