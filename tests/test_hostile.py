@@ -463,3 +463,183 @@ def test_float_images_outside_unit_range_are_refused():
     x = torch.full((2, 3, 8, 8), 200.0)
     with pytest.raises(ValueError, match=r"\[0, 1\].*divide by 255"):
         augment_batch(x, SIMCLR)
+
+
+# ------------------------------------------------------------- crl train: outputs, locks, divergence
+TINY = ["--n-train", "64", "--n-test", "16", "--batch-size", "32", "--device", "cpu", "--no-umap", "--quiet"]
+
+
+def _crl(capsys, *argv: str) -> tuple[int, list[str]]:
+    from crl_helpers import cli
+
+    status = cli.main(["train", *TINY, *argv])
+    return status, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_an_empty_out_is_refused_and_nothing_is_reported(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for out in ("", "   "):
+        status, err = _crl(capsys, "--epochs", "1", "--out", out)
+        assert status == 2 and len(err) == 1 and "is empty; name a folder" in err[0]
+    assert list(tmp_path.iterdir()) == []  # nothing written anywhere
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (("--lr", "1e39"), "--lr 1e+39 must be in (0, 100]"),
+    (("--epochs", "1000000000"), "--epochs 1000000000 must be an integer in [1, 100,000]"),
+    (("--n-train", "1000000000"), "--n-train 1000000000 must be in [2, 100,000]"),
+    (("--device", "meta"), "--device 'meta' is not a device to train on"),
+    (("--method", "byol"), "--method 'byol' is unknown"),
+    (("--precision", "fp8"), "--precision 'fp8' is unknown"),
+])
+def test_absurd_flags_are_one_line_before_any_work(tmp_path, capsys, flags, fragment):
+    status, err = _crl(capsys, *flags, "--out", str(tmp_path / "run"))
+    assert status == 2 and len(err) == 1 and fragment in err[0], err
+    assert not (tmp_path / "run").exists()
+
+
+def test_too_few_test_images_for_umap_is_refused_before_training(tmp_path, capsys):
+    from crl_helpers import cli
+
+    status = cli.main(["train", "--n-train", "64", "--n-test", "2", "--batch-size", "32", "--quiet",
+                       "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert status == 2 and "too few for the UMAP plot" in err and "--no-umap" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_unexpected_error_is_one_line_and_debug_shows_the_traceback(tmp_path, capsys, monkeypatch):
+    from crl_helpers import objectives
+
+    def broken(*args, **kwargs):
+        raise KeyError("something no check foresaw")
+
+    monkeypatch.setattr(objectives, "nt_xent", broken)
+    status, err = _crl(capsys, "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert status == 1 and len(err) == 1 and err[0].startswith("crl: error: KeyError:") and "--debug" in err[0]
+    assert not (tmp_path / "run").exists()  # a failed run leaves no empty folder
+    with pytest.raises(KeyError):
+        _crl(capsys, "--epochs", "1", "--out", str(tmp_path / "run"), "--debug")
+
+
+def test_a_failed_run_leaves_no_empty_folder(tmp_path, capsys):
+    status, err = _crl(capsys, "--epochs", "1", "--resume", "--out", str(tmp_path / "new"))
+    assert status == 2 and "checkpoint" in err[0]
+    assert not (tmp_path / "new").exists()
+
+
+HOLD_CHILD = """
+import sys, time
+from crl_helpers import run_dir
+with run_dir.hold(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_second_run_into_a_held_folder_is_refused_and_a_killed_holder_blocks_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    child = subprocess.Popen([sys.executable, "-c", HOLD_CHILD, str(out)], stdout=subprocess.PIPE, text=True,
+                             cwd=REPO)
+    try:
+        assert child.stdout.readline().strip() == "held"
+        status, err = _crl(capsys, "--epochs", "1", "--out", str(out))
+        assert status == 2 and len(err) == 1
+        assert f"is in use by another run (process {child.pid})" in err[0]
+    finally:
+        child.kill()  # SIGKILL: the lock file stays behind, its flock does not
+        child.wait()
+    assert (out / ".crl.lock").exists()
+    status, err = _crl(capsys, "--epochs", "1", "--out", str(out))
+    assert (status, err) == (0, [])
+    assert not (out / ".crl.lock").exists()
+
+
+def test_overwrite_and_resume_never_leave_another_runs_files(tmp_path, capsys, monkeypatch):
+    from crl_helpers import train as train_module
+
+    out = tmp_path / "run"
+    assert _crl(capsys, "--epochs", "1", "--out", str(out))[0] == 0
+    assert (out / "metrics.json").exists() and (out / "curves.png").exists()
+    (out / "umap.png").write_bytes(b"an older run's plot")  # as a run without --no-umap leaves it
+    real = train_module.save_run
+
+    def save_then_interrupt(run, config, epoch):
+        real(run, config, epoch)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "save_run", save_then_interrupt)
+    status, _ = _crl(capsys, "--epochs", "2", "--seed", "1", "--overwrite", "--out", str(out))
+    assert status == 130
+    # The folder holds the interrupted run alone: its checkpoint and history, no earlier report.
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "history.csv"]
+    assert load_checkpoint(out / "checkpoint.pt")["config"]["seed"] == 1
+    monkeypatch.setattr(train_module, "save_run", real)
+    assert _crl(capsys, "--epochs", "2", "--seed", "1", "--resume", "--out", str(out))[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "curves.png", "history.csv", "metrics.json"]
+
+
+@pytest.mark.parametrize("flags, fragment", [
+    (("--seed", "1"), "was trained with --seed 0, this run asks for --seed 1"),
+    (("--temperature", "0.5"), "was trained with --temperature 0.2, this run asks for --temperature 0.5"),
+    (("--batch-size", "16"), "was trained with --batch-size 32, this run asks for --batch-size 16"),
+])
+def test_a_resume_with_another_config_is_refused_naming_the_difference(tmp_path, capsys, flags, fragment):
+    out = tmp_path / "run"
+    assert _crl(capsys, "--epochs", "1", "--out", str(out))[0] == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    status, err = _crl(capsys, "--epochs", "2", "--resume", *flags, "--out", str(out))
+    assert status == 2 and len(err) == 1 and fragment in err[0], err
+    assert (out / "checkpoint.pt").read_bytes() == before  # the saved config is not rewritten
+    assert _crl(capsys, "--epochs", "2", "--resume", "--out", str(out))[0] == 0  # only --epochs may change
+
+
+@pytest.mark.parametrize("epoch, history", [(-3, []), (2, [{"epoch": 1, "loss": 1.0}]),
+                                             (1, [{"epoch": -2, "loss": 1.0}]), (True, [{"epoch": 1}])])
+def test_a_crafted_epoch_or_history_is_refused(tmp_path, capsys, epoch, history):
+    out = tmp_path / "run"
+    save_checkpoint({"epoch": epoch, "history": history, "model": {}}, out / "checkpoint.pt")
+    status, err = _crl(capsys, "--epochs", "3", "--resume", "--out", str(out))
+    assert status == 2 and len(err) == 1 and "invalid epoch count or history" in err[0], err
+
+
+def test_divergence_with_a_finite_loss_stops_and_a_resume_never_calls_it_good(tmp_path, capsys, monkeypatch):
+    from crl_helpers import train as train_module
+
+    out = tmp_path / "run"
+    assert _crl(capsys, "--epochs", "1", "--out", str(out))[0] == 0
+    kept = (out / "checkpoint.pt").read_bytes()
+    real = train_module.TrainStep.__call__
+
+    def step_then_overflow(self, *args, **kwargs):  # what --lr 1e10 did: BatchNorm variances at inf
+        result = real(self, *args, **kwargs)
+        for name, buffer in self.model.named_buffers():
+            if name.endswith("running_var"):
+                buffer.fill_(float("inf"))
+        return result
+
+    monkeypatch.setattr(train_module.TrainStep, "__call__", step_then_overflow)
+    status, err = _crl(capsys, "--epochs", "2", "--resume", "--out", str(out))
+    assert status == 2 and len(err) == 1
+    assert "training diverged in epoch 2" in err[0] and "running_var" in err[0]
+    assert "the checkpoint of epoch 1, the last that passed this check, is kept" in err[0]
+    assert (out / "checkpoint.pt").read_bytes() == kept
+    # A checkpoint that diverged (written by an older version, or by hand) is refused, never called good.
+    state = load_checkpoint(out / "checkpoint.pt")
+    state["model"] = {k: v * float("nan") if v.is_floating_point() else v for k, v in state["model"].items()}
+    save_checkpoint(state, out / "checkpoint.pt")
+    monkeypatch.setattr(train_module.TrainStep, "__call__", real)
+    status, err = _crl(capsys, "--epochs", "2", "--resume", "--out", str(out))
+    assert status == 2 and "holds a diverged run" in err[0] and "good" not in err[0]
+
+
+def test_collapsed_embeddings_stop_the_run():
+    from dataclasses import replace
+
+    from crl_helpers.train import CPU, COLLAPSE_STD, NonFiniteLossError, build_model, check_healthy
+
+    model = build_model(CPU)
+    row = {"epoch": 3, "embedding_std": 0.0}
+    with pytest.raises(NonFiniteLossError, match="collapsed in epoch 3.*epoch 2, the last that passed"):
+        check_healthy(model, row, replace(CPU, out_dir="runs/x"))
+    check_healthy(model, {"epoch": 3, "embedding_std": 10 * COLLAPSE_STD}, CPU)  # spread: no error
