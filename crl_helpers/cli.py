@@ -93,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     t.add_argument("--overwrite", action="store_true",
                    help="start afresh even if <out> holds a checkpoint (it is replaced after the first epoch)")
-    t.add_argument("--no-umap", action="store_true", help="skip the UMAP plot")
+    t.add_argument("--umap", action=argparse.BooleanOptionalAction, default=None,
+                   help="also draw umap.png, a UMAP of the test features (default: no; UMAP's first call in "
+                        "a process compiles for ~20 s on 2 cores)")
     t.add_argument("--precision", help="auto (default: bf16 on CUDA and on CPUs with bfloat16 units, else fp32), "
                                        "bf16, fp32")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -108,8 +110,8 @@ def config_from_args(args: argparse.Namespace):
     if args.preset not in PRESETS:
         raise ValueError(f"--preset {args.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
     changes = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag) is not None}
-    if args.no_umap:
-        changes["umap"] = False
+    if args.umap is not None:
+        changes["umap"] = args.umap
     if args.quiet:
         changes["progress"] = False
     try:

@@ -66,10 +66,12 @@ def plot_curves(history: list[dict], path: str | os.PathLike | None = None):
 
 
 def umap_embed(v: torch.Tensor | np.ndarray, seed: int = 0, n_neighbors: int = 15, min_dist: float = 0.1,
-               metric: str = "cosine") -> np.ndarray:
+               metric: str = "cosine", n_epochs: int | None = None) -> np.ndarray:
     """2-D UMAP coordinates of features ``v`` (N, D) -> (N, 2), reproducible from ``seed``.
 
     Cosine metric by default: contrastive features live on (or are compared on) the sphere.
+    ``n_epochs``: UMAP's optimisation epochs (None: UMAP's default, 500 below 10,000 points);
+    200 gives the same picture of a few thousand points in about half the time.
 
     Raises:
         ValueError: fewer than 3 points, or ``v`` not 2-D.
@@ -83,7 +85,7 @@ def umap_embed(v: torch.Tensor | np.ndarray, seed: int = 0, n_neighbors: int = 1
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*n_jobs.*")  # seeded UMAP is single-threaded, on purpose
         reducer = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, metric=metric, random_state=seed,
-                            init="random" if len(v) < 50 else "spectral")
+                            init="random" if len(v) < 50 else "spectral", n_epochs=n_epochs)
         return reducer.fit_transform(v)
 
 

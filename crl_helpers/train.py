@@ -87,7 +87,7 @@ class TrainConfig:
     knn_temperature: float = 0.1
     knn_every: int = 5  # kNN accuracy every k epochs (0: only at the end), for the curves; ~2 s each
     linear_epochs: int = 50  # linear probe on frozen features (cheap: features are precomputed)
-    umap: bool = True  # UMAP plot of test embeddings at the end
+    umap: bool = False  # UMAP plot of the test features at the end: ~25 s more on 2 cores (numba compiles)
     device: str = "auto"  # CUDA, then MPS, then CPU
     compile: bool = False  # torch.compile the model (CUDA only; on 2 CPU cores compiling costs more than it saves)
     # bf16 autocast where it is fast (CUDA, a CPU with bfloat16 units), else float32; "bf16"/"fp32" force it.
@@ -126,7 +126,7 @@ class TrainConfig:
              f"n_test={self.n_test!r} must be in [1, {max_images:,}] (leave it out for the whole split)"),
             (not (self.umap and self.n_test is not None and self.n_test < MIN_UMAP_POINTS),
              f"n_test={self.n_test!r} is too few for the UMAP plot (it needs >= {MIN_UMAP_POINTS}); "
-             f"use --n-test {MIN_UMAP_POINTS} or more, or --no-umap"),
+             f"use --n-test {MIN_UMAP_POINTS} or more, or leave out --umap"),
             (self.out_dir is None or (isinstance(self.out_dir, str) and self.out_dir.strip() != ""),
              f"out_dir={self.out_dir!r} is empty; name a folder such as runs/default (in Python, None keeps "
              f"everything in memory)"),
@@ -561,6 +561,8 @@ class TrainStep:
         config: supplies ``compile`` and ``precision``.
         device: where ``model`` lives.
         world_size: processes under torchrun; > 1 wraps the model in DistributedDataParallel.
+        channels_last: the memory layout of model and views; None: the device's default
+            (:func:`~crl_helpers.device.uses_channels_last`). ``benchmarks/cpu_main_job.py`` compares both.
 
     Example:
         >>> from dataclasses import replace
@@ -574,9 +576,10 @@ class TrainStep:
     """
 
     def __init__(self, model: SimCLRModel, objective: Objective, optimizer: torch.optim.Optimizer,
-                 config: TrainConfig, device: torch.device, world_size: int = 1) -> None:
+                 config: TrainConfig, device: torch.device, world_size: int = 1,
+                 channels_last: bool | None = None) -> None:
         self.model, self.objective, self.optimizer, self.config, self.device = model, objective, optimizer, config, device
-        self.channels_last = uses_channels_last(device)
+        self.channels_last = uses_channels_last(device) if channels_last is None else channels_last
         if self.channels_last:
             model.to(memory_format=torch.channels_last)  # in place: the optimizer keeps its parameters
         net: nn.Module = model

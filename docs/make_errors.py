@@ -576,8 +576,9 @@ def _config_rows() -> list[tuple[str, str, Callable]]:
     ]
     bad = [("dataset", "imagenet"), ("encoder", "vit"), ("epochs", 0), ("batch_size", 1), ("temperature", 0),
            ("lr", -1.0), ("weight_decay", -1.0), ("optimizer", "lars"), ("warmup_epochs", -1), ("knn_k", 0),
-           ("n_train", 1), ("n_test", 0), ("seed", -1), ("n_test", 2), ("out_dir", ""), ("method", "byol"),
+           ("n_train", 1), ("n_test", 0), ("seed", -1), ("out_dir", ""), ("method", "byol"),
            ("precision", "fp8"), ("epochs", 10**9), ("lr", 1e39)]
+    rows += [("TrainConfig", "n_test=2, umap=True", lambda: train_module.TrainConfig(n_test=2, umap=True))]
     return rows + [("TrainConfig", f"{k}={v!r}", lambda k=k, v=v: train_module.TrainConfig(**{k: v})) for k, v in bad]
 
 

@@ -1,6 +1,7 @@
 """Tests for the ``crl`` command: every flag validates, with exit status 2 and one line naming value and fix."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -133,3 +134,11 @@ def test_a_resnet_on_the_cpu_gets_a_note_about_time(capsys, tmp_path):
     assert "crl: note: --encoder resnet18 on the CPU" in err and "--encoder convnet" in err
     assert cli.main(["train", *TINY, "--out", str(tmp_path / "small")]) == 0
     assert "note" not in capsys.readouterr().err  # the default convnet gets none
+
+
+def test_umap_flag_draws_the_plot_in_the_background(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert cli.main(["train", *TINY, "--umap", "--out", str(out)]) == 0  # the last of --no-umap/--umap wins
+    assert (out / "umap.png").stat().st_size > 0
+    stages = json.loads((out / "metrics.json").read_text())["stage_seconds"]
+    assert "umap" in stages and "umap.png" in capsys.readouterr().out

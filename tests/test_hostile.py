@@ -501,10 +501,10 @@ def test_absurd_flags_are_one_line_before_any_work(tmp_path, capsys, flags, frag
 def test_too_few_test_images_for_umap_is_refused_before_training(tmp_path, capsys):
     from crl_helpers import cli
 
-    status = cli.main(["train", "--n-train", "64", "--n-test", "2", "--batch-size", "32", "--quiet",
+    status = cli.main(["train", "--n-train", "64", "--n-test", "2", "--batch-size", "32", "--quiet", "--umap",
                        "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    assert status == 2 and "too few for the UMAP plot" in err and "--no-umap" in err
+    assert status == 2 and "too few for the UMAP plot" in err and "leave out --umap" in err
     assert not (tmp_path / "run").exists()
 
 

@@ -57,6 +57,15 @@ def test_notebook_runs_in_smoke_tier(path: Path, notebook_cache: Path, monkeypat
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_the_package_loads_before_torch(path: Path):
+    # crl_helpers sets OMP_WAIT_POLICY when it loads; libgomp reads it only when torch loads.
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    imports = re.findall(r"^(?:import|from) (\w+)", code, flags=re.M)
+    assert "crl_helpers" in imports and "torch" in imports, path.name
+    assert imports.index("crl_helpers") < imports.index("torch"), f"{path.name}: import crl_helpers before torch"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_committed_notebook_is_clean(path: Path):
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)

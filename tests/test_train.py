@@ -194,3 +194,62 @@ def test_the_objective_compiles_as_one_graph_and_computes_the_same(amp):
     assert accuracy.item() == pytest.approx(ref_accuracy.item())
     for p, q in zip(model.parameters(), twin.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-3, atol=1e-4)
+
+
+# ------------------------------------------------------------------ precision and stage times
+@pytest.mark.parametrize("flags, native, expected", [
+    ("flags : fpu avx2 avx512f", False, None),  # an AVX2/AVX512 CPU without bf16 units: float32
+    ("flags : fpu avx2 avx512f avx512_bf16", True, torch.bfloat16),
+    ("flags : fpu amx_bf16 amx_tile", True, torch.bfloat16),
+])
+def test_auto_precision_uses_bf16_only_where_the_cpu_has_bf16_units(tmp_path, monkeypatch, flags, native, expected):
+    import builtins
+
+    from crl_helpers import device
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor : 0\n{flags}\n")
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: real_open(cpuinfo if f == "/proc/cpuinfo" else f, *a, **k))
+    device.cpu_has_native_bf16.cache_clear()
+    try:
+        cpu = torch.device("cpu")
+        assert device.cpu_has_native_bf16() is native
+        assert device.autocast_dtype(cpu, "auto") == expected
+        assert device.autocast_dtype(cpu, "fp32") is None and device.autocast_dtype(cpu, "bf16") == torch.bfloat16
+        assert device.autocast_dtype(torch.device("cuda"), "auto") == torch.bfloat16  # CUDA: bf16 whatever the CPU
+        line = device.describe_precision(cpu, "auto")
+        assert ("bf16 autocast" in line) is native and ("no bfloat16 units" in line) is (not native)
+        if not native:
+            assert "emulated and much slower" in device.describe_precision(cpu, "bf16")
+    finally:
+        device.cpu_has_native_bf16.cache_clear()
+
+
+def test_precision_reaches_the_step_and_bf16_trains():
+    from crl_helpers.objectives import SimCLR
+    from crl_helpers.train import TrainStep, build_model, build_optimizer
+
+    cpu = torch.device("cpu")
+    for precision, amp in (("fp32", None), ("bf16", torch.bfloat16)):
+        config = replace(CPU, batch_size=4, precision=precision)
+        model = build_model(config)
+        step = TrainStep(model, SimCLR(0.2), build_optimizer(model, config, cpu), config, cpu)
+        assert step.objective.amp == amp and step.channels_last
+        z1, _ = step(torch.randn(8, 3, 32, 32), lr=1e-3)
+        assert z1.dtype == torch.float32 and torch.isfinite(step.sums).all()
+    with pytest.raises(ValueError, match="precision='fp16' is unknown"):
+        replace(CPU, precision="fp16")
+
+
+def test_metrics_report_the_stage_times(tmp_path):
+    cfg = replace(CPU, epochs=1, n_train=64, n_test=32, batch_size=32, knn_k=5, linear_epochs=1,
+                  out_dir=str(tmp_path / "run"), progress=False)
+    metrics = train_and_evaluate(cfg).metrics
+    stages = metrics["stage_seconds"]
+    expected = ["startup", "data", "training", "features", "knn", "random_init_knn", "linear_probe", "curves"]
+    assert list(stages) == expected and all(v >= 0 for v in stages.values())
+    evaluation = sum(stages[k] for k in expected[3:])
+    assert evaluation <= metrics["eval_seconds"] + 1e-3  # the steps are inside the evaluation's wall time
+    assert stages["training"] >= metrics["train_seconds"] - 1e-3  # epochs are inside the training stage
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["stage_seconds"] == stages
