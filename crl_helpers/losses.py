@@ -70,8 +70,8 @@ def normalize_rows(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
     """Rows (last dimension) scaled to unit L2 norm in ``dtype``, whatever the scale of the row.
 
     A row is first divided by its largest absolute entry, so that its sum of squares lies in
-    [1, d]: it can no longer overflow (in float32, entries above ~1e19 gave an infinite norm and a
-    zero vector) or underflow (entries below ~1e-19 lost precision, below ~1e-23 everything). The
+    [1, d]: it cannot overflow or underflow (plain normalisation in float32 turns entries above ~1e19
+    into an infinite norm and a zero vector, and loses precision below ~1e-19, everything below ~1e-23). The
     result does not depend on that factor, so it is detached: the gradient is plain normalisation's.
     The factor is at least F.normalize's eps (1e-12): rows that tiny (1e-24 and below) fall back to
     F.normalize's treatment, with finite values and gradients; an all-zero row stays zero.

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from crl_helpers.losses import info_nce, nt_xent, nt_xent_logits
 from oracles import dot as _cos
-from oracles import info_nce_oracle, nt_xent_oracle
+from oracles import info_nce_oracle, neg_log_softmax, nt_xent_oracle
 from oracles import unit_rows as _unit_rows
 
 
@@ -295,7 +295,7 @@ def _per_anchor_oracle(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -
     for a in range(2 * n):
         partner = (a + n) % (2 * n)
         negatives = [_cos(views[a], views[b]) for b in range(2 * n) if b not in (a, partner)]
-        losses.append(_neg_log_softmax(_cos(views[a], views[partner]), negatives, temperature))
+        losses.append(neg_log_softmax(_cos(views[a], views[partner]), negatives, temperature))
     return losses
 
 
