@@ -275,3 +275,31 @@ def test_device_check_passes_extra_flags_and_can_skip_step_one(tmp_path):
     assert "throughput: skipped" in proc.stdout and not (tmp_path / "throughput.json").exists()
     result = json.loads((tmp_path / "cifar10_knn.json").read_text())
     assert "--temperature 0.3 --lr 0.01" in result["command"]
+
+
+def test_cpu_main_job_quick_times_every_variant_in_its_own_process(tmp_path):
+    import json
+
+    out = tmp_path / "cpu.json"
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "cpu_main_job.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(out.read_text())
+    assert set(results["step_seconds"]) == {
+        "plain: fp32, NCHW, default OpenMP waiting", "fp32, channels_last, default OpenMP waiting",
+        "crl train: auto precision, channels_last, short spin", "auto precision, channels_last, no spin (PASSIVE)",
+        "forced bf16, channels_last, short spin"}
+    assert all(0 < s < 60 for s in results["step_seconds"].values())
+    assert "crl train's step / plain step" in done.stdout and "| variant |" in done.stdout
+
+
+def test_crl_helpers_sets_a_short_openmp_spin_unless_the_user_chose():
+    # The package sets GOMP_SPINCOUNT when it loads (before torch, in the CLI and notebooks), never over a choice.
+    code = ("import os; "
+            "import torch, crl_helpers; print(os.environ.get('GOMP_SPINCOUNT'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.stdout.strip() == "3000"  # crl_helpers sets it when nobody did
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.stdout.strip() == "None"  # a user's OMP_WAIT_POLICY wins: nothing is added

@@ -96,7 +96,7 @@ def test_main_job_meets_its_target(tmp_path):
     metrics = train_and_evaluate(replace(CPU, out_dir=str(tmp_path / "run"), progress=False)).metrics
     assert metrics["knn_acc"] >= 0.80, metrics
     assert metrics["knn_acc"] - metrics["knn_acc_random_init"] >= 0.40, metrics
-    assert (tmp_path / "run" / "umap.png").exists()
+    assert (tmp_path / "run" / "curves.png").exists() and not (tmp_path / "run" / "umap.png").exists()
 
 
 # ------------------------------------------------------------------ the step object
