@@ -242,8 +242,11 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
         adds the final evaluation and the files.
 
     Raises:
-        NonFiniteLossError: the loss became NaN/inf (the last good checkpoint stays).
-        CheckpointError: ``resume`` with a missing, corrupt or incompatible checkpoint.
+        NonFiniteLossError: training diverged: the loss, a weight or a BatchNorm statistic became
+            NaN/inf, or the embeddings collapsed (the checkpoint of the last healthy epoch stays).
+        CheckpointError: ``resume`` with a missing, corrupt or incompatible checkpoint, or one
+            trained with another config (only ``epochs`` may change).
+        RunDirInUse: another process is running into ``out_dir``.
         ValueError: a bad device; under torchrun a ``batch_size`` not divisible by the world size,
             or a method other than SimCLR.
 
