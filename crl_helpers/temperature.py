@@ -11,10 +11,12 @@ temperature :math:`\tau`,
     \mathcal{L} = -\log p_0, \qquad
     \frac{\partial \mathcal{L}}{\partial s_j} = \frac{p_j - [j = 0]}{\tau}.
 
-The softmax ``p`` is the *similarity distribution*: how the anchor spreads its belief
-over the candidates. The gradient says how hard the loss pushes each negative away
-(``p_j / tau`` for ``j >= 1``) and pulls the positive in (``(p_0 - 1) / tau``, which equals
-minus the sum of the negatives' weights). A small temperature sharpens ``p`` so that
+The softmax ``p`` is the *key distribution*: the model's predicted distribution over the
+anchor's 1 + K candidate keys, i.e. how the anchor spreads its belief over them. It is not
+Le-Khac et al.'s (2020) *similarity distribution* :math:`p^+(q, k^+)`, the distribution the
+positive pairs are drawn from (e.g. two augmentations of one image). The gradient says how
+hard the loss pushes each negative away (``p_j / tau`` for ``j >= 1``) and pulls the positive
+in (``(p_0 - 1) / tau``, which equals minus the sum of the negatives' weights). A small temperature sharpens ``p`` so that
 the hardest negatives (the most similar ones) take nearly all of the push; a large one
 spreads it evenly, like a plain mean over negatives. :func:`hardness_share` measures that
 concentration.
@@ -37,7 +39,7 @@ from crl_helpers.validate import check_int, check_temperature
 
 __all__ = [
     "check_similarities",
-    "similarity_distribution",
+    "key_distribution",
     "info_nce_from_similarities",
     "gradient_weights",
     "hardness_share",
@@ -82,8 +84,11 @@ def check_similarities(similarities) -> torch.Tensor:
     return similarities
 
 
-def similarity_distribution(similarities, temperature: float) -> torch.Tensor:
-    r"""The softmax :math:`p_j = \exp(s_j/\tau) / \sum_k \exp(s_k/\tau)` over one anchor's candidates.
+def key_distribution(similarities, temperature: float) -> torch.Tensor:
+    r"""The key distribution :math:`p_j = \exp(s_j/\tau) / \sum_k \exp(s_k/\tau)` over one anchor's candidates.
+
+    The model's predicted distribution over the anchor's 1 + K candidate keys, the positive
+    first: InfoNCE is the cross-entropy of this distribution with the positive's index 0.
 
     Args:
         similarities: ``(1 + K,)`` cosine similarities, the positive's first.
@@ -97,7 +102,7 @@ def similarity_distribution(similarities, temperature: float) -> torch.Tensor:
         ValueError: not 1-D, fewer than 2 entries, NaN/inf, or a temperature that is not finite and >= 1e-8.
 
     Example:
-        >>> similarity_distribution(torch.tensor([1.0, 0.0]), temperature=1.0)
+        >>> key_distribution(torch.tensor([1.0, 0.0]), temperature=1.0)
         tensor([0.7311, 0.2689])
     """
     s = check_similarities(similarities)
@@ -112,7 +117,7 @@ def info_nce_from_similarities(similarities, temperature: float) -> float:
     positive key and negative keys are ``similarities``.
 
     Raises:
-        TypeError, ValueError: as :func:`similarity_distribution`.
+        TypeError, ValueError: as :func:`key_distribution`.
 
     Example:
         Equal similarities leave the positive one of 1 + K equally likely candidates:
@@ -140,7 +145,7 @@ def gradient_weights(similarities, temperature: float) -> torch.Tensor:
         ``(1 + K,)`` tensor: entry 0 for the positive, then one per negative.
 
     Raises:
-        TypeError, ValueError: as :func:`similarity_distribution`.
+        TypeError, ValueError: as :func:`key_distribution`.
 
     Example:
         >>> g = gradient_weights(torch.tensor([1.0, 0.0]), temperature=1.0)
@@ -149,7 +154,7 @@ def gradient_weights(similarities, temperature: float) -> torch.Tensor:
         >>> abs(float(g.sum())) < 1e-6  # the pull on the positive balances the push on the negatives
         True
     """
-    p = similarity_distribution(similarities, temperature)  # (1 + K,)
+    p = key_distribution(similarities, temperature)  # (1 + K,)
     onehot = torch.zeros_like(p)
     onehot[0] = 1.0
     return (p - onehot) / temperature  # (1 + K,)
@@ -169,7 +174,7 @@ def hardness_share(similarities, temperature: float, top: int = 1) -> float:
         top: how many of the hardest negatives to count, ``1 <= top <= K``.
 
     Raises:
-        TypeError, ValueError: as :func:`similarity_distribution`, or ``top`` not an int in ``[1, K]``.
+        TypeError, ValueError: as :func:`key_distribution`, or ``top`` not an int in ``[1, K]``.
 
     Example:
         >>> s = torch.tensor([0.9, 0.5, 0.0, 0.0, 0.0])
@@ -224,7 +229,7 @@ def temperature_sweep(similarities, temperatures) -> dict[str, torch.Tensor]:
         (of the single hardest negative).
 
     Raises:
-        TypeError, ValueError: as :func:`similarity_distribution`; an empty ``temperatures``.
+        TypeError, ValueError: as :func:`key_distribution`; an empty ``temperatures``.
 
     Example:
         >>> sweep = temperature_sweep([0.8, 0.7, 0.1, 0.0], [0.05, 0.5, 5.0])
@@ -235,7 +240,7 @@ def temperature_sweep(similarities, temperatures) -> dict[str, torch.Tensor]:
     if not temperatures:
         raise ValueError("temperatures is empty; pass e.g. torch.logspace(-2, 1, 50).tolist()")
     s = check_similarities(similarities)
-    rows = [(info_nce_from_similarities(s, t), float(similarity_distribution(s, t)[0]), hardness_share(s, t))
+    rows = [(info_nce_from_similarities(s, t), float(key_distribution(s, t)[0]), hardness_share(s, t))
             for t in temperatures]
     loss, p_positive, share = (torch.tensor(col, dtype=torch.float64) for col in zip(*rows))
     return {"temperature": torch.tensor(temperatures, dtype=torch.float64), "loss": loss,

@@ -321,10 +321,10 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
 def temperature_explorer(similarities: torch.Tensor | None = None, temperature: float = 0.5):
     """A log-scale temperature slider over one anchor's InfoNCE (Wang & Liu 2021).
 
-    Three panels redraw as the temperature moves: (a) the similarity distribution (softmax of
-    ``s / temperature``, the positive in green); (b) the gradient ``dL/ds_j`` per candidate (the
-    pull on the positive, the push on each negative); (c) the loss against the temperature,
-    with the current value marked. Pure functions: :mod:`crl_helpers.temperature`.
+    Three panels redraw as the temperature moves: (a) the key distribution ``p_j`` (softmax
+    of ``s / temperature`` over the candidate keys, the positive in green); (b) the gradient
+    ``dL/ds_j`` per candidate (the pull on the positive, the push on each negative); (c) the
+    loss against the temperature, with the current value marked. Pure functions: :mod:`crl_helpers.temperature`.
 
     Args:
         similarities: ``(1 + K,)`` cosine similarities, positive first; default
@@ -337,7 +337,7 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
         ``hardness_share`` (of the hardest negative).
 
     Raises:
-        TypeError, ValueError: as :func:`crl_helpers.temperature.similarity_distribution`.
+        TypeError, ValueError: as :func:`crl_helpers.temperature.key_distribution`.
     """
     import ipywidgets as widgets
 
@@ -359,7 +359,7 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
 
     def render():
         tau = float(controls["temperature"].value)
-        p = tm.similarity_distribution(s, tau)  # (1 + K,)
+        p = tm.key_distribution(s, tau)  # (1 + K,)
         weights = tm.gradient_weights(s, tau)  # (1 + K,)
         loss = tm.info_nce_from_similarities(s, tau)
         share = tm.hardness_share(s, tau, top=1)
@@ -368,7 +368,7 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
         fig.subplots_adjust(left=0.05, right=0.99, bottom=0.24, top=0.9, wspace=0.22)
         x = np.arange(len(s))
         ax_p.bar(x, p.numpy(), color=colours)
-        ax_p.set_title(f"(a) similarity distribution p_j, p_pos = {float(p[0]):.2f}", fontsize=9)
+        ax_p.set_title(f"(a) key distribution p_j, p_pos = {float(p[0]):.2f}", fontsize=9)
         ax_p.set_ylim(0, 1)
         ax_g.bar(x, weights.numpy(), color=colours)
         ax_g.axhline(0, color="black", linewidth=0.6)

@@ -14,7 +14,7 @@ from crl_helpers.temperature import (
     gradient_weights,
     hardness_share,
     info_nce_from_similarities,
-    similarity_distribution,
+    key_distribution,
     temperature_sweep,
 )
 
@@ -51,7 +51,7 @@ temperatures = st.floats(0.02, 5.0)
 @settings(max_examples=60, deadline=None)
 @given(similarity_lists, temperatures)
 def test_distribution_and_loss_match_the_loop_oracle(s, temperature):
-    p = similarity_distribution(torch.tensor(s, dtype=torch.float64), temperature)
+    p = key_distribution(torch.tensor(s, dtype=torch.float64), temperature)
     assert p.tolist() == pytest.approx(softmax_oracle(s, temperature), rel=1e-9, abs=1e-12)
     assert info_nce_from_similarities(s, temperature) == pytest.approx(loss_oracle(s, temperature), rel=1e-9, abs=1e-9)
 
@@ -68,7 +68,7 @@ def test_closed_forms():
     # All similarities equal: -log(1 / (1 + K)), whatever the temperature.
     assert info_nce_from_similarities([0.2] * 5, 0.07) == pytest.approx(math.log(5))
     # Two candidates: p_pos = sigmoid((s0 - s1) / tau).
-    assert float(similarity_distribution([1.0, 0.0], 0.5)[0]) == pytest.approx(1 / (1 + math.exp(-2.0)))
+    assert float(key_distribution([1.0, 0.0], 0.5)[0]) == pytest.approx(1 / (1 + math.exp(-2.0)))
 
 
 def test_small_temperature_does_not_overflow():
@@ -144,7 +144,7 @@ def test_example_similarities_shape_and_order():
 ])
 def test_bad_similarities_raise(bad, error, match):
     with pytest.raises(error, match=match):
-        similarity_distribution(bad, 0.1)
+        key_distribution(bad, 0.1)
 
 
 @pytest.mark.parametrize("temperature, error", [(0.0, ValueError), (-1.0, ValueError), (float("inf"), ValueError),
