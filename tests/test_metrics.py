@@ -11,17 +11,9 @@ from crl_helpers.metrics import alignment, contrastive_accuracy, cosine_stats, e
 
 
 # ---------------------------------------------------------------- oracles
-def _unit_rows(x: torch.Tensor) -> list[list[float]]:
-    rows = x.detach().double().tolist()
-    return [[value / math.sqrt(sum(v * v for v in row)) for value in row] for row in rows]
-
-
-def _cos(a: list[float], b: list[float]) -> float:
-    return sum(x * y for x, y in zip(a, b))
-
-
-def _squared_distance(a: list[float], b: list[float]) -> float:
-    return sum((x - y) ** 2 for x, y in zip(a, b))
+from oracles import dot as _cos  # noqa: E402  (the shared float64 oracles of tests/oracles.py)
+from oracles import squared_distance as _squared_distance  # noqa: E402
+from oracles import unit_rows as _unit_rows  # noqa: E402
 
 
 def _randn(*shape: int, seed: int) -> torch.Tensor:
