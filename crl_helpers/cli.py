@@ -23,15 +23,6 @@ from pathlib import Path
 
 from crl_helpers.data import DATASETS
 
-# Flag -> TrainConfig field, for the flags that map one to one.
-_FLAGS = {
-    "dataset": "dataset", "data_root": "data_root", "encoder": "encoder", "epochs": "epochs",
-    "batch_size": "batch_size", "temperature": "temperature", "lr": "lr", "device": "device",
-    "out": "out_dir", "seed": "seed", "n_train": "n_train", "n_test": "n_test", "optimizer": "optimizer",
-    "method": "method", "precision": "precision",
-}
-
-
 class UsageError(ValueError):
     """A flag that argparse refused; :func:`main` prints it on one line and returns 2."""
 
@@ -105,11 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` that the parsed flags describe (raises ValueError on bad values)."""
-    from crl_helpers.train import PRESETS
+    from crl_helpers.train import CLI_FLAGS, PRESETS
 
     if args.preset not in PRESETS:
         raise ValueError(f"--preset {args.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
-    changes = {field: getattr(args, flag) for flag, field in _FLAGS.items() if getattr(args, flag) is not None}
+    changes = {field: getattr(args, flag.replace("-", "_")) for field, flag in CLI_FLAGS.items()
+               if getattr(args, flag.replace("-", "_")) is not None}
     if args.umap is not None:
         changes["umap"] = args.umap
     if args.quiet:
@@ -119,9 +111,9 @@ def config_from_args(args: argparse.Namespace):
     except ValueError as err:
         # TrainConfig names its field ("encoder='x' is unknown ..."); on the command line, name the flag.
         message = str(err)
-        for flag, field in _FLAGS.items():
+        for field, flag in CLI_FLAGS.items():
             if message.startswith(f"{field}="):
-                message = f"--{flag.replace('_', '-')} {message[len(field) + 1:]}"
+                message = f"--{flag} {message[len(field) + 1:]}"
                 break
         raise ValueError(message) from err
 

@@ -40,8 +40,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -50,7 +48,7 @@ from torch import Tensor, nn
 
 from crl_helpers.distributed import nt_xent_distributed
 from crl_helpers.losses import info_nce, nt_xent
-from crl_helpers.validate import check_embeddings, check_fraction, check_int, check_positive
+from crl_helpers.validate import check_embeddings, check_fraction, check_int, check_nonnegative, check_positive
 
 __all__ = [
     "METHODS",
@@ -362,8 +360,7 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: flo
     if not anchor.shape == positive.shape == negative.shape:
         raise ValueError(f"anchor {tuple(anchor.shape)}, positive {tuple(positive.shape)} and negative "
                          f"{tuple(negative.shape)} must have the same shape, one triplet per row")
-    if isinstance(margin, bool) or not isinstance(margin, numbers.Real) or not math.isfinite(margin) or margin < 0:
-        raise ValueError(f"margin={margin!r} must be a finite number >= 0; FaceNet uses 0.2")
+    margin = check_nonnegative("margin", margin, "FaceNet uses 0.2")
     dtype = torch.float64 if torch.float64 in (anchor.dtype, positive.dtype, negative.dtype) else torch.float32
     a, p, n = (F.normalize(t.to(dtype), dim=1) for t in (anchor, positive, negative))  # (N, d) each
     d_ap = (a - p).pow(2).sum(dim=1)  # (N,)
@@ -434,9 +431,7 @@ class ObjectiveConfig:
         check_int("bank_negatives", self.bank_negatives, 1)
         check_int("queue_size", self.queue_size, 1)
         check_fraction("moco_momentum", self.moco_momentum, "MoCo uses 0.99 to 0.999")
-        if isinstance(self.margin, bool) or not isinstance(self.margin, numbers.Real) or not (
-                math.isfinite(self.margin) and self.margin >= 0):
-            raise ValueError(f"margin={self.margin!r} must be a finite number >= 0; FaceNet uses 0.2")
+        check_nonnegative("margin", self.margin, "FaceNet uses 0.2")
 
 
 class Objective(nn.Module):

@@ -2,10 +2,11 @@
 
 :func:`train_and_evaluate` is what ``crl train`` and the course's cache run: :func:`crl_helpers.train.train`,
 then :func:`evaluate_run`, which writes ``metrics.json``, ``history.csv``, ``curves.png`` and
-``umap.png`` into the run's ``out_dir``. ``metrics["stage_seconds"]`` says where the time went
-(start-up, data, training, each evaluation step, plots). UMAP's first call in a process compiles
-its numba code (about 20 s on 2 cores): that compilation runs in a background thread while the
-model trains, and the UMAP of the test features while the other evaluation steps run.
+``umap.png`` (with ``umap``) into the run's ``out_dir``. ``metrics["stage_seconds"]`` says where the
+time went (start-up, data, training, each evaluation step, plots). The UMAP of the test features
+runs in a background thread while the other evaluation steps run; its first call in a process
+compiles numba code (about 20 s on 2 cores). Compiling it during training instead was measured and
+dropped: the compiling thread holds the GIL and slowed the training loop more than it saved.
 
 Example:
     >>> from dataclasses import replace
@@ -54,7 +55,6 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, data: tuple[Im
     with contextlib.ExitStack() as stack:
         if config.out_dir and is_main_process():
             stack.enter_context(run_dir.hold(config.out_dir))  # training and report: one run, one holder
-        umap_warmup = _start_umap_warmup() if evaluate and config.out_dir and config.umap else None
         t0 = time.perf_counter()
         train_data, test_data = data if data is not None else load_data(config)
         stages["data"] = time.perf_counter() - t0
@@ -64,8 +64,7 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, data: tuple[Im
         if not is_main_process():
             return result
         if evaluate:
-            result.metrics = evaluate_run(result, train_data, test_data, config, stages=stages,
-                                          umap_warmup=umap_warmup)
+            result.metrics = evaluate_run(result, train_data, test_data, config, stages=stages)
         return result
 
 
@@ -95,30 +94,13 @@ class _Stages:
             self.bar.close()
 
 
-def _start_umap_warmup() -> threading.Thread:
-    """Compile UMAP's numba code on a tiny random input, in a background thread (it needs no data)."""
-    def warm() -> None:
-        import numpy as np
-
-        from crl_helpers.plots import umap_embed
-
-        with contextlib.suppress(Exception):  # the real call reports any problem
-            umap_embed(np.random.default_rng(0).standard_normal((64, 8)).astype("float32"), n_epochs=10)
-
-    thread = threading.Thread(target=warm, name="umap-warmup", daemon=True)
-    thread.start()
-    return thread
-
-
 class _Background:
     """Runs ``fn()`` in a thread; :meth:`result` waits for it and re-raises its error."""
 
-    def __init__(self, fn: Callable, after: threading.Thread | None = None) -> None:
+    def __init__(self, fn: Callable) -> None:
         self.value, self.error = None, None
 
         def run() -> None:
-            if after is not None:
-                after.join()  # the warm-up compiles; compiling twice at once would double the work
             try:
                 self.value = fn()
             except Exception as err:  # noqa: BLE001 (handed to the caller)
@@ -139,7 +121,7 @@ UMAP_EPOCHS = 200
 
 
 def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageData, config: TrainConfig,
-                 stages: dict | None = None, umap_warmup: threading.Thread | None = None) -> dict:
+                 stages: dict | None = None) -> dict:
     """kNN of the trained and of the untrained encoder, a linear probe; with ``out_dir``, the files and plots.
 
     The linear probe trains on the features the kNN read-out extracted (no second pass of the
@@ -151,7 +133,6 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
         train_data, test_data: the run's splits.
         config: the run's config.
         stages: seconds of the stages before evaluation (start-up, data, training), reported with it.
-        umap_warmup: a thread compiling UMAP (see :func:`train_and_evaluate`), waited for before UMAP runs.
 
     Returns:
         ``{"knn_acc", "knn_acc_random_init", "linear_acc", "epochs", "train_seconds",
@@ -174,8 +155,7 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
         if out is not None and config.umap:
             from crl_helpers.plots import umap_embed
 
-            umap_points = _Background(lambda: umap_embed(v_test, seed=config.seed, n_epochs=UMAP_EPOCHS),
-                                      after=umap_warmup)
+            umap_points = _Background(lambda: umap_embed(v_test, seed=config.seed, n_epochs=UMAP_EPOCHS))
         with stage("knn"):
             metrics = {"knn_acc": knn_accuracy(v_train, train_data.y, v_test, test_data.y, **knn)}
         with stage("random_init_knn"):

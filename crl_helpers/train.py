@@ -402,10 +402,13 @@ def resume_run(run: Run, config: TrainConfig) -> None:
 
 # Fields a resumed run may change: they do not change what is trained, only how long, where and how it is shown.
 _RESUMABLE_CHANGES = ("epochs", "device", "progress", "umap", "out_dir", "data_root", "compile")
-# Config fields that `crl train` sets by a flag of another name.
-_CLI_FLAGS = {"encoder": "encoder", "method": "method", "seed": "seed", "temperature": "temperature", "lr": "lr",
-              "batch_size": "batch-size", "optimizer": "optimizer", "dataset": "dataset", "n_train": "n-train",
-              "n_test": "n-test", "precision": "precision"}
+#: TrainConfig field -> the ``crl train`` flag that sets it (``--`` + the value); the CLI's own table.
+CLI_FLAGS = {
+    "dataset": "dataset", "data_root": "data-root", "encoder": "encoder", "epochs": "epochs",
+    "batch_size": "batch-size", "temperature": "temperature", "lr": "lr", "device": "device", "out_dir": "out",
+    "seed": "seed", "n_train": "n-train", "n_test": "n-test", "optimizer": "optimizer", "method": "method",
+    "precision": "precision",
+}
 
 
 def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
@@ -417,7 +420,7 @@ def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
         changed = [k for k in now if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != now[k]]
         if changed:
             def named(key, value):  # as the command line spells it where it has a flag
-                flag = _CLI_FLAGS.get(key)
+                flag = CLI_FLAGS.get(key)
                 return f"--{flag} {value}" if flag else f"{key}={value!r}"
 
             was = ", ".join(named(k, saved[k]) for k in changed[:3])
