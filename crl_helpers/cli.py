@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                                        "bf16, fp32")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+    i = sub.add_parser("instructor", help="write the instructor version of the notebooks (solutions inline)",
+                       description="Write every course notebook with the reference solution of each exercise "
+                                   "inline, made from the same notebooks (crl_helpers.exercises.instructor).")
+    i.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
+    i.add_argument("--out", default="instructor", help="output folder (default: instructor)")
     return parser
 
 
@@ -150,6 +155,16 @@ def _fail(message: str, rank0: bool) -> None:
         print(f"crl: error: {' '.join(message.split())}", file=sys.stderr)
 
 
+def _instructor(notebooks: str, out: str) -> int:
+    from crl_helpers.exercises.instructor import write_instructor_version
+
+    if Path(out).resolve() == Path(notebooks).resolve():
+        raise ValueError(f"--out {out!r} is the notebook folder itself; choose another folder, e.g. instructor")
+    written = write_instructor_version(notebooks, out)
+    print(f"crl: wrote {len(written)} instructor notebooks (solutions inline) to {out}/")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``crl``; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted).
 
@@ -162,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "instructor":
+            return _instructor(args.notebooks, args.out)
         from crl_helpers.device import pick_device
         from crl_helpers.report import train_and_evaluate
 

@@ -1,5 +1,6 @@
 """Auto-checked exercises for the course notebooks: ``check_*(your_function)`` compares
-your code with the package's reference and prints PASSED or a hint.
+your code with an independent reference and prints PASSED or a hint; ``show_solution(name)``
+prints a reference solution, for a learner who asks.
 
 One module per notebook; every ``check_*`` function is re-exported here, so
 ``from crl_helpers.exercises import check_info_nce`` works.
@@ -10,8 +11,9 @@ import importlib
 import pkgutil
 
 from crl_helpers.exercises._check import CheckResult, exercise_check
+from crl_helpers.exercises.solutions import show_solution
 
-__all__ = ["CheckResult", "exercise_check"]
+__all__ = ["CheckResult", "exercise_check", "show_solution"]
 for _info in pkgutil.iter_modules(__path__):
     if not _info.name.startswith("_"):
         _module = importlib.import_module(f"{__name__}.{_info.name}")

@@ -65,7 +65,7 @@ def _allowed_counts(in_dim: int, hidden_dim: int, out_dim: int) -> set[int]:
     return {weights + b1 + b2 + bn for b1 in (0, hidden_dim) for b2 in (0, out_dim) for bn in (0, 2 * hidden_dim)}
 
 
-@exercise_check("projection head")
+@exercise_check("projection head", solution="MLPHead")
 def check_projection_head(fn) -> str:
     """Check ``fn(in_dim, hidden_dim, out_dim) -> nn.Module``: SimCLR's head, Linear -> (BatchNorm) -> ReLU -> Linear -> L2-normalise.
 
