@@ -409,6 +409,24 @@ def _check_colourings(colourings: dict, n_points: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _animated_slider(description: str, keys: list):
+    """A selection slider over ``keys`` (starting at the last) and a Play button that steps through it."""
+    import ipywidgets as widgets
+
+    slider = widgets.SelectionSlider(options=[(str(k), k) for k in keys], value=keys[-1], description=description,
+                                     continuous_update=False, layout=widgets.Layout(width="420px"))
+    play = widgets.Play(min=0, max=max(len(keys) - 1, 0), value=len(keys) - 1, interval=900, description="animate")
+    widgets.jslink((play, "value"), (slider, "index"))
+    return slider, play
+
+
+def _names_by_colouring(names, first_colouring: str) -> dict:
+    # names: None, a dict colouring -> class names, or a sequence of class names for the first colouring.
+    if names is None or isinstance(names, dict):
+        return dict(names or {})
+    return {first_colouring: list(names)}
+
+
 def umap_explorer(snapshots: dict, colourings: dict, names=None, align: bool = True):
     """Step through 2-D maps of an embedding (epochs, temperatures ...) coloured by class or a nuisance.
 
@@ -443,24 +461,16 @@ def umap_explorer(snapshots: dict, colourings: dict, names=None, align: bool = T
     n_points = len(next(iter(maps.values())))
     colours = _check_colourings(colourings, n_points)
     first_colouring = next(iter(colours))
-    if names is None or isinstance(names, dict):
-        names_by_colouring = dict(names or {})
-    else:
-        names_by_colouring = {first_colouring: list(names)}
+    names_by_colouring = _names_by_colouring(names, first_colouring)
     everything = np.concatenate(list(maps.values()))  # (S*N, 2)
     low, high = everything.min(axis=0), everything.max(axis=0)
     margin = 0.05 * np.maximum(high - low, 1e-9)
     limits = (low - margin, high + margin)
 
-    controls = {
-        "snapshot": widgets.SelectionSlider(options=[(str(k), k) for k in keys], value=keys[-1],
-                                            description="snapshot", continuous_update=False,
-                                            layout=widgets.Layout(width="420px")),
-        "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
-        "play": widgets.Play(min=0, max=max(len(keys) - 1, 0), value=len(keys) - 1, interval=900,
-                             description="animate"),
-    }
-    widgets.jslink((controls["play"], "value"), (controls["snapshot"], "index"))
+    slider, play = _animated_slider("snapshot", keys)
+    controls = {"snapshot": slider,
+                "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
+                "play": play}
 
     def render():
         key, colouring = controls["snapshot"].value, controls["colour"].value
@@ -589,20 +599,13 @@ def run_comparison_explorer(maps: dict, colourings: dict, names=None, left=None,
                      for epoch, points in maps[run].items()} for run in runs}
     colours = _check_colourings(colourings, len(reference))
     first_colouring = next(iter(colours))
-    names_by_colouring = dict(names or {}) if names is None or isinstance(names, dict) \
-        else {first_colouring: list(names)}
-
-    controls = {
-        "left": widgets.Dropdown(options=runs, value=left, description="left run"),
-        "right": widgets.Dropdown(options=runs, value=right, description="right run"),
-        "epoch": widgets.SelectionSlider(options=[(str(e), e) for e in epochs], value=epochs[-1],
-                                         description="epoch", continuous_update=False,
-                                         layout=widgets.Layout(width="420px")),
-        "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
-        "play": widgets.Play(min=0, max=max(len(epochs) - 1, 0), value=len(epochs) - 1, interval=900,
-                             description="animate"),
-    }
-    widgets.jslink((controls["play"], "value"), (controls["epoch"], "index"))
+    names_by_colouring = _names_by_colouring(names, first_colouring)
+    slider, play = _animated_slider("epoch", epochs)
+    controls = {"left": widgets.Dropdown(options=runs, value=left, description="left run"),
+                "right": widgets.Dropdown(options=runs, value=right, description="right run"),
+                "epoch": slider,
+                "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
+                "play": play}
 
     def render():
         run_a, run_b = controls["left"].value, controls["right"].value
