@@ -9,8 +9,11 @@ Every notebook picks one of three tiers with one call at its top:
 
 Trained models are cached on disk by a hash of their config, so a later notebook never
 forces a re-run of an earlier one (the UvA tutorial's "load if trained" pattern). The
-course's main SimCLR run, trained in notebook 05 and evaluated in 03 and 06, is built by
-:func:`main_config` alone, so that every notebook asks the cache for the same key.
+course's main SimCLR run, shared by notebooks 03, 05 and 06, is built by :func:`main_config`
+alone, so that every notebook asks the cache for the same key; whichever notebook runs first
+trains it, and the others load it. A cached run keeps its encoder's weights after a few epochs
+(:func:`snapshot_epochs`), from which notebook 05 draws how the embedding formed
+(:func:`snapshot_encoders`) without training again.
 
 Example:
     >>> pick_tier("cpu")
@@ -80,7 +83,7 @@ def config_key(config) -> str:
 def main_config(tier: str, data_root: str = NOTEBOOK_DATA_ROOT):
     """The course's main SimCLR run for ``tier``: the one ``TrainConfig`` that notebooks 03, 05 and 06 train or load.
 
-    Notebook 05 trains it, 03 and 06 evaluate it; since the cache is keyed by
+    The first of them to run trains it, the others load it; since the cache is keyed by
     :func:`config_key`, the notebooks share one run only because they all build it here.
 
     - ``"smoke"``: the ``CPU`` preset on 256 training and 128 test images for 2 epochs (CI);
@@ -128,45 +131,127 @@ def main_config(tier: str, data_root: str = NOTEBOOK_DATA_ROOT):
     return replace(CIFAR10_GPU, data_root=data_root, knn_every=10, umap=False)
 
 
+SNAPSHOT_FOLDER = "snapshots"  # inside a cached run's folder: the encoder's weights after a few epochs
+
+
+def snapshot_epochs(epochs: int) -> list[int]:
+    """The epochs after which :func:`train_or_load` keeps the encoder's weights: 1, ~10 %, 25 %, 50 % and the last.
+
+    Together with the random initialisation (epoch 0, in every checkpoint) they let a notebook watch
+    the embedding form (:func:`snapshot_encoders`) without training the run again.
+
+    Example:
+        >>> snapshot_epochs(100), snapshot_epochs(6), snapshot_epochs(1)
+        ([1, 10, 25, 50, 100], [1, 3, 6], [1])
+    """
+    from crl_helpers.validate import check_int
+
+    epochs = check_int("epochs", epochs, minimum=1)
+    return sorted({1, max(1, epochs // 10), max(1, epochs // 4), max(1, epochs // 2), epochs})
+
+
+def _snapshot_file(folder: Path, epoch: int) -> Path:
+    return folder / SNAPSHOT_FOLDER / f"encoder_epoch{epoch:04d}.pt"
+
+
 def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: bool = True,
-                  callback: Callable[[int, SimCLRModel, dict], None] | None = None):
+                  callback: Callable[[int, SimCLRModel, dict], None] | None = None, data=None):
     """Train ``config`` once and cache it; later calls (any notebook) load the result.
 
     The run lives in ``cache_dir/<config_key>/``. A finished run is loaded (model weights,
-    history, metrics); an interrupted one is resumed from its last checkpoint.
+    history, metrics); an interrupted one is resumed from its last checkpoint. While training, the
+    encoder's weights after each of :func:`snapshot_epochs` (but the last, which the checkpoint
+    holds) are kept in ``snapshots/``, so that :func:`snapshot_encoders` can show how the run
+    learned without training it again. One line says which happened: ``train_or_load: training
+    run <key> ...``, ``resuming run <key> ...`` or ``loaded run <key> ...``.
 
     Args:
         config: a :class:`crl_helpers.train.TrainConfig`; its ``out_dir`` is replaced by the cache folder.
         cache_dir: the cache's root; ``None`` = :data:`CACHE_DIR` (``$CRL_CACHE`` or ``runs/cache``).
         evaluate: run the final evaluation (kNN, linear probe, ``metrics.json``), as ``crl train`` does.
         callback: passed to :func:`crl_helpers.train.train`, which calls ``callback(epoch, model, row)`` after each
-            epoch it trains. It is **ignored when the result comes from the cache**, and a
-            resumed run calls it only for the epochs still to train: a callback that needs
-            every epoch (snapshots, say) must train afresh with ``train`` itself.
+            epoch it trains (live curves, say). It is **ignored when the result comes from the cache**, and a
+            resumed run calls it only for the epochs still to train; what a notebook needs of every
+            epoch it reads from the snapshots instead.
+        data: ``(train, test)`` already in memory (:func:`crl_helpers.train.load_data`); default: loaded when training.
 
     Returns:
         :class:`crl_helpers.train.TrainResult`.
     """
     from dataclasses import replace
 
-    from crl_helpers.checkpoint import load_checkpoint
+    from crl_helpers.checkpoint import load_checkpoint, save_checkpoint
     from crl_helpers.report import train_and_evaluate
     from crl_helpers.train import TrainResult, build_model
 
-    folder = Path(cache_dir or CACHE_DIR) / config_key(config)
+    key = config_key(config)
+    folder = Path(cache_dir or CACHE_DIR) / key
     config = replace(config, out_dir=str(folder))
     metrics_file, ckpt = folder / "metrics.json", folder / "checkpoint.pt"
-    if ckpt.exists():
+    resume = ckpt.exists()
+    if resume:
         state = load_checkpoint(ckpt)
         if state["epoch"] >= config.epochs and (metrics_file.exists() or not evaluate):
             model = build_model(config)
             model.load_state_dict(state["model"])
             metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+            print(f"train_or_load: loaded run {key} from {folder}")
             return TrainResult(model=model, history=list(state["history"]), metrics=metrics,
                                mean=tuple(state["mean"]), std=tuple(state["std"]),
                                initial_encoder=state["initial_encoder"])
-        return train_and_evaluate(config, resume=True, evaluate=evaluate, callback=callback)
-    return train_and_evaluate(config, evaluate=evaluate, callback=callback)
+    print(f"train_or_load: {'resuming' if resume else 'training'} run {key} into {folder}")
+    keep = set(snapshot_epochs(config.epochs)) - {config.epochs}
+
+    def record(epoch: int, model, row: dict) -> None:
+        if epoch in keep:
+            encoder = getattr(model, "module", model).encoder  # DistributedDataParallel wraps the model
+            save_checkpoint({"epoch": epoch, "encoder": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}},
+                            _snapshot_file(folder, epoch))
+        if callback is not None:
+            callback(epoch, model, row)
+
+    return train_and_evaluate(config, resume=resume, data=data, evaluate=evaluate, callback=record)
+
+
+def snapshot_encoders(config, cache_dir: str | os.PathLike | None = None) -> dict:
+    """The encoders of the cached run ``config`` after the epochs it kept, from epoch 0 (random init) to the last.
+
+    Reads the run that :func:`train_or_load` trained: epoch 0 is the checkpoint's initial encoder,
+    the last epoch its final model, the epochs between are the ``snapshots/`` of
+    :func:`snapshot_epochs` that are on disk (a run cached before snapshots were kept has none).
+    Nothing is trained: call :func:`train_or_load` first.
+
+    Args:
+        config: the run's :class:`crl_helpers.train.TrainConfig` (its cache key finds the folder).
+        cache_dir: as for :func:`train_or_load`.
+
+    Returns:
+        dict epoch -> encoder (``nn.Module`` in eval mode, on the CPU), in epoch order.
+
+    Raises:
+        FileNotFoundError: the run is not in the cache (or not finished); the message says to train it.
+    """
+    from crl_helpers.checkpoint import load_checkpoint
+    from crl_helpers.train import build_model
+
+    folder = Path(cache_dir or CACHE_DIR) / config_key(config)
+    ckpt = folder / "checkpoint.pt"
+    state = load_checkpoint(ckpt) if ckpt.exists() else None
+    if state is None or state["epoch"] < config.epochs:
+        raise FileNotFoundError(f"no finished run {config_key(config)} in {folder.parent}; "
+                                "call train_or_load(config) first")
+    weights = {0: state["initial_encoder"]}
+    for epoch in snapshot_epochs(config.epochs)[:-1]:
+        if _snapshot_file(folder, epoch).exists():
+            weights[epoch] = load_checkpoint(_snapshot_file(folder, epoch))["encoder"]
+    weights[config.epochs] = {k.removeprefix("encoder."): v for k, v in state["model"].items()
+                              if k.startswith("encoder.")}
+    encoders = {}
+    for epoch, encoder_state in weights.items():
+        encoder = build_model(config).encoder
+        encoder.load_state_dict(encoder_state)
+        encoders[epoch] = encoder.eval()
+    return encoders
 
 
 if TYPE_CHECKING:

@@ -409,6 +409,24 @@ def _check_colourings(colourings: dict, n_points: int) -> dict[str, np.ndarray]:
     return out
 
 
+def _animated_slider(description: str, keys: list):
+    """A selection slider over ``keys`` (starting at the last) and a Play button that steps through it."""
+    import ipywidgets as widgets
+
+    slider = widgets.SelectionSlider(options=[(str(k), k) for k in keys], value=keys[-1], description=description,
+                                     continuous_update=False, layout=widgets.Layout(width="420px"))
+    play = widgets.Play(min=0, max=max(len(keys) - 1, 0), value=len(keys) - 1, interval=900, description="animate")
+    widgets.jslink((play, "value"), (slider, "index"))
+    return slider, play
+
+
+def _names_by_colouring(names, first_colouring: str) -> dict:
+    # names: None, a dict colouring -> class names, or a sequence of class names for the first colouring.
+    if names is None or isinstance(names, dict):
+        return dict(names or {})
+    return {first_colouring: list(names)}
+
+
 def umap_explorer(snapshots: dict, colourings: dict, names=None, align: bool = True):
     """Step through 2-D maps of an embedding (epochs, temperatures ...) coloured by class or a nuisance.
 
@@ -443,24 +461,16 @@ def umap_explorer(snapshots: dict, colourings: dict, names=None, align: bool = T
     n_points = len(next(iter(maps.values())))
     colours = _check_colourings(colourings, n_points)
     first_colouring = next(iter(colours))
-    if names is None or isinstance(names, dict):
-        names_by_colouring = dict(names or {})
-    else:
-        names_by_colouring = {first_colouring: list(names)}
+    names_by_colouring = _names_by_colouring(names, first_colouring)
     everything = np.concatenate(list(maps.values()))  # (S*N, 2)
     low, high = everything.min(axis=0), everything.max(axis=0)
     margin = 0.05 * np.maximum(high - low, 1e-9)
     limits = (low - margin, high + margin)
 
-    controls = {
-        "snapshot": widgets.SelectionSlider(options=[(str(k), k) for k in keys], value=keys[-1],
-                                            description="snapshot", continuous_update=False,
-                                            layout=widgets.Layout(width="420px")),
-        "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
-        "play": widgets.Play(min=0, max=max(len(keys) - 1, 0), value=len(keys) - 1, interval=900,
-                             description="animate"),
-    }
-    widgets.jslink((controls["play"], "value"), (controls["snapshot"], "index"))
+    slider, play = _animated_slider("snapshot", keys)
+    controls = {"snapshot": slider,
+                "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
+                "play": play}
 
     def render():
         key, colouring = controls["snapshot"].value, controls["colour"].value
@@ -476,6 +486,150 @@ def umap_explorer(snapshots: dict, colourings: dict, names=None, align: bool = T
         return fig, state, f"snapshot <b>{key}</b> ({keys.index(key) + 1} of {len(keys)}), colour: {colouring}"
 
     rows = [widgets.HBox([controls["play"], controls["snapshot"]]), controls["colour"]]
+    explorer = _make_explorer(controls, render, rows=rows)
+    explorer.update()
+    return explorer
+
+
+def compare_maps(left, right, reference=None, k: int = 10) -> dict:
+    """Two 2-D maps of the same N points, made comparable side by side: aligned, on shared axes, and
+    the share of each point's ``k`` nearest neighbours that the two maps agree on.
+
+    Both maps are Procrustes-aligned onto ``reference`` (:func:`crl_helpers.plots.align_snapshots`;
+    without one, ``right`` is aligned onto ``left``), so that a rotation or mirror image of UMAP's
+    does not read as a difference. The agreement is the mean over points ``i`` of
+    ``|N_k^left(i) ∩ N_k^right(i)| / k``, with ``N_k(i)`` the ``k`` nearest other points of ``i`` in
+    the map: 1 when the maps have the same neighbourhoods, about ``k / (N - 1)`` for unrelated maps.
+    Rotations, mirror images, shifts and a common scale leave it unchanged.
+
+    Args:
+        left, right: (N, 2) map coordinates of the same N points, in the same order.
+        reference: (N, 2) map to align both onto, or None.
+        k: neighbours per point, capped at ``N - 1``.
+
+    Returns:
+        dict with ``left`` and ``right`` (aligned float64 (N, 2)), ``limits`` (``(low, high)``, each
+        (2,), covering both maps with a 5 % margin) and ``shared_neighbours`` (a float in [0, 1]).
+
+    Raises:
+        ValueError: as :func:`crl_helpers.plots.align_snapshots`, fewer than 2 points, or k < 1.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> a = rng.normal(size=(30, 2))
+        >>> turned = a @ np.array([[0.0, -1.0], [1.0, 0.0]]) + 3.0  # a quarter turn, shifted
+        >>> same = compare_maps(a, turned, k=5)
+        >>> round(same["shared_neighbours"], 6), bool(np.allclose(same["right"], a))
+        (1.0, True)
+        >>> compare_maps(a, rng.normal(size=(30, 2)), k=5)["shared_neighbours"] < 0.5
+        True
+    """
+    from crl_helpers.plots import align_snapshots
+
+    if not (isinstance(k, (int, np.integer)) and k >= 1):
+        raise ValueError(f"k={k!r} must be an int >= 1 (neighbours per point)")
+    if reference is None:
+        left, right = align_snapshots({"left": left, "right": right}).values()
+    else:
+        left = align_snapshots({"reference": reference, "map": left})["map"]
+        right = align_snapshots({"reference": reference, "map": right})["map"]
+    n = len(left)
+    if n < 2:
+        raise ValueError(f"the maps have {n} point(s); neighbourhoods need at least 2")
+    k = min(int(k), n - 1)
+
+    def neighbours(points: np.ndarray) -> np.ndarray:
+        distances = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)  # (N, N)
+        np.fill_diagonal(distances, np.inf)  # a point is not its own neighbour
+        return np.argsort(distances, axis=1, kind="stable")[:, :k]  # (N, k)
+
+    shared = [len(set(a) & set(b)) / k for a, b in zip(neighbours(left), neighbours(right))]
+    both = np.concatenate([left, right])  # (2N, 2)
+    low, high = both.min(axis=0), both.max(axis=0)
+    margin = 0.05 * np.maximum(high - low, 1e-9)
+    return {"left": left, "right": right, "limits": (low - margin, high + margin),
+            "shared_neighbours": float(np.mean(shared))}
+
+
+def run_comparison_explorer(maps: dict, colourings: dict, names=None, left=None, right=None, k: int = 10):
+    """Two runs side by side, epoch by epoch: the same N points mapped by each run's encoder, on one colouring.
+
+    ``maps`` holds, for every run (the arms of an ablation, the temperatures of a sweep ...), the
+    2-D maps of its features after the same epochs. ``w.controls["left"]`` and ``w.controls["right"]``
+    (dropdowns) pick the two runs, ``w.controls["epoch"]`` (a selection slider, animated by
+    ``w.controls["play"]``) the epoch, ``w.controls["colour"]`` the colouring, shared by both panels
+    (:func:`crl_helpers.plots.scatter_2d`). Every map is aligned onto one reference (the first run's
+    last map) and both panels share their axes (:func:`compare_maps`); the caption gives the
+    share of nearest neighbours the two maps agree on.
+
+    Args:
+        maps: run -> (epoch key -> (N, 2) map), every run with the same epoch keys, in display order.
+        colourings: name -> (N,) integer labels or float values.
+        names: class names for integer colourings, as for :func:`umap_explorer`.
+        left, right: the runs shown first; default the first two runs (the first twice if there is one).
+        k: neighbours per point for the agreement.
+
+    Returns:
+        An :class:`Explorer`; ``w.state`` holds ``left``, ``right``, ``epoch``, ``colouring``,
+        ``points`` (the two aligned (N, 2) maps) and ``shared_neighbours``.
+
+    Raises:
+        ValueError: no runs, runs with different epoch keys, an unknown ``left``/``right``, maps of
+            different N, or colourings of the wrong length.
+    """
+    import ipywidgets as widgets
+
+    from crl_helpers.plots import align_snapshots, scatter_2d
+
+    if not isinstance(maps, dict) or not maps or not all(isinstance(m, dict) and m for m in maps.values()):
+        raise ValueError("maps must be a non-empty dict: run -> {epoch key -> (N, 2) map}, e.g. {'crop only': maps}")
+    runs = list(maps)
+    epochs = list(maps[runs[0]])
+    for run in runs:
+        if list(maps[run]) != epochs:
+            raise ValueError(f"run {run!r} has the epochs {list(maps[run])} but run {runs[0]!r} has {epochs}; "
+                             "give every run maps after the same epochs")
+    left = runs[0] if left is None else left
+    right = runs[min(1, len(runs) - 1)] if right is None else right
+    for side, run in (("left", left), ("right", right)):
+        if run not in maps:
+            raise ValueError(f"{side}={run!r} is not one of the runs {runs}")
+    reference = align_snapshots(maps[runs[0]])[epochs[-1]]  # validates the first run's maps too
+    aligned = {run: {epoch: align_snapshots({"reference": reference, "map": points})["map"]
+                     for epoch, points in maps[run].items()} for run in runs}
+    colours = _check_colourings(colourings, len(reference))
+    first_colouring = next(iter(colours))
+    names_by_colouring = _names_by_colouring(names, first_colouring)
+    slider, play = _animated_slider("epoch", epochs)
+    controls = {"left": widgets.Dropdown(options=runs, value=left, description="left run"),
+                "right": widgets.Dropdown(options=runs, value=right, description="right run"),
+                "epoch": slider,
+                "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
+                "play": play}
+
+    def render():
+        run_a, run_b = controls["left"].value, controls["right"].value
+        epoch, colouring = controls["epoch"].value, controls["colour"].value
+        pair = compare_maps(aligned[run_a][epoch], aligned[run_b][epoch], k=k)
+        values = colours[colouring]
+        label_names = names_by_colouring.get(colouring) if np.issubdtype(values.dtype, np.integer) else None
+        fig = _new_figure(10.0, 4.4)
+        axes = fig.subplots(1, 2, sharex=True, sharey=True)
+        for ax, run, points, legend in ((axes[0], run_a, pair["left"], None), (axes[1], run_b, pair["right"],
+                                                                                 label_names)):
+            scatter_2d(ax, points, values, legend, title=f"{run}, {epoch}")
+            ax.set_xlim(pair["limits"][0][0], pair["limits"][1][0])
+            ax.set_ylim(pair["limits"][0][1], pair["limits"][1][1])
+        if axes[0].get_legend() is not None:
+            axes[0].get_legend().remove()
+        state = {"left": run_a, "right": run_b, "epoch": epoch, "colouring": colouring,
+                 "points": (pair["left"], pair["right"]), "shared_neighbours": pair["shared_neighbours"]}
+        text = (f"<b>{run_a}</b> vs <b>{run_b}</b> at {epoch}, coloured by {colouring}: the two maps agree on "
+                f"{100 * pair['shared_neighbours']:.0f}% of each point's {min(k, len(values) - 1)} nearest neighbours")
+        return fig, state, text
+
+    rows = [widgets.HBox([controls["left"], controls["right"], controls["colour"]]),
+            widgets.HBox([controls["play"], controls["epoch"]])]
     explorer = _make_explorer(controls, render, rows=rows)
     explorer.update()
     return explorer

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import crl_helpers.data as data_module
-from crl_helpers.course import TIERS, config_key, main_config, train_or_load
+from crl_helpers.course import TIERS, config_key, main_config, snapshot_encoders, snapshot_epochs, train_or_load
 from crl_helpers.data import DatasetUnavailable
 from crl_helpers.train import CPU
 
@@ -123,6 +123,53 @@ def test_train_or_load_resumes_an_interrupted_run_calling_back_for_the_remaining
     result = train_or_load(config, cache_dir=tmp_path, evaluate=False, callback=lambda e, m, r: epochs.append(e))
     assert epochs == [2, 3]
     assert [row["epoch"] for row in result.history] == [1, 2, 3]
+
+
+def test_train_or_load_says_whether_it_trained_resumed_or_loaded(tmp_path, capsys):
+    key = config_key(TINY)
+    train_or_load(TINY, cache_dir=tmp_path, evaluate=False)
+    assert f"train_or_load: training run {key} into" in capsys.readouterr().out
+    train_or_load(TINY, cache_dir=tmp_path, evaluate=False)
+    out = capsys.readouterr().out
+    assert f"train_or_load: loaded run {key} from" in out and "training run" not in out
+
+
+@pytest.mark.parametrize("epochs, expected", [(1, [1]), (2, [1, 2]), (6, [1, 3, 6]), (40, [1, 4, 10, 20, 40]),
+                                              (100, [1, 10, 25, 50, 100])])
+def test_snapshot_epochs_are_the_first_a_tenth_a_quarter_a_half_and_the_last(epochs, expected):
+    assert snapshot_epochs(epochs) == expected
+
+
+def test_snapshot_encoders_are_the_weights_the_run_had_after_those_epochs(tmp_path):
+    config = replace(TINY, epochs=3)  # snapshot epochs 1 and 3: epoch 1 kept on disk, epoch 3 is the checkpoint
+    seen = {}
+
+    def callback(epoch, model, row):  # the weights after each epoch, as training has them
+        seen[epoch] = {k: v.detach().clone() for k, v in model.encoder.state_dict().items()}
+
+    result = train_or_load(config, cache_dir=tmp_path, evaluate=False, callback=callback)
+    encoders = snapshot_encoders(config, cache_dir=tmp_path)
+    assert list(encoders) == [0, 1, 3]
+    expected = {0: result.initial_encoder, 1: seen[1], 3: seen[3]}
+    for epoch, encoder in encoders.items():
+        assert not encoder.training
+        for name, tensor in encoder.state_dict().items():
+            assert torch.equal(tensor, expected[epoch][name]), (epoch, name)
+    assert not torch.equal(encoders[0].state_dict()[name], encoders[3].state_dict()[name])
+
+
+def test_snapshot_encoders_of_a_run_cached_without_snapshots_are_its_start_and_end(tmp_path):
+    config = replace(TINY, epochs=3)
+    train_or_load(config, cache_dir=tmp_path, evaluate=False)
+    for file in (tmp_path / config_key(config) / "snapshots").iterdir():
+        file.unlink()
+    assert list(snapshot_encoders(config, cache_dir=tmp_path)) == [0, 3]
+
+
+def test_snapshot_encoders_never_train(tmp_path):
+    with pytest.raises(FileNotFoundError, match="call train_or_load"):
+        snapshot_encoders(TINY, cache_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 # ------------------------------------------------------- cifar10_root, find_cifar10
