@@ -287,7 +287,7 @@ class ContextHead(nn.Module):
 
     Args:
         in_dim: size of each ``v_t``, the encoder's ``feature_dim``.
-        out_dim: size of ``c``, the GRU's hidden size. CPC uses 256 (audio) and 4096 (images).
+        out_dim: size of ``c``, the GRU's hidden size (CPC's audio model: 256).
         normalize: L2-normalise ``c`` for a cosine-similarity loss; False returns ``h_T``
             as it is (CPC scores it with a bilinear map instead).
 
