@@ -277,9 +277,10 @@ class ContextHead(nn.Module):
     Le-Khac, Healy & Smeaton (2020) split the transform head into the projection head
     (one ``v`` -> one ``z``) and the contextualization head, which aggregates several
     representations into one. Contrastive Predictive Coding (van den Oord, Li & Vinyals
-    2018) is the standard example: an encoder embeds each patch (or audio frame) into
-    ``v_t`` and an autoregressive GRU summarises ``v_1 .. v_t`` into the context ``c_t``,
-    which the loss then scores against the representations of later patches.
+    2018) is the standard example: an encoder embeds each audio frame (or image patch) into
+    ``v_t`` and an autoregressive model (a GRU for audio, a PixelCNN over image patches)
+    summarises ``v_1 .. v_t`` into the context ``c_t``, which the loss then scores against
+    the representations of later frames or patches. This head is the GRU version.
 
     Shapes: ``v_seq (N, T, in_dim) -> c (N, out_dim)``, the GRU's hidden state after the
     last step ``T`` (``h_0 = 0``). Order matters: ``c`` is not a pooled average.
