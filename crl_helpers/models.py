@@ -1,10 +1,19 @@
-"""Encoders e(x) -> v and projection heads h(v) -> z (SimCLR, Chen et al. 2020).
+"""Encoders e(x) -> v and transform heads: projection h(v) -> z (SimCLR, Chen et al. 2020), context g(v_1..v_T) -> c.
 
 SimCLR trains an encoder ``e`` and a projection head ``h`` together: features
 ``v = e(x)`` are what we keep and evaluate, embeddings ``z = h(v) / ||h(v)||`` live
 on the unit hypersphere where the InfoNCE / NT-Xent loss compares them. After
 training the head is thrown away (``SimCLRModel.drop_head``): the paper's
-section 4.2 shows ``v`` transfers better than ``z``.
+section 4.2 reports that ``v`` transfers better than ``z``.
+
+Le-Khac, Healy & Smeaton (2020) call every module between the representation and
+the loss a *transform head*: a projection head maps one ``v`` to one ``z``, a
+contextualization head (``ContextHead``, CPC's autoregressive context network)
+aggregates a sequence of representations into one.
+
+Compute is counted in FLOPs, one multiply-add (MAC) = 2 FLOPs, by
+``count_flops`` (PyTorch's ``FlopCounterMode``, which counts convolutions and
+matrix products, not BatchNorm, ReLU or pooling).
 
 Example:
     >>> import torch
@@ -23,7 +32,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from crl_helpers.validate import check_int
+from crl_helpers.validate import check_embeddings, check_int
 
 ENCODERS = ("convnet", "resnet18", "resnet18-imagenet")
 
@@ -36,12 +45,13 @@ class SmallConvNet(nn.Module):
     average pooling (any image size works) and a linear map to ``feature_dim`` when
     it differs from ``8w``.
 
-    Why this shape: only the stem works at full resolution, which keeps the cost at
-    ~3.6 M multiply-adds per 32x32 image (~300x less than a CIFAR-stem ResNet-18),
-    while the later blocks see 16x16 and 8x8 maps, enough to tell a star from a
-    plus. An all-stride-2 variant (32 -> 2 pixels, 1 M MACs) was 3x cheaper but
-    learned the shapes far more slowly: in a 2-minute CPU budget it reached kNN
-    ~0.3 where this one reaches ~0.7 (measured on the built-in dataset).
+    Why this shape: only the stem works at full resolution, which keeps the cost of
+    a 32x32 image at 7.3 MFLOPs (3.65 M multiply-adds; ``count_flops``), 152x less
+    than a CIFAR-stem ResNet-18 (1.11 GFLOPs = 0.56 G multiply-adds), while the
+    later blocks see 16x16 and 8x8 maps, enough to tell a star from a plus. An
+    all-stride-2 variant (32 -> 2 pixels, 2.0 MFLOPs = 1.0 M multiply-adds) was
+    3.7x cheaper but learned the shapes far more slowly: in a 2-minute CPU budget
+    it reached kNN ~0.3 where this one reaches ~0.7 (measured on the built-in dataset).
 
     Args:
         width: channels of the stem, doubled per block. 16 keeps a SimCLR step of 256
@@ -259,6 +269,73 @@ class SimCLRModel(nn.Module):
     def drop_head(self) -> nn.Module:
         """The encoder alone (the same object, not a copy): what is kept after contrastive training."""
         return self.encoder
+
+
+class ContextHead(nn.Module):
+    """Contextualization head ``c = g(v_1, ..., v_T)``: a GRU over a sequence of representations (CPC).
+
+    Le-Khac, Healy & Smeaton (2020) split the transform head into the projection head
+    (one ``v`` -> one ``z``) and the contextualization head, which aggregates several
+    representations into one. Contrastive Predictive Coding (van den Oord, Li & Vinyals
+    2018) is the standard example: an encoder embeds each audio frame (or image patch) into
+    ``v_t`` and an autoregressive model (a GRU for audio, a PixelCNN over image patches)
+    summarises ``v_1 .. v_t`` into the context ``c_t``, which the loss then scores against
+    the representations of later frames or patches. This head is the GRU version.
+
+    Shapes: ``v_seq (N, T, in_dim) -> c (N, out_dim)``, the GRU's hidden state after the
+    last step ``T`` (``h_0 = 0``). Order matters: ``c`` is not a pooled average.
+    With ``normalize=True`` the rows of ``c`` have unit norm, like ``ProjectionHead``'s ``z``.
+
+    Args:
+        in_dim: size of each ``v_t``, the encoder's ``feature_dim``.
+        out_dim: size of ``c``, the GRU's hidden size (CPC's audio model: 256).
+        normalize: L2-normalise ``c`` for a cosine-similarity loss; False returns ``h_T``
+            as it is (CPC scores it with a bilinear map instead).
+
+    Raises:
+        TypeError, ValueError: a dimension that is not a positive int, a non-bool
+            ``normalize``; in ``forward``, ``v_seq`` not a float tensor ``(N, T, in_dim)``.
+
+    Example:
+        >>> head = ContextHead(in_dim=16, out_dim=8)
+        >>> c = head(torch.randn(4, 9, 16))  # 4 images, 9 patches each
+        >>> c.shape, torch.allclose(c.norm(dim=1), torch.ones(4))
+        (torch.Size([4, 8]), True)
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128, normalize: bool = True) -> None:
+        super().__init__()
+        self.in_dim = check_int("in_dim", in_dim, 1)
+        self.out_dim = check_int("out_dim", out_dim, 1)
+        if not isinstance(normalize, bool):
+            raise TypeError(f"normalize={normalize!r} must be True or False")
+        self.normalize = normalize
+        self.gru = nn.GRU(self.in_dim, self.out_dim, batch_first=True)
+
+    def forward(self, v_seq: torch.Tensor) -> torch.Tensor:
+        v_seq = check_embeddings("v_seq", v_seq, dim=self.in_dim, ndim=3)  # (N, T, in_dim)
+        _, h_last = self.gru(v_seq)  # (1, N, out_dim): the hidden state after step T
+        c = h_last[0]  # (N, out_dim)
+        return F.normalize(c, dim=1) if self.normalize else c
+
+
+def count_flops(module: nn.Module, x: torch.Tensor) -> int:
+    """Floating-point operations of one forward pass on ``x``, counted by PyTorch's ``FlopCounterMode``.
+
+    One multiply-add (MAC) counts as 2 FLOPs, so MACs = FLOPs / 2. Convolutions and matrix
+    products are counted; BatchNorm, activations and pooling (a few percent) are not.
+    Runs under ``torch.no_grad()``; call ``module.eval()`` first if it has BatchNorm, or its
+    running statistics move as in any training-mode forward.
+
+    Example:
+        >>> count_flops(nn.Linear(10, 3, bias=False), torch.randn(1, 10))  # 30 multiply-adds
+        60
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        module(x)
+    return counter.get_total_flops()
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from crl_helpers.exercises import (
+    check_contextualize,
     check_conv_output_size,
     check_count_parameters,
     check_knn_baseline,
@@ -105,16 +106,32 @@ def test_crop_box_handles_exceptions():
 
 
 # --------------------------------------------------------------------------------------- notebook 02
-def test_conv_output_size():
+def conv_positions(size, kernel_size, stride=1, padding=0):
+    """Slide the kernel along the padded side and count where it fits."""
+    count, start = 0, 0
+    while start + kernel_size <= size + 2 * padding:
+        count, start = count + 1, start + stride
+    return count
+
+
+def test_conv_output_size_accepts_a_floor_formula_and_a_sliding_count():
     assert check_conv_output_size(lambda size, kernel_size, stride=1, padding=0:
                                   math.floor((size + 2 * padding - kernel_size) / stride) + 1)
-    assert not check_conv_output_size(lambda size, kernel_size, stride=1, padding=0:
-                                      (size + 2 * padding - kernel_size) / stride + 1)  # no floor
-    assert not check_conv_output_size(lambda size, kernel_size, stride=1, padding=0:
-                                      math.ceil((size + 2 * padding - kernel_size) / stride) + 1)
-    assert not check_conv_output_size(lambda size, kernel_size, stride=1, padding=0:
-                                      (size + padding - kernel_size) // stride + 1)  # padding on one side only
-    assert not check_conv_output_size(lambda size, kernel_size, stride=1, padding=0: size // stride)
+    assert check_conv_output_size(conv_positions)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda size, kernel_size, stride=1, padding=0: (size + 2 * padding - kernel_size) / stride + 1, "whole number"),
+    (lambda size, kernel_size, stride=1, padding=0: math.ceil((size + 2 * padding - kernel_size) / stride) + 1, "UP"),
+    (lambda size, kernel_size, stride=1, padding=0: (size + padding - kernel_size) // stride + 1, "BOTH sides"),
+    (lambda size, kernel_size, stride=1, padding=0: (size + 2 * padding - kernel_size) // stride, "+ 1"),
+    (lambda size, kernel_size, stride=1, padding=0: size + 2 * padding - kernel_size + 1, "stride"),
+    (lambda size, kernel_size, stride=1, padding=0: size // stride, "count the positions"),
+    (lambda size, kernel_size, stride=1, padding=0: None, "None"),
+])
+def test_conv_output_size_names_the_slip(wrong, hint):
+    result = check_conv_output_size(wrong)
+    assert not result and hint in result.message, result.message
 
 
 def test_count_parameters():
@@ -127,10 +144,14 @@ def test_count_parameters():
         return total
 
     assert check_count_parameters(by_hand)
-    assert not check_count_parameters(lambda m: sum(p.numel() for p in m.parameters()))  # frozen counted
-    assert not check_count_parameters(lambda m: sum(t.numel() for t in m.state_dict().values()))  # buffers counted
-    assert not check_count_parameters(lambda m: sum(p.numel() for _, p in m.named_parameters(remove_duplicate=False)
-                                                    if p.requires_grad))  # a shared layer counted twice
+    for wrong, hint in [
+        (lambda m: sum(p.numel() for p in m.parameters()), "frozen"),
+        (lambda m: sum(t.numel() for t in m.state_dict().values()), "buffers"),
+        (lambda m: sum(p.numel() for _, p in m.named_parameters(remove_duplicate=False) if p.requires_grad), "twice"),
+        (lambda m: sum(p.shape[0] for p in m.parameters() if p.requires_grad), "count only"),
+    ]:
+        result = check_count_parameters(wrong)
+        assert not result and hint in result.message, result.message
 
 
 def knn_loop(train_v, train_y, test_v, test_y, k):
@@ -154,6 +175,14 @@ def knn_loop(train_v, train_y, test_v, test_y, k):
 def test_knn_baseline():
     assert check_knn_baseline(knn_loop)
 
+    def vectorised(train_v, train_y, test_v, test_y, k):
+        sims = F.normalize(test_v, dim=1) @ F.normalize(train_v, dim=1).T  # (M, N)
+        labels = train_y[sims.topk(k, dim=1).indices]  # (M, k)
+        votes = F.one_hot(labels, int(train_y.max()) + 1).sum(dim=1)  # (M, C)
+        return (votes.argmax(dim=1) == test_y).float().mean().item()
+
+    assert check_knn_baseline(vectorised)
+
     def euclidean(train_v, train_y, test_v, test_y, k):
         idx = torch.cdist(test_v, train_v).topk(k, largest=False).indices  # (M, k)
         return (train_y[idx].mode(dim=1).values == test_y).float().mean().item()
@@ -166,7 +195,11 @@ def test_knn_baseline():
     def count_not_fraction(train_v, train_y, test_v, test_y, k):
         return knn_loop(train_v, train_y, test_v, test_y, k) * len(test_y)
 
-    for wrong, hint in ((euclidean, "cosine"), (farthest, "LARGEST"), (count_not_fraction, "[0, 1]")):
+    def always_zero(train_v, train_y, test_v, test_y, k):
+        return 0.5
+
+    for wrong, hint in ((euclidean, "Euclidean distance; use COSINE"), (farthest, "LEAST similar"),
+                        (count_not_fraction, "[0, 1]"), (always_zero, "vote by majority")):
         result = check_knn_baseline(wrong)
         assert not result and hint in result.message, (wrong.__name__, result.message)
 
@@ -174,10 +207,12 @@ def test_knn_baseline():
 # --------------------------------------------------------------------------------------- notebook 03
 def test_normalize():
     assert check_normalize(lambda z: z / z.norm(dim=1, keepdim=True).clamp_min(1e-12))
+    assert check_normalize(lambda z: z / torch.sqrt((z * z).sum(dim=1, keepdim=True) + 1e-30))
     for wrong, hint in [
         (lambda z: z / z.norm(dim=1, keepdim=True), "NaN"),  # 0 / 0 on a zero row
         (lambda z: z / z.norm(dim=0, keepdim=True).clamp_min(1e-12), "ROW"),
-        (lambda z: z / (z.norm(dim=1, keepdim=True) ** 2).clamp_min(1e-12), "norm"),
+        (lambda z: z / (z.norm(dim=1, keepdim=True) ** 2).clamp_min(1e-12), "squared norm"),
+        (lambda z: z / z.abs().sum(dim=1, keepdim=True).clamp_min(1e-12), "L1"),
         (lambda z: z.div_(z.norm(dim=1, keepdim=True).clamp_min(1e-12)), "in place"),
         (lambda z: torch.sign(z) / math.sqrt(z.shape[1]), "direction"),
     ]:
@@ -186,16 +221,20 @@ def test_normalize():
 
 
 class MLPHead(nn.Module):
-    def __init__(self, in_dim, hidden_dim, out_dim, relu=True, normalize=True, bias=True):
+    def __init__(self, in_dim, hidden_dim, out_dim, relu=True, normalize=True, bias=True, order="right"):
         super().__init__()
         self.first = nn.Linear(in_dim, hidden_dim, bias=bias)
         self.second = nn.Linear(hidden_dim, out_dim, bias=bias)
-        self.relu, self.normalize = relu, normalize
+        self.relu, self.normalize, self.order = relu, normalize, order
 
     def forward(self, v):
+        if self.order == "relu first":  # the wrong answer: ReLU on v, none between the layers
+            return F.normalize(self.second(self.first(F.relu(v))), dim=1)
         h = self.first(v)
         h = F.relu(h) if self.relu else h
         z = self.second(h)
+        if self.order == "relu last":  # the wrong answer: a ReLU after the last layer too
+            z = F.relu(z)
         return F.normalize(z, dim=1) if self.normalize else z
 
 
@@ -219,6 +258,8 @@ class _Detached(MLPHead):
 @pytest.mark.parametrize("wrong, hint", [
     (lambda i, h, o: MLPHead(i, h, o, normalize=False), "F.normalize"),
     (lambda i, h, o: MLPHead(i, h, o, relu=False), "ReLU"),
+    (lambda i, h, o: MLPHead(i, h, o, order="relu last"), "after the last linear layer"),
+    (lambda i, h, o: MLPHead(i, h, o, order="relu first"), "in that order"),
     (lambda i, h, o: MLPHead(i, 2 * h, o), "trainable parameters"),
     (lambda i, h, o: nn.Sequential(nn.Linear(i, o), _Normalize()), "trainable parameters"),
     (lambda i, h, o: _Detached(i, h, o), "gradient"),
@@ -227,4 +268,44 @@ class _Detached(MLPHead):
 ])
 def test_projection_head_rejects(wrong, hint):
     result = check_projection_head(wrong)
+    assert not result and hint in result.message, result.message
+
+
+def context_with_gru(v_seq, cell):
+    """The same recurrence with nn.GRU (the whole sequence at once), the cell's weights copied in."""
+    gru = nn.GRU(cell.input_size, cell.hidden_size, batch_first=True)
+    with torch.no_grad():
+        for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            getattr(gru, f"{name}_l0").copy_(getattr(cell, name))
+    return gru(v_seq)[1][0]  # (N, H): the last hidden state
+
+
+def context_steps(v_seq, cell, order=None, carry=True, reduce="last"):
+    h0 = torch.zeros(v_seq.shape[0], cell.hidden_size)
+    states, h = [], h0
+    for t in order if order is not None else range(v_seq.shape[1]):
+        h = cell(v_seq[:, t], h if carry else h0)
+        states.append(h)
+    return {"last": states[-1], "first": states[0], "mean": torch.stack(states).mean(0),
+            "all": torch.stack(states, dim=1)}[reduce]
+
+
+def test_contextualize_accepts_a_loop_and_nn_gru():
+    assert check_contextualize(context_steps)
+    assert check_contextualize(context_with_gru)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda v, cell: context_steps(v, cell, order=range(v.shape[1] - 1, -1, -1)), "backwards"),
+    (lambda v, cell: context_steps(v, cell, carry=False), "pass the previous state on"),
+    (lambda v, cell: context_steps(v, cell, reduce="mean"), "averaged"),
+    (lambda v, cell: context_steps(v, cell, reduce="first"), "FIRST step"),
+    (lambda v, cell: context_steps(v, cell, reduce="all"), "every state"),
+    (lambda v, cell: cell(v[0]), "time is dim 1"),  # stepped over the batch axis
+    (lambda v, cell: context_steps(v, cell, order=[0, 2, 1, 3, 4, 5, 6][:v.shape[1]] if v.shape[1] > 2 else [1, 0]),
+     "start from h = 0"),
+    (lambda v, cell: None, "None"),
+])
+def test_contextualize_names_the_slip(wrong, hint):
+    result = check_contextualize(wrong)
     assert not result and hint in result.message, result.message

@@ -1,15 +1,20 @@
-"""Tests for crl_helpers.models: shapes, structure and parameter counts against hand counts."""
+"""Tests for crl_helpers.models: shapes, structure, parameter and FLOP counts against hand counts,
+the context head against a GRU written out as a float64 loop."""
+import math
+
 import pytest
 import torch
 from torch import nn
 
 from crl_helpers.models import (
     ENCODERS,
+    ContextHead,
     ProjectionHead,
     ResNet18Encoder,
     SimCLRModel,
     SmallConvNet,
     build_encoder,
+    count_flops,
     count_parameters,
     resnet18_cifar,
     resnet18_imagenet,
@@ -228,3 +233,106 @@ def test_sizes_accept_numpy_integers_as_plain_ints():
     head = ProjectionHead(np.int64(8), hidden_dim=np.int64(4), out_dim=np.int16(3), depth=np.int8(2))
     assert (type(net.width), type(head.out_dim), type(head.depth)) == (int, int, int)
     assert head(net(torch.randn(2, 3, 8, 8))).shape == (2, 3)
+
+
+# ------------------------------------------------------------------- FLOPs
+def test_small_convnet_flops_closed_form():
+    # Multiply-adds of a 3x3 conv: H_out * W_out * 9 * C_in * C_out; FLOPs = 2 * MACs.
+    w = 16
+    macs = 16 * 16 * 9 * 3 * w + 16 * 16 * 9 * w * 2 * w + 8 * 8 * 9 * 2 * w * 4 * w + 4 * 4 * 9 * 4 * w * 8 * w
+    assert macs == 3_649_536  # the "3.65 M multiply-adds" of SmallConvNet's docstring
+    assert count_flops(SmallConvNet().eval(), torch.randn(1, 3, 32, 32)) == 2 * macs
+
+
+def test_flop_ratio_quoted_in_the_docstring():
+    x = torch.randn(1, 3, 32, 32)
+    small, resnet = count_flops(SmallConvNet().eval(), x), count_flops(resnet18_cifar().eval(), x)
+    assert round(resnet / 1e9, 2) == 1.11 and round(resnet / small) == 152
+
+
+def test_count_flops_of_linear_layers():
+    mlp = nn.Sequential(nn.Linear(6, 4), nn.ReLU(), nn.Linear(4, 3))
+    assert count_flops(mlp, torch.randn(5, 6)) == 2 * 5 * (6 * 4 + 4 * 3)
+
+
+# ------------------------------------------------------------- context head
+def gru_loop(head: ContextHead, v_seq: torch.Tensor) -> torch.Tensor:
+    """The GRU of Cho et al. (2014) as PyTorch defines it, one step at a time, in float64."""
+    g = head.gru
+    w_ih, w_hh = g.weight_ih_l0.double(), g.weight_hh_l0.double()  # (3H, d), (3H, H): rows r, z, n
+    b_ih, b_hh = g.bias_ih_l0.double(), g.bias_hh_l0.double()  # (3H,)
+    hidden = head.out_dim
+    rows = []
+    for sequence in v_seq.double():  # (T, d)
+        h = torch.zeros(hidden, dtype=torch.float64)
+        for v_t in sequence:  # (d,)
+            gi, gh = w_ih @ v_t + b_ih, w_hh @ h + b_hh  # (3H,)
+            r = 1 / (1 + torch.exp(-(gi[:hidden] + gh[:hidden])))
+            z = 1 / (1 + torch.exp(-(gi[hidden:2 * hidden] + gh[hidden:2 * hidden])))
+            n = torch.tanh(gi[2 * hidden:] + r * gh[2 * hidden:])
+            h = (1 - z) * n + z * h
+        rows.append(h)
+    return torch.stack(rows)  # (N, H)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_context_head_is_the_last_gru_state(normalize):
+    torch.manual_seed(0)
+    head = ContextHead(in_dim=5, out_dim=4, normalize=normalize)
+    v_seq = torch.randn(3, 7, 5)  # (N, T, d)
+    expected = gru_loop(head, v_seq)
+    if normalize:
+        expected = expected / expected.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(head(v_seq).double(), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_context_head_depends_on_order_and_on_every_step():
+    torch.manual_seed(0)
+    head = ContextHead(in_dim=4, out_dim=6)
+    v_seq = torch.randn(2, 5, 4)
+    c = head(v_seq)
+    assert c.shape == (2, 6)
+    assert not torch.allclose(c, head(v_seq.flip(1)), atol=1e-4)  # a GRU is not a pooled average
+    changed = v_seq.clone()
+    changed[:, 0] += 1.0  # the first step still reaches the context
+    assert not torch.allclose(c, head(changed), atol=1e-4)
+
+
+def test_context_head_one_step_closed_form():
+    # T = 1 and h_0 = 0: h_1 = (1 - z) * n with z = sigmoid(W_iz v + b_iz + b_hz), n = tanh(W_in v + b_in + r * b_hn).
+    torch.manual_seed(1)
+    head = ContextHead(in_dim=3, out_dim=2, normalize=False)
+    v = torch.randn(1, 3, dtype=torch.float64)
+    g, hidden = head.gru, 2
+    gi = g.weight_ih_l0.double() @ v[0] + g.bias_ih_l0.double()
+    gh = g.bias_hh_l0.double()
+    r = torch.sigmoid(gi[:hidden] + gh[:hidden])
+    z = torch.sigmoid(gi[hidden:2 * hidden] + gh[hidden:2 * hidden])
+    n = torch.tanh(gi[2 * hidden:] + r * gh[2 * hidden:])
+    torch.testing.assert_close(head(v[:, None].float())[0].double(), (1 - z) * n, atol=1e-6, rtol=1e-5)
+
+
+def test_context_head_parameter_count_closed_form():
+    d, h = 5, 4
+    assert count_parameters(ContextHead(d, h)) == 3 * (h * d + h * h + 2 * h)  # gates r, z, n; two biases each
+
+
+@pytest.mark.parametrize("kwargs, error, word", [
+    ({"in_dim": 0}, ValueError, "in_dim"), ({"in_dim": 4, "out_dim": 1.5}, TypeError, "out_dim"),
+    ({"in_dim": 4, "normalize": 1}, TypeError, "normalize"),
+])
+def test_context_head_validates_arguments(kwargs, error, word):
+    with pytest.raises(error, match=word):
+        ContextHead(**kwargs)
+
+
+@pytest.mark.parametrize("v_seq, word", [(torch.randn(2, 4), "3-D"), (torch.randn(2, 3, 5), "d=5")])
+def test_context_head_rejects_wrong_shapes(v_seq, word):
+    with pytest.raises(ValueError, match=word):
+        ContextHead(4, 2)(v_seq)
+
+
+def test_context_head_gradients_reach_the_gru():
+    head = ContextHead(3, 2)
+    head(torch.randn(2, 4, 3)).sum().backward()
+    assert all(p.grad is not None and math.isfinite(float(p.grad.abs().sum())) for p in head.parameters())

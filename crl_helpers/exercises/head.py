@@ -1,8 +1,11 @@
-"""Exercises of notebook 03 (the projection head): L2-normalisation and the MLP head ``z = h(v) / ||h(v)||``.
+"""Exercises of notebook 03 (transform heads): L2-normalisation, the MLP head ``z = h(v) / ||h(v)||``
+and a contextualization head (a GRU run over a sequence of representations).
 
 SimCLR (Chen et al. 2020, section 4.2) puts a small MLP ``h`` between the encoder's features
 ``v`` and the loss, and compares the embeddings ``z`` by cosine similarity, i.e. after
-projecting them onto the unit hypersphere.
+projecting them onto the unit hypersphere. CPC (van den Oord et al. 2018) aggregates a
+sequence ``v_1 .. v_T`` into one context ``c`` with a GRU: the contextualization head of
+Le-Khac et al. (2020). Each checker compares with a float64 reference written inside it.
 
 Example:
     >>> ok = check_normalize(lambda z: torch.nn.functional.normalize(z, dim=1))
@@ -17,7 +20,7 @@ from torch import nn
 
 from crl_helpers.exercises._check import exercise_check
 
-__all__ = ["check_normalize", "check_projection_head"]
+__all__ = ["check_contextualize", "check_normalize", "check_projection_head"]
 
 
 def _expect(condition, message: str) -> None:
@@ -49,6 +52,12 @@ def check_normalize(fn) -> str:
         norm = math.sqrt(sum(v * v for v in row))
         got = out[i].double()
         got_norm = float(got.norm())
+        _expect(abs(float(got.abs().sum()) - 1) > 1e-4 or abs(got_norm - 1) < 1e-4,
+                f"row {i} of your output has absolute values summing to 1 (the L1 norm); divide by the "
+                f"Euclidean (L2) norm sqrt(sum of squares), z.norm(dim=1, keepdim=True)")
+        _expect(abs(got_norm * norm - 1) > 1e-4 or abs(got_norm - 1) < 1e-4,
+                f"row {i} of your output has norm {got_norm:.4f} = 1 / ||z||: you divided by the squared norm; "
+                f"divide by the norm itself")
         _expect(abs(got_norm - 1) < 1e-4, f"row {i} of your output has norm {got_norm:.4f}; each ROW (one "
                                           f"embedding) must have norm 1: normalise along dim=1")
         expected = torch.tensor([v / norm for v in row], dtype=torch.float64)
@@ -113,4 +122,105 @@ def check_projection_head(fn) -> str:
     singular = torch.linalg.svdvals(bent)
     _expect(singular[2] > 1e-3 * singular[0],
             "the head looks affine (points on a line stay in one plane): put a ReLU between the two linear layers")
+    with torch.no_grad():
+        z_eval = head(v).double()  # (16, out_dim)
+    _expect(bool((z_eval < 0).any()), "every entry of z is >= 0: there is a ReLU after the last linear layer, which "
+                                      "confines z to one orthant of the sphere; the last layer has no activation")
+    expected = _reference_head(head, v, in_dim, hidden_dim, out_dim)
+    _expect(torch.allclose(z_eval, expected, atol=1e-5), (
+        "your head's output differs from Linear -> (BatchNorm) -> ReLU -> Linear -> L2-normalise computed with its "
+        "own weights; apply the layers in that order, the ReLU only between the two linear layers"))
     return "shapes, unit norm, a non-linear 2-layer MLP, gradients flow"
+
+
+def _reference_head(head: nn.Module, v: torch.Tensor, in_dim: int, hidden_dim: int, out_dim: int) -> torch.Tensor:
+    """The head's forward in eval mode, recomputed in float64 from its own layers' weights."""
+    linears = {(m.in_features, m.out_features): m for m in head.modules() if isinstance(m, nn.Linear)}
+    first, second = linears.get((in_dim, hidden_dim)), linears.get((hidden_dim, out_dim))
+    _expect(first is not None and second is not None,
+            f"the head needs nn.Linear({in_dim}, {hidden_dim}) and nn.Linear({hidden_dim}, {out_dim})")
+    norms = [m for m in head.modules() if isinstance(m, nn.BatchNorm1d)]
+
+    def affine(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        x = x @ layer.weight.detach().double().T
+        return x + layer.bias.detach().double() if layer.bias is not None else x
+
+    with torch.no_grad():
+        h = affine(first, v.double())  # (N, hidden_dim)
+        if norms:  # eval mode: BatchNorm is an affine map with the running statistics
+            bn = norms[0]
+            h = (h - bn.running_mean.double()) / torch.sqrt(bn.running_var.double() + bn.eps)
+            if bn.affine:
+                h = h * bn.weight.double() + bn.bias.double()
+        h = affine(second, h.clamp_min(0))  # (N, out_dim)
+        return h / h.norm(dim=1, keepdim=True)
+
+
+def _gru_step(cell: nn.GRUCell, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """One GRU step (Cho et al. 2014, gates in PyTorch's order r, z, n) in float64, from the cell's weights."""
+    hidden = cell.hidden_size
+    gi = x @ cell.weight_ih.detach().double().T + cell.bias_ih.detach().double()  # (N, 3H)
+    gh = h @ cell.weight_hh.detach().double().T + cell.bias_hh.detach().double()  # (N, 3H)
+    r = 1 / (1 + torch.exp(-(gi[:, :hidden] + gh[:, :hidden])))  # reset gate
+    z = 1 / (1 + torch.exp(-(gi[:, hidden:2 * hidden] + gh[:, hidden:2 * hidden])))  # update gate
+    n = torch.tanh(gi[:, 2 * hidden:] + r * gh[:, 2 * hidden:])  # candidate state
+    return (1 - z) * n + z * h  # (N, H)
+
+
+def _gru_states(cell: nn.GRUCell, v_seq: torch.Tensor, order: list[int], carry: bool = True) -> list[torch.Tensor]:
+    h0 = torch.zeros(v_seq.shape[0], cell.hidden_size, dtype=torch.float64)
+    states, h = [], h0
+    for t in order:
+        h = _gru_step(cell, v_seq[:, t].double(), h if carry else h0)
+        states.append(h)
+    return states
+
+
+@exercise_check("contextualize")
+def check_contextualize(fn) -> str:
+    """Check ``fn(v_seq, cell) -> c``: run an ``nn.GRUCell`` over ``v_seq (N, T, d)`` from ``h_0 = 0``, return ``h_T (N, H)``.
+
+    The reference writes the GRU's equations out in float64 from the cell's own weights. Reading
+    the sequence backwards, not passing the hidden state on, averaging the states, returning the
+    first state or every state, and looping over the batch instead of time get their own hints.
+
+    Example:
+        >>> def run(v_seq, cell):
+        ...     h = None
+        ...     for t in range(v_seq.shape[1]):
+        ...         h = cell(v_seq[:, t], h)
+        ...     return h
+        >>> ok = check_contextualize(run)
+        [PASSED] contextualize: h_T matches the GRU equations on 2 sequence lengths
+        >>> bad = check_contextualize(lambda v_seq, cell: cell(v_seq[:, -1]))  # doctest: +ELLIPSIS
+        [NOT YET] contextualize: ... each step started from h = 0: pass the previous state on, ...
+    """
+    for n, steps in ((5, 7), (3, 2)):
+        torch.manual_seed(n)
+        cell = nn.GRUCell(4, 3)
+        v_seq = torch.randn(n, steps, 4)  # (N, T, d)
+        forward = _gru_states(cell, v_seq, list(range(steps)))
+        out = fn(v_seq.clone(), cell)
+        _expect(out is not None, "your function returned None; return the last hidden state h_T, shape (N, H)")
+        _expect(isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}")
+        _expect(tuple(out.shape) != (n, steps, 3), f"you returned every state {tuple(out.shape)}; the context is "
+                                                   f"the LAST state only, shape ({n}, 3)")
+        _expect(tuple(out.shape) == (n, 3), (
+            f"for v_seq of shape ({n}, {steps}, 4) the context must be ({n}, 3), got {tuple(out.shape)}; time is "
+            f"dim 1: step t reads v_seq[:, t], the whole batch at once"))
+        out = out.detach().double()
+        if torch.allclose(out, forward[-1], atol=1e-5):
+            continue
+        slips = [
+            (_gru_states(cell, v_seq, list(range(steps))[::-1])[-1],
+             "you read the sequence backwards; step t = 0, 1, ..., T-1 reads v_seq[:, t], so c summarises the "
+             "sequence up to its end"),
+            (_gru_states(cell, v_seq, list(range(steps)), carry=False)[-1],
+             "each step started from h = 0: pass the previous state on, h = cell(v_seq[:, t], h)"),
+            (torch.stack(forward).mean(0), "you averaged the hidden states; the context is the LAST state h_T"),
+            (forward[0], "you returned the state after the FIRST step; keep stepping to the end, return h_T"),
+        ]
+        hint = next((hint for value, hint in slips if torch.allclose(out, value, atol=1e-5)),
+                    "start from h = 0 (or None) and apply h = cell(v_seq[:, t], h) for t = 0 .. T-1, then return h")
+        raise AssertionError(f"with N={n}, T={steps} your context differs from the GRU's h_T: {hint}")
+    return "h_T matches the GRU equations on 2 sequence lengths"

@@ -21,3 +21,11 @@ class MLPHead(nn.Module):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         h = self.second(F.relu(self.first(v)))  # (N, out_dim)
         return F.normalize(h, dim=1)  # (N, out_dim), unit rows
+
+
+def contextualize(v_seq: torch.Tensor, cell: nn.GRUCell) -> torch.Tensor:
+    # One GRU step per position, the state carried along; the context is the last state.
+    h = torch.zeros(v_seq.shape[0], cell.hidden_size)  # (N, H): h_0 = 0
+    for t in range(v_seq.shape[1]):
+        h = cell(v_seq[:, t], h)  # (N, H)
+    return h
