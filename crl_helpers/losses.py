@@ -44,9 +44,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crl_helpers.validate import check_embedding_pair, check_embeddings, check_int, check_temperature
+from crl_helpers.validate import check_embedding_pair, check_embeddings, check_fraction, check_int, check_temperature
 
-__all__ = ["compute_dtype", "info_nce", "normalize_rows", "nt_xent", "nt_xent_logits"]
+__all__ = ["compute_dtype", "debiased_nt_xent", "info_nce", "normalize_rows", "nt_xent", "nt_xent_logits"]
 
 
 # F.normalize's default eps; also the smallest factor normalize_rows divides a row by (see there).
@@ -320,3 +320,63 @@ def info_nce(
             logits = torch.cat([positive_logits, negative_logits], dim=1) / temperature  # (N, 1 + M)
             targets = torch.zeros(n, dtype=torch.long, device=q.device)  # (N,)
         return F.cross_entropy(logits, targets)
+
+
+def debiased_nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, tau_plus: float = 0.1, *,
+                     validate: bool = True) -> Tensor:
+    r"""Debiased contrastive loss (Chuang, Robinson, Lin, Torralba, Jegelka 2020, eq. 6) on SimCLR's 2N views.
+
+    SimCLR's negatives are the other images of the batch, but without labels some of them share
+    the anchor's class: false negatives. If a random image has the anchor's class with
+    probability :math:`\tau^+` (the class prior, ``1 / C`` for C balanced classes), the sum over
+    the :math:`K = 2N - 2` negatives over-counts "same class" by about :math:`\tau^+ K` positives;
+    the debiased estimate of the true negatives' term subtracts it,
+
+    .. math:: N_g = \max\Big(\frac{\sum_{j=1}^{K} e^{s_j / \tau} - \tau^+ K\, e^{s^+ / \tau}}{1 - \tau^+},
+              \; K e^{-1/\tau}\Big),
+              \qquad \ell_a = -\log \frac{e^{s^+ / \tau}}{e^{s^+ / \tau} + N_g}
+
+    where :math:`s^+` is the cosine of anchor ``a`` with its partner view, :math:`s_j` with
+    its K negatives, and :math:`K e^{-1/\tau}` the smallest value the sum can take (every
+    cosine is >= -1), as in the authors' code. The loss is the mean of :math:`\ell_a` over the
+    2N anchors. With ``tau_plus=0`` it is exactly :func:`nt_xent`.
+
+    Computed from :func:`nt_xent_logits`, shifted by each anchor's largest logit, so small
+    temperatures do not overflow ``exp``.
+
+    Args:
+        z1, z2: (N, d) embeddings of the two views, row ``i`` of each from the same image; N >= 2.
+        temperature: > 0; the paper uses 0.5.
+        tau_plus: the class prior :math:`\tau^+` in [0, 1): 0.1 for CIFAR-10's 10 classes.
+        validate: False skips the NaN/inf scan of the inputs.
+
+    Returns:
+        A scalar tensor, float32 (float64 for float64 inputs).
+
+    Raises:
+        TypeError: a non-tensor, a non-floating dtype, a non-numeric temperature or tau_plus.
+        ValueError: as :func:`nt_xent_logits`, or tau_plus outside [0, 1).
+
+    Example:
+        >>> z1, z2 = torch.randn(4, 8), torch.randn(4, 8)
+        >>> torch.allclose(debiased_nt_xent(z1, z2, 0.5, tau_plus=0.0), nt_xent(z1, z2, 0.5))
+        True
+        >>> import math
+        >>> z = torch.ones(4, 8)  # all views identical: N_g = K e^{1/t}, the loss is log(1 + K), K = 6
+        >>> abs(debiased_nt_xent(z, z, 0.5, tau_plus=0.1).item() - math.log(7)) < 1e-5
+        True
+    """
+    tau_plus = check_fraction("tau_plus", tau_plus, "the class prior, 1 / number of classes")
+    if tau_plus == 1.0:
+        raise ValueError("tau_plus=1.0 would make every negative a false one; use 1 / number of classes, e.g. 0.1")
+    logits, targets = nt_xent_logits(z1, z2, temperature, validate=validate)  # (2N, 2N), self at -inf
+    temperature = float(temperature)
+    k = logits.shape[0] - 2  # negatives per anchor
+    with torch.autocast(device_type=logits.device.type, enabled=False):
+        shift = logits.max(dim=1, keepdim=True).values.detach()  # (2N, 1), finite: the partner is there
+        positive = logits.gather(1, targets[:, None]) - shift  # (2N, 1) s+ / t, shifted
+        negatives = logits.scatter(1, targets[:, None], float("-inf")) - shift  # (2N, 2N) only the K negatives
+        negative_sum = negatives.exp().sum(dim=1, keepdim=True)  # (2N, 1)
+        n_g = (negative_sum - tau_plus * k * positive.exp()) / (1 - tau_plus)  # (2N, 1)
+        n_g = torch.maximum(n_g, k * torch.exp(-1.0 / temperature - shift))  # the floor K e^{-1/t}
+        return (torch.log(positive.exp() + n_g) - positive).mean()

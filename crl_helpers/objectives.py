@@ -20,6 +20,12 @@ of methods differs only in the objective.
   label is a positive (this objective uses labels: it is supervised).
 * :class:`Triplet` with :func:`triplet_loss` and :func:`semi_hard_negatives` -- FaceNet
   (Schroff, Kalenichenko, Philbin 2015): one positive, one negative, a margin instead of a softmax.
+* :class:`Debiased` with :func:`crl_helpers.losses.debiased_nt_xent` -- Debiased Contrastive
+  Learning (Chuang, Robinson, Lin, Torralba, Jegelka 2020): SimCLR's batch with the expected
+  share of same-class "negatives" (class prior ``1 / C``) taken out of the denominator.
+* :class:`SimSiam` with :func:`simsiam_loss` -- SimSiam (Chen & He 2021, "Exploring Simple
+  Siamese Representation Learning"): no negatives at all; a predictor on one branch and a
+  stop-gradient on the other. ``"simsiam_no_stopgrad"`` is the paper's ablation without it.
 
 Every objective is an :class:`Objective`: ``objective(model, views, index, labels)`` returns
 ``(loss, z1, z2)``: the loss to differentiate and the detached embeddings of the queries and
@@ -47,8 +53,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crl_helpers.distributed import nt_xent_distributed
-from crl_helpers.losses import info_nce, nt_xent
-from crl_helpers.validate import check_embeddings, check_fraction, check_int, check_nonnegative, check_positive
+from crl_helpers.losses import debiased_nt_xent, info_nce, normalize_rows, nt_xent
+from crl_helpers.models import ProjectionHead
+from crl_helpers.validate import (check_embedding_pair, check_embeddings, check_fraction, check_int, check_nonnegative,
+                                  check_positive)
 
 __all__ = [
     "METHODS",
@@ -59,6 +67,8 @@ __all__ = [
     "MoCo",
     "SupCon",
     "Triplet",
+    "Debiased",
+    "SimSiam",
     "build_objective",
     "MemoryBank",
     "MoCoQueue",
@@ -66,10 +76,11 @@ __all__ = [
     "supcon_loss",
     "triplet_loss",
     "semi_hard_negatives",
+    "simsiam_loss",
 ]
 
 #: The objectives ``crl train --method`` offers; only "simclr" runs under torchrun.
-METHODS = ("simclr", "instdisc", "moco", "supcon", "triplet")
+METHODS = ("simclr", "instdisc", "moco", "supcon", "triplet", "debiased", "simsiam", "simsiam_no_stopgrad")
 
 
 def _unit_rows(n: int, dim: int, generator: torch.Generator | None) -> Tensor:
@@ -453,6 +464,7 @@ class Objective(nn.Module):
     n_views = 2
     distributable = False
     uses_labels = False
+    halt_on_collapse = True  # the loop stops a run whose embeddings collapse (False: collapse is what is studied)
 
     def __init__(self, temperature: float = 0.2) -> None:
         super().__init__()
@@ -570,7 +582,7 @@ class MoCo(Objective):
             key = _shuffled_key_forward(self, self.key_model, x2)  # (B, d)
         negatives = self.queue.keys.clone()  # (K, d): a snapshot, since enqueue writes in place
         loss = info_nce(query, key, negatives, self.temperature, validate=False)
-        self.queue.enqueue(key)
+        self.queue.enqueue(key[-self.queue.size:])  # a queue shorter than the batch keeps its newest keys
         return loss, query.detach(), key
 
     @torch.no_grad()
@@ -587,6 +599,95 @@ class SupCon(Objective):
                 labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         z1, z2 = self.embed(model, views).chunk(2)  # (B, d) each
         loss = supcon_loss(torch.cat([z1, z2]), torch.cat([labels, labels]), self.temperature)
+        return loss, z1.detach(), z2.detach()
+
+
+class Debiased(Objective):
+    """SimCLR's views and negatives with the debiased loss (Chuang et al. 2020): :func:`~crl_helpers.losses.debiased_nt_xent`.
+
+    ``tau_plus`` is the class prior: the probability that a random other image shares the anchor's
+    class, ``1 / C`` for C balanced classes. The labels themselves are never read.
+    """
+
+    def __init__(self, temperature: float = 0.2, tau_plus: float = 0.1) -> None:
+        super().__init__(temperature)
+        self.tau_plus = tau_plus
+
+    def forward(self, model: nn.Module, views: Tensor, index: Tensor | None = None,
+                labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        z1, z2 = self.embed(model, views).chunk(2)  # (B, d) each
+        loss = debiased_nt_xent(z1, z2, self.temperature, self.tau_plus, validate=False)
+        return loss, z1.detach(), z2.detach()
+
+
+def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True) -> Tensor:
+    r"""SimSiam's symmetrised negative cosine (Chen & He 2021, eq. 2 and Algorithm 1).
+
+    .. math:: \mathcal{L} = \tfrac12 D(p_1, \mathrm{sg}(z_2)) + \tfrac12 D(p_2, \mathrm{sg}(z_1)),
+              \qquad D(p, z) = -\frac{p}{\lVert p\rVert} \cdot \frac{z}{\lVert z\rVert}
+
+    ``p_i`` is the predictor's output on view ``i``'s projection ``z_i``. The stop-gradient
+    :math:`\mathrm{sg}` makes the projection of the OTHER view a constant target; with
+    ``stop_gradient=False`` the gradient also flows into ``z``, the ablation whose embeddings
+    collapse in the paper (Fig. 2). No negatives: the loss lies in [-1, 1], -1 when every
+    prediction points at its target.
+
+    Args:
+        p1, p2: ``(N, d)`` predictions from view 1 and view 2.
+        z1, z2: ``(N, d)`` projections of view 1 and view 2 (the targets).
+        stop_gradient: detach the targets, as SimSiam does.
+
+    Returns:
+        A scalar tensor, float32 (float64 for float64 inputs).
+
+    Raises:
+        TypeError, ValueError: non-tensors, non-float, or shapes that differ.
+
+    Example:
+        >>> z = torch.randn(4, 8, requires_grad=True)
+        >>> abs(simsiam_loss(z, z, z, z).item() + 1) < 1e-6  # every prediction on its target
+        True
+    """
+    p1, z2 = check_embedding_pair("p1", p1, "z2", z2)
+    p2, z1 = check_embedding_pair("p2", p2, "z1", z1)
+    if p1.shape != p2.shape:
+        raise ValueError(f"p1 {tuple(p1.shape)} and p2 {tuple(p2.shape)} must have the same shape, row i from image i")
+    if stop_gradient:
+        z1, z2 = z1.detach(), z2.detach()
+    with torch.autocast(device_type=p1.device.type, enabled=False):
+        d12 = -(normalize_rows(p1) * normalize_rows(z2)).sum(dim=1).mean()  # D(p1, z2)
+        d21 = -(normalize_rows(p2) * normalize_rows(z1)).sum(dim=1).mean()  # D(p2, z1)
+        return 0.5 * d12 + 0.5 * d21
+
+
+class SimSiam(Objective):
+    """SimSiam (Chen & He 2021): a predictor MLP on each branch, the other branch's projection as the target.
+
+    The predictor ``h`` is a 2-layer MLP with a bottleneck of a quarter of ``d`` (2048 -> 512 ->
+    2048 in the paper), trained with the model (the loop's optimizer includes the objective's
+    trainable parameters). ``stop_gradient=False`` is the paper's ablation: the run is then
+    allowed to collapse (``halt_on_collapse`` is False), since that collapse is what it shows.
+    No negatives: ``negatives_per_query`` is 0.
+    """
+
+    def __init__(self, dim: int, stop_gradient: bool = True) -> None:
+        super().__init__()
+        if not isinstance(stop_gradient, bool):
+            raise TypeError(f"stop_gradient={stop_gradient!r} must be True or False")
+        self.stop_gradient = stop_gradient
+        self.halt_on_collapse = stop_gradient
+        self.predictor = ProjectionHead(dim, max(1, dim // 4), dim, depth=2)  # (B, d) -> (B, d)
+
+    def negatives_per_query(self, batch_size: int) -> int:
+        return 0
+
+    def forward(self, model: nn.Module, views: Tensor, index: Tensor | None = None,
+                labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        z = self.embed(model, views)  # (2B, d): one forward, so BN sees both views
+        p = self.predictor(z)  # (2B, d)
+        z1, z2 = z.chunk(2)  # (B, d) each
+        p1, p2 = p.chunk(2)  # (B, d) each
+        loss = simsiam_loss(p1, p2, z1, z2, self.stop_gradient)
         return loss, z1.detach(), z2.detach()
 
 
@@ -609,11 +710,11 @@ class Triplet(Objective):
 
 def build_objective(method: str, model: nn.Module, n_images: int, batch_size: int, temperature: float,
                     config: ObjectiveConfig = ObjectiveConfig(), seed: int = 0,
-                    distributed: bool = False) -> Objective:
+                    distributed: bool = False, n_classes: int = 10) -> Objective:
     """The objective ``method`` names (one of :data:`METHODS`), with fresh state seeded by ``seed``.
 
     Args:
-        method: "simclr", "instdisc", "moco", "supcon" or "triplet".
+        method: one of :data:`METHODS`.
         model: the model it will train (MoCo copies it into its key model; its head's
             ``out_dim`` sizes the bank and the queue).
         n_images: the training set's size (the bank's size; the queue is capped at
@@ -623,6 +724,7 @@ def build_objective(method: str, model: nn.Module, n_images: int, batch_size: in
         config: the per-method knobs.
         seed: seeds the bank's or queue's random initial keys.
         distributed: under torchrun; only :class:`SimCLR` accepts it.
+        n_classes: classes of the training set; :class:`Debiased`'s class prior is ``1 / n_classes``.
 
     Raises:
         ValueError: an unknown method, or a method that cannot run under torchrun.
@@ -648,8 +750,12 @@ def build_objective(method: str, model: nn.Module, n_images: int, batch_size: in
                         momentum=config.bank_momentum, generator=generator)
     if method == "moco":
         # A queue longer than the data minus a batch would hold keys of the current images (false negatives).
-        size = max(batch_size, min(config.queue_size, n_images - batch_size))
+        size = max(1, min(config.queue_size, n_images - batch_size))
         return MoCo(model, temperature, queue_size=size, momentum=config.moco_momentum, generator=generator)
     if method == "supcon":
         return SupCon(temperature)
+    if method == "debiased":
+        return Debiased(temperature, tau_plus=1 / check_int("n_classes", n_classes, 2))
+    if method in ("simsiam", "simsiam_no_stopgrad"):
+        return SimSiam(dim, stop_gradient=method == "simsiam")
     return Triplet(config.margin)

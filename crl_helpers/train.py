@@ -193,9 +193,11 @@ def build_model(config: TrainConfig) -> SimCLRModel:
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    # No weight decay on biases and norm parameters (as in SimCLR's LARS exclusion).
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    # No weight decay on biases and norm parameters (as in SimCLR's LARS exclusion). Frozen parameters
+    # (MoCo's key model, when the objective is passed along) are not optimised.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in trainable if p.ndim > 1]
+    no_decay = [p for p in trainable if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     fused = {"fused": True} if device.type == "cuda" else {}
     if config.optimizer == "sgd":
@@ -354,9 +356,12 @@ def build_run(config: TrainConfig, context: DistributedContext, train_data: Imag
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys as BatchNorm
     local_batch = config.batch_size // world_size
     objective = build_objective(config.method, model, len(train_data), local_batch, config.temperature,
-                                config.objective, seed=config.seed, distributed=world_size > 1).to(context.device)
+                                config.objective, seed=config.seed, distributed=world_size > 1,
+                                n_classes=max(2, len(train_data.class_names))).to(context.device)
     steps_per_epoch = len(train_data) // config.batch_size
-    return Run(model=model, optimizer=build_optimizer(model, config, context.device), objective=objective,
+    # The objective's own trainable parameters (SimSiam's predictor) are optimised with the model's.
+    optimizer = build_optimizer(nn.ModuleList([model, objective]), config, context.device)
+    return Run(model=model, optimizer=optimizer, objective=objective,
                lr_schedule=cosine_schedule(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs),
                steps_per_epoch=steps_per_epoch, local_batch=local_batch,
                views=replace(config.views, image_size=train_data.image_size, mean=mean, std=std), mean=mean, std=std,
@@ -493,18 +498,20 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
         names = ("alignment", "uniformity", "embedding_std")
         means = all_reduce_mean(torch.tensor([row[k] for k in names], dtype=torch.float64, device=x_train.device))
         row.update(zip(names, means.tolist()))
-    check_healthy(run.model, row, config)
+    check_healthy(run.model, row, config, halt_on_collapse=run.objective.halt_on_collapse)
     return row
 
 
-def check_healthy(model: nn.Module, row: dict, config: TrainConfig) -> None:
+def check_healthy(model: nn.Module, row: dict, config: TrainConfig, halt_on_collapse: bool = True) -> None:
     """Stop a run that diverged although its loss stayed finite: NaN/inf weights or statistics, or collapse.
 
     Called after every epoch, before its checkpoint is saved, so a saved checkpoint always passed it.
 
     Raises:
         NonFiniteLossError: a parameter or buffer (e.g. BatchNorm's running variance) is NaN or inf,
-            or the embeddings collapsed to one point (``row["embedding_std"]`` below :data:`COLLAPSE_STD`).
+            or the embeddings collapsed to one point (``row["embedding_std"]`` below :data:`COLLAPSE_STD`)
+            and ``halt_on_collapse`` (False for an objective whose collapse is the point, e.g. SimSiam
+            without its stop-gradient).
     """
     epoch = row["epoch"]
     kept = (f"; the checkpoint of epoch {epoch - 1}, the last that passed this check, is kept in {config.out_dir}"
@@ -516,7 +523,7 @@ def check_healthy(model: nn.Module, row: dict, config: TrainConfig) -> None:
         raise NonFiniteLossError(f"training diverged in epoch {epoch}: {bad[0]}"
                                  f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} became NaN or inf{kept}. "
                                  f"Lower --lr (it is {config.lr:g})")
-    if not row["embedding_std"] >= COLLAPSE_STD:
+    if halt_on_collapse and not row["embedding_std"] >= COLLAPSE_STD:
         raise NonFiniteLossError(f"training collapsed in epoch {epoch}: every image has the same embedding "
                                  f"(spread {row['embedding_std']:.1e}){kept}. Lower --lr (it is {config.lr:g}) "
                                  f"or raise --temperature")

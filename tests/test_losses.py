@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crl_helpers.losses import info_nce, nt_xent, nt_xent_logits
+from crl_helpers.losses import debiased_nt_xent, info_nce, nt_xent, nt_xent_logits
 from oracles import dot as _cos
 from oracles import info_nce_oracle, neg_log_softmax, nt_xent_oracle
 from oracles import unit_rows as _unit_rows
@@ -402,3 +402,62 @@ def test_hostile_float16_gradients_are_finite_at_and_above_the_floor(factor):
 def normalize_rows_f16(x: torch.Tensor) -> torch.Tensor:
     """Unit rows in float16, as a projection head under float16 autocast returns them; a leaf."""
     return (x / x.norm(dim=1, keepdim=True)).half().requires_grad_()
+
+
+# ------------------------------------------------------- debiased (Chuang et al. 2020)
+def debiased_oracle(z1, z2, temperature: float, tau_plus: float) -> float:
+    """Chuang et al. 2020, eq. 6 with the authors' floor, anchor by anchor in float64."""
+    z = _unit_rows(torch.cat([z1, z2]))
+    n2 = len(z)
+    n = n2 // 2
+    k = n2 - 2
+    total = 0.0
+    for a in range(n2):
+        partner = (a + n) % n2
+        pos = math.exp(_cos(z[a], z[partner]) / temperature)
+        neg = sum(math.exp(_cos(z[a], z[b]) / temperature) for b in range(n2) if b not in (a, partner))
+        n_g = max((neg - tau_plus * k * pos) / (1 - tau_plus), k * math.exp(-1 / temperature))
+        total += -math.log(pos / (pos + n_g))
+    return total / n2
+
+
+@pytest.mark.parametrize("n, d, temperature", CASES)
+@pytest.mark.parametrize("tau_plus", [0.0, 0.1, 0.5])
+def test_debiased_matches_loop_oracle(n, d, temperature, tau_plus):
+    z1, z2 = _randn(n, d, seed=n), _randn(n, d, seed=n + 100)
+    got = debiased_nt_xent(z1.double(), z2.double(), temperature, tau_plus).item()
+    assert got == pytest.approx(debiased_oracle(z1.double(), z2.double(), temperature, tau_plus), rel=1e-10)
+    got32 = debiased_nt_xent(z1, z2, temperature, tau_plus).item()
+    assert got32 == pytest.approx(debiased_oracle(z1.double(), z2.double(), temperature, tau_plus), rel=1e-4)
+
+
+def test_debiased_floor_binds_when_the_positive_outweighs_the_negatives():
+    # Two images at opposite poles: each anchor's K = 2 negatives are the other image's views (cos -1),
+    # its positive is cos 1. The debiased sum is negative for tau_plus = 0.5, so N_g = K e^{-1/t}.
+    z1 = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    t = 0.5
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2 * math.exp(-1 / t)))
+    assert debiased_nt_xent(z1, z1.clone(), t, tau_plus=0.5).item() == pytest.approx(expected, rel=1e-12)
+    assert debiased_oracle(z1, z1.clone(), t, 0.5) == pytest.approx(expected, rel=1e-12)
+    # Without the correction the same batch is plain NT-Xent, whose negatives term is also K e^{-1/t} here.
+    assert nt_xent(z1, z1.clone(), t).item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_debiased_with_no_prior_is_nt_xent_and_the_prior_lowers_the_loss():
+    z1, z2 = _randn(6, 4, seed=1), _randn(6, 4, seed=2)
+    torch.testing.assert_close(debiased_nt_xent(z1, z2, 0.2, tau_plus=0.0), nt_xent(z1, z2, 0.2))
+    assert debiased_nt_xent(z1, z2, 0.2, tau_plus=0.2) < nt_xent(z1, z2, 0.2)
+
+
+def test_debiased_small_temperature_is_finite_and_gradcheck():
+    z1, z2 = _randn(4, 3, seed=3), _randn(4, 3, seed=4)
+    assert torch.isfinite(debiased_nt_xent(z1, z2, 1e-3, 0.1))
+    a = _randn(3, 4, seed=5, dtype=torch.float64).requires_grad_()
+    b = _randn(3, 4, seed=6, dtype=torch.float64).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x, y: debiased_nt_xent(x, y, 0.5, 0.1), (a, b))
+
+
+@pytest.mark.parametrize("tau_plus, error", [(1.0, ValueError), (-0.1, ValueError), ("0.1", TypeError)])
+def test_debiased_rejects_a_bad_prior(tau_plus, error):
+    with pytest.raises(error, match="tau_plus"):
+        debiased_nt_xent(torch.randn(3, 2), torch.randn(3, 2), 0.5, tau_plus)

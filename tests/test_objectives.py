@@ -21,13 +21,18 @@ from crl_helpers.objectives import (
     ObjectiveConfig,
     build_objective,
     momentum_update,
+    Debiased,
+    MoCo,
+    SimSiam,
     semi_hard_negatives,
+    simsiam_loss,
     supcon_loss,
     triplet_loss,
 )
-from crl_helpers.losses import nt_xent
+from crl_helpers.losses import debiased_nt_xent, nt_xent
 from oracles import info_nce_oracle, nt_xent_oracle, supcon_oracle
 from oracles import squared_distance as sq_dist
+from oracles import dot, unit_rows
 
 
 # ----------------------------------------------------------------- memory bank
@@ -273,7 +278,8 @@ def test_every_method_trains_in_the_one_loop(tiny, method):
     assert seen == [1] and [row["epoch"] for row in result.history] == [1]
     assert math.isfinite(result.history[0]["loss"])
     objective = result.objective
-    expected = {"simclr": 30, "supcon": 30, "triplet": 1, "instdisc": 8, "moco": 16}[method]
+    expected = {"simclr": 30, "supcon": 30, "triplet": 1, "instdisc": 8, "moco": 16, "debiased": 30,
+                "simsiam": 0, "simsiam_no_stopgrad": 0}[method]
     assert objective.negatives_per_query(config.batch_size) == expected
     if method == "instdisc":
         assert objective.n_views == 1 and objective.bank.bank.shape == (32, 16)
@@ -286,6 +292,12 @@ def test_every_method_trains_in_the_one_loop(tiny, method):
         key = dict(objective.key_model.named_parameters())
         moved = [n for n, p in result.model.named_parameters() if not torch.equal(p, key[n])]
         assert moved and all(not p.requires_grad for p in key.values())
+    elif method.startswith("simsiam"):
+        # The predictor is trained with the model: it left its initial weights.
+        torch.manual_seed(0)
+        fresh = SimSiam(16).predictor
+        assert any(not torch.equal(p, q) for p, q in zip(objective.predictor.parameters(), fresh.parameters()))
+        assert objective.halt_on_collapse == (method == "simsiam")
 
 
 def test_simclr_objective_is_nt_xent_of_the_model():
@@ -356,3 +368,96 @@ def test_cli_trains_with_a_method(tmp_path, capsys):
     assert metrics["method"] == "moco" and metrics["epochs"] == 1
     assert main(["train", "--method", "byol", "--out", str(tmp_path / "x")]) == 2
     assert "--method 'byol' is unknown" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------- SimSiam
+def simsiam_oracle(p1, p2, z1, z2) -> float:
+    """Chen & He 2021, Algorithm 1: D(p1, z2) / 2 + D(p2, z1) / 2 with D = -cosine, one row at a time."""
+    def d(p, z):
+        rows = [-dot(a, b) for a, b in zip(unit_rows(p), unit_rows(z))]
+        return sum(rows) / len(rows)
+    return 0.5 * d(p1, z2) + 0.5 * d(p2, z1)
+
+
+@pytest.mark.parametrize("stop_gradient", [True, False])
+def test_simsiam_loss_matches_the_formula(stop_gradient):
+    g = torch.Generator().manual_seed(0)
+    p1, p2, z1, z2 = (torch.randn(5, 6, generator=g, dtype=torch.float64) for _ in range(4))
+    got = simsiam_loss(p1, p2, z1, z2, stop_gradient).item()
+    assert got == pytest.approx(simsiam_oracle(p1, p2, z1, z2), rel=1e-12)
+
+
+def test_simsiam_loss_closed_forms():
+    e = torch.eye(3, dtype=torch.float64)
+    assert simsiam_loss(e, e, 2 * e, 3 * e).item() == pytest.approx(-1.0)  # predictions on their targets
+    assert simsiam_loss(e, e, -e, -e).item() == pytest.approx(1.0)  # predictions opposite their targets
+    assert simsiam_loss(e, e, e.roll(1, dims=1), e.roll(1, dims=1)).item() == pytest.approx(0.0)  # orthogonal
+
+
+def test_stop_gradient_cuts_the_gradient_to_the_target_branch():
+    g = torch.Generator().manual_seed(1)
+    p1, p2, z1, z2 = (torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(4))
+    simsiam_loss(p1, p2, z1, z2, stop_gradient=True).backward()
+    assert z1.grad is None and z2.grad is None
+    assert p1.grad is not None and p1.grad.abs().sum() > 0
+    simsiam_loss(p1, p2, z1, z2, stop_gradient=False).backward()
+    assert z1.grad.abs().sum() > 0 and z2.grad.abs().sum() > 0
+
+
+def test_simsiam_objective_gradient_reaches_the_encoder_only_through_the_predicted_branch():
+    from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
+
+    torch.manual_seed(0)
+    model = SimCLRModel(SmallConvNet(width=8), ProjectionHead(128, 32, 16))
+    views = torch.randn(8, 3, 32, 32)
+    grads = {}
+    for stop_gradient in (True, False):
+        objective = SimSiam(16, stop_gradient=stop_gradient)
+        torch.manual_seed(1)
+        objective.predictor = SimSiam(16).predictor  # the same predictor for both arms
+        model.zero_grad()
+        loss, z1, z2 = objective(model, views)
+        _, z = model(views)
+        p = objective.predictor(z)
+        assert loss.item() == pytest.approx(simsiam_oracle(p[:4], p[4:], z[:4], z[4:]), rel=1e-5)
+        loss.backward()
+        grads[stop_gradient] = model.head.mlp[-1].weight.grad.clone()
+    # Without the stop-gradient the targets are differentiated too: the head receives a different gradient.
+    assert not torch.allclose(grads[True], grads[False])
+
+
+def test_simsiam_without_stop_gradient_may_collapse_in_the_loop():
+    from crl_helpers.train import check_healthy, CPU
+
+    row = {"epoch": 1, "embedding_std": 0.0}
+    model = nn.Linear(2, 2)
+    check_healthy(model, row, CPU, halt_on_collapse=SimSiam(8, stop_gradient=False).halt_on_collapse)
+    with pytest.raises(Exception, match="collapsed"):
+        check_healthy(model, row, CPU, halt_on_collapse=SimSiam(8).halt_on_collapse)
+
+
+# ----------------------------------------------------------- debiased objective
+def test_debiased_objective_uses_the_class_prior():
+    from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
+
+    torch.manual_seed(0)
+    model = SimCLRModel(SmallConvNet(width=8), ProjectionHead(128, 32, 16)).eval()
+    objective = build_objective("debiased", model, n_images=64, batch_size=8, temperature=0.3, n_classes=4)
+    assert isinstance(objective, Debiased) and objective.tau_plus == 0.25
+    views = torch.randn(8, 3, 32, 32)
+    loss, _, _ = objective(model, views)
+    _, z = model(views)
+    torch.testing.assert_close(loss, debiased_nt_xent(z[:4], z[4:], 0.3, tau_plus=0.25))
+
+
+# ------------------------------------------------------------- MoCo queue length
+def test_moco_queue_shorter_than_the_batch_keeps_the_newest_keys():
+    from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
+
+    model = SimCLRModel(SmallConvNet(width=8), ProjectionHead(128, 32, 16))
+    objective = build_objective("moco", model, n_images=64, batch_size=8, temperature=0.2,
+                                config=ObjectiveConfig(queue_size=4))
+    assert isinstance(objective, MoCo) and objective.queue.size == 4 and objective.negatives_per_query(8) == 4
+    views = torch.randn(16, 3, 32, 32)
+    _, _, key = objective(model, views)
+    torch.testing.assert_close(objective.queue.ordered(), F.normalize(key[-4:], dim=1))
