@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Defaults: built-in shapes dataset, small ConvNet, CPU preset.")
     t.add_argument("--preset", default="cpu", help="named config to start from: cpu (default), cifar10-gpu")
     t.add_argument("--method", help="the objective: simclr (default), instdisc (memory bank), moco, "
-                                    "supcon (uses labels), triplet; only simclr runs under torchrun")
+                                    "supcon (uses labels), triplet, debiased (Chuang et al. 2020), simsiam, "
+                                    "simsiam_no_stopgrad (collapses); only simclr runs under torchrun")
     t.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (folder: --data-root is the image folder)")
     t.add_argument("--data-root", help="where datasets are downloaded and cached (default: data)")
     t.add_argument("--encoder", help="convnet (CPU default), resnet18 (CIFAR stem), resnet18-imagenet")
