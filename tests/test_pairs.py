@@ -216,3 +216,25 @@ def test_histogram_shortcut_matches_a_loop():
             assert bool(out[i, j]) == (distances.index(min(distances)) == i)
     with pytest.raises(ValueError, match="views"):
         histogram_shortcut(views[0], sources)
+
+
+def test_augmentation_explorer_meters_are_the_pure_functions():
+    """The explorer only wires the meters: its numbers are crop_object_fraction and histogram_shortcut."""
+    pytest.importorskip("ipywidgets")
+    from crl_helpers.widgets import _views_and_params, augmentation_explorer
+
+    data = make_shapes(3, seed=0)
+    masks = object_masks(data)
+    masks[0] = 1.0  # one image without a known object: its meter is the crop's area
+    w = augmentation_explorer(data.x, n_views=2, seed=4, masks=masks)
+    w.controls["crop_scale_min"].value = 0.1
+    w.controls["perspective"].value = 0.4
+    grid, params = _views_and_params(data.x, w.state["config"], 2, 4, 0.4)
+    torch.testing.assert_close(w.state["grid"], grid)
+    kept = torch.stack([crop_object_fraction(masks, p.top, p.left, p.height, p.width) for p in params], dim=1)
+    torch.testing.assert_close(w.state["object_kept"], kept)
+    area = torch.stack([p.height[0] * p.width[0] / 32 ** 2 for p in params])  # image 0: the area fraction
+    torch.testing.assert_close(w.state["object_kept"][0], area)
+    assert torch.equal(w.state["shortcut"], histogram_shortcut(grid, data.x))
+    assert w.meters["colour shortcut"].value == pytest.approx(w.state["shortcut"].float().mean().item())
+    assert "perspective 0.40" in w.caption.value
