@@ -342,7 +342,8 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
     meters = {name: widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description=name, style=meter_style,
                                           layout=widgets.Layout(width="320px"))
               for name in ("object kept", "colour shortcut")}
-    meter_text = {name: widgets.HTML() for name in meters}
+    # Labels, not HTML: the caption stays the explorer's first HTML widget (the browser test reads it).
+    meter_text = {name: widgets.Label() for name in meters}
     seed_box = {"seed": int(seed)}
 
     def render():

@@ -184,3 +184,83 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
         if port is not None:
             _shutdown_kernels(port, token)
         _stop(server)
+
+
+@pytest.mark.browser
+def test_augmentation_explorer_perspective_and_meters_in_jupyterlab(tmp_path):
+    """The explorer's perspective slider redraws the views and its meters show in JupyterLab."""
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (CI installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    pytest.importorskip("jupyterlab", reason="pip install jupyterlab")
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    source = ("from crl_helpers.data import load_dataset\n"
+              "from crl_helpers.pairs import object_masks\n"
+              "from crl_helpers.widgets import augmentation_explorer\n"
+              "data = load_dataset('shapes', 'train', n=3)\n"
+              "explorer = augmentation_explorer(data.x, n_views=3, seed=0, masks=object_masks(data))\n"
+              "explorer")
+    notebook = dict(NOTEBOOK, cells=[dict(NOTEBOOK["cells"][0], source=source)])
+    root = tmp_path / "lab"
+    root.mkdir()
+    (root / "explorer.ipynb").write_text(json.dumps(notebook))
+    token, runtime_dir = secrets.token_hex(16), tmp_path / "runtime"
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(runtime_dir),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"))
+    log = tmp_path / "jupyter.log"
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--port=0", "--ServerApp.ip=127.0.0.1",
+               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    port = None
+    try:
+        port = _wait_for_server(token, server, log, runtime_dir)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.set_default_timeout(RENDER_SECONDS * 1000)
+                page.goto(f"http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}")
+                page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
+                page.wait_for_function("window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')")
+                run_all(page)
+
+                def rendered():
+                    accept = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+                    if accept.count():  # JupyterLab asked which kernel to start: accept python3, run again
+                        accept.first.click()
+                        run_all(page)
+                    src = _figure_src(page) or ""
+                    return src if src.startswith("data:image/png") else None
+
+                first = _wait_until(rendered, RENDER_SECONDS, "the explorer's figure", page, tmp_path)
+                meters = page.locator(".jp-OutputArea-output .widget-label", has_text="of the object inside the crop")
+                assert meters.count() == 1 and "%" in meters.first.inner_text()
+                assert page.locator(".jp-OutputArea-output .widget-label", has_text="colour histogram").count() == 1
+
+                slider = page.locator(".widget-slider", has=page.locator("label", has_text="perspective")).first
+                readout = slider.locator(".widget-readout")
+                readout.click()
+                page.keyboard.press("Control+A")
+                page.keyboard.type("0.5")
+                page.keyboard.press("Enter")
+
+                second = _wait_until(lambda: (_figure_src(page) or first) != first and _figure_src(page),
+                                     REDRAW_SECONDS, "the figure to redraw after moving the perspective slider",
+                                     page, tmp_path)
+                page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
+                assert second.startswith("data:image/png")
+                assert "0.50" in readout.inner_text()
+                assert "Error displaying widget" not in page.content()
+                assert "perspective 0.50" in page.locator(".jp-OutputArea-output .widget-html").first.inner_text()
+            finally:
+                browser.close()
+    finally:
+        if port is not None:
+            _shutdown_kernels(port, token)
+        _stop(server)
