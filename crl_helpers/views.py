@@ -85,8 +85,9 @@ class ViewConfig:
 
     # Side of the square output view; CIFAR-10/100 are 32x32 and SimCLR trains at the data's resolution.
     image_size: int = 32
-    # Fraction of the image area a crop covers. The paper uses 0.08 for 224px ImageNet crops; on 32x32
-    # images that leaves ~9x9 pixels, so CIFAR reproductions use 0.2.
+    # Fraction of the image area a crop covers. SimCLR uses the Inception crop's (0.08, 1) on ImageNet and
+    # on CIFAR-10 alike (its Appendix B.9); (0.2, 1) is the MoCo v2 / SupCon convention, common in CIFAR
+    # reproductions: on 32x32 images a 0.08 crop is a ~9x9 pixel patch.
     crop_scale: tuple[float, float] = (0.2, 1.0)
     # Aspect-ratio range of the crop, the paper's (and torchvision's) default.
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -168,7 +169,8 @@ class ViewConfig:
         return 0.2 * self.jitter_strength if self.hue_shift is None else self.hue_shift
 
 
-#: The paper's CIFAR-10 pipeline: crop + flip, colour jitter (s = 0.5), grayscale, no blur.
+#: SimCLR's CIFAR-10 pipeline (crop + flip, colour jitter s = 0.5, grayscale, no blur) with the MoCo v2 /
+#: SupCon crop scale (0.2, 1) in place of SimCLR's (0.08, 1).
 SIMCLR = ViewConfig()
 #: Ablation arm "crop only": random resized crop and flip (the paper counts flip with crop), no colour.
 CROP_ONLY = dataclasses.replace(SIMCLR, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)

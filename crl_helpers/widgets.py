@@ -4,7 +4,8 @@ Each explorer is a thin ipywidgets layer over tested pure functions (STYLE rule 
 widget moves a slider, the function computes, the plot draws):
 
 * :func:`augmentation_explorer` over :func:`augmentation_grid` and :func:`config_from_controls`
-  (SimCLR's pipeline, Chen et al. 2020, from :mod:`crl_helpers.views`);
+  (SimCLR's pipeline, Chen et al. 2020, from :mod:`crl_helpers.views`) and the meters of
+  :mod:`crl_helpers.pairs` (object kept by the crop, colour-histogram shortcut);
 * :func:`temperature_explorer` over :mod:`crl_helpers.temperature` (Wang & Liu 2021);
 * :func:`umap_explorer` over :func:`crl_helpers.plots.align_snapshots` and
   :func:`crl_helpers.plots.scatter_2d` (UMAP, McInnes et al. 2018).
@@ -20,7 +21,7 @@ Example:
     >>> images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
     >>> w = augmentation_explorer(images, n_views=3)
     >>> sorted(w.controls)[:3], w.state["grid_shape"]
-    (['blur_p', 'crop_scale_min', 'flip_p'], (2, 3, 3, 16, 16))
+    (['blur_p', 'crop_ratio_max', 'crop_scale_min'], (2, 3, 3, 16, 16))
     >>> before = w.png
     >>> w.controls["jitter_strength"].value = 2.0
     >>> w.png != before
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 
 from crl_helpers.views import SIMCLR, ViewConfig
-from crl_helpers.views_batched import make_views
+from crl_helpers.views_batched import apply_view_params, sample_view_params
 
 __all__ = [
     "Explorer",
@@ -149,15 +150,19 @@ def _make_explorer(controls: dict, render: Callable[[], tuple], rows: list | Non
 
 
 # ------------------------------------------------------------------------------ 1. augmentation explorer
-#: The ViewConfig knobs the augmentation explorer exposes, with their slider ranges (min, max, step).
+#: The knobs the augmentation explorer exposes, with their slider ranges (min, max, step): ViewConfig
+#: fields (``crop_scale_min`` and ``crop_ratio_max`` set the crop's ranges) and ``perspective``, the
+#: distortion of torchvision's RandomPerspective, which SimCLR does not use (see :func:`augmentation_grid`).
 CONTROL_FIELDS = {
     "crop_scale_min": (0.05, 1.0, 0.01),
+    "crop_ratio_max": (1.0, 4.0, 0.05),
     "flip_p": (0.0, 1.0, 0.05),
     "jitter_strength": (0.0, 2.5, 0.05),
     "hue_shift": (0.0, 0.5, 0.01),
     "jitter_p": (0.0, 1.0, 0.05),
     "grayscale_p": (0.0, 1.0, 0.05),
     "blur_p": (0.0, 1.0, 0.05),
+    "perspective": (0.0, 0.9, 0.05),
 }
 
 
@@ -165,70 +170,108 @@ def config_from_controls(base: ViewConfig = SIMCLR, **values) -> ViewConfig:
     """The :class:`~crl_helpers.views.ViewConfig` that the explorer's control values describe.
 
     ``crop_scale_min`` sets the lower end of ``crop_scale`` (the upper end stays ``base``'s, raised
-    to the minimum if needed); the other keys are ViewConfig fields of the same name (``hue_shift``
+    to the minimum if needed); ``crop_ratio_max`` = r sets ``crop_ratio`` to (1 / r, r), the aspect
+    ratios w / h a crop may take; the other keys are ViewConfig fields of the same name (``hue_shift``
     fixes the hue amplitude, which otherwise follows ``jitter_strength``). Keys left out keep
-    ``base``'s values.
+    ``base``'s values. ``perspective`` is not a ViewConfig field: pass it to :func:`augmentation_grid`.
 
     Args:
-        base: the config to start from (image size, mean/std, crop ratio, blur sigma ...).
-        **values: any of :data:`CONTROL_FIELDS`.
+        base: the config to start from (image size, mean/std, blur sigma ...).
+        **values: any of :data:`CONTROL_FIELDS` but ``perspective``.
 
     Raises:
-        TypeError: an unknown key (the message lists the known ones), or ``base`` not a ViewConfig.
+        TypeError: an unknown key (the message lists the known ones), ``perspective``, or ``base`` not a ViewConfig.
         ValueError: a value ViewConfig rejects (a probability outside [0, 1], ...).
 
     Example:
         >>> config_from_controls(crop_scale_min=0.5, grayscale_p=0.0).crop_scale
         (0.5, 1.0)
+        >>> config_from_controls(crop_ratio_max=2.0).crop_ratio
+        (0.5, 2.0)
         >>> config_from_controls(hue=0.1)
         Traceback (most recent call last):
         ...
-        TypeError: unknown control 'hue'; use crop_scale_min, flip_p, jitter_strength, hue_shift, jitter_p, grayscale_p, blur_p
+        TypeError: unknown control 'hue'; use crop_scale_min, crop_ratio_max, flip_p, jitter_strength, hue_shift, jitter_p, grayscale_p, blur_p, perspective
     """
     if not isinstance(base, ViewConfig):
         raise TypeError(f"base={base!r} must be a ViewConfig")
     unknown = [k for k in values if k not in CONTROL_FIELDS]
     if unknown:
         raise TypeError(f"unknown control {unknown[0]!r}; use {', '.join(CONTROL_FIELDS)}")
-    changes = {k: float(v) for k, v in values.items() if k != "crop_scale_min"}
+    if "perspective" in values:
+        raise TypeError("perspective is not a ViewConfig field; pass it to augmentation_grid(..., perspective=...)")
+    changes = {k: float(v) for k, v in values.items() if k not in ("crop_scale_min", "crop_ratio_max")}
     if "crop_scale_min" in values:
         low = float(values["crop_scale_min"])
         changes["crop_scale"] = (low, max(low, base.crop_scale[1]))
+    if "crop_ratio_max" in values:
+        high = float(values["crop_ratio_max"])
+        if not high >= 1:
+            raise ValueError(f"crop_ratio_max={high!r} must be >= 1 (the crop's w / h lies in [1 / r, r])")
+        changes["crop_ratio"] = (1 / high, high)
     return dataclasses.replace(base, **changes)
 
 
+def _views_and_params(images: torch.Tensor, config: ViewConfig, n_views: int, seed: int,
+                      perspective: float) -> tuple[torch.Tensor, list]:
+    """The grid of :func:`augmentation_grid` and the ``ViewParams`` (crop boxes ...) of each of its views."""
+    from crl_helpers.views import check_n_views
+
+    if not isinstance(config, ViewConfig):
+        raise TypeError(f"config={config!r} must be a ViewConfig")
+    check_n_views(n_views)
+    if not 0.0 <= float(perspective) < 1.0:
+        raise ValueError(f"perspective={perspective!r} is RandomPerspective's distortion scale; use a value in [0, 1)")
+    display_config = dataclasses.replace(config, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    generator = torch.Generator().manual_seed(int(seed))
+    height, width = images.shape[-2:]
+    # The same draws as make_views: one sample_view_params per view, so the crop boxes are known.
+    params = [sample_view_params(images.shape[0], display_config, generator, height=int(height), width=int(width))
+              for _ in range(n_views)]
+    views = [apply_view_params(images, p, display_config) for p in params]  # n_views x (K, 3, S, S)
+    grid = torch.stack(views, dim=1).clamp_(0.0, 1.0)  # (K, n_views, 3, S, S)
+    if perspective > 0:
+        # Per view on the CPU with torchvision (the batched pipeline has no perspective); torch's global RNG
+        # is seeded inside fork_rng, so the grid is still a function of the arguments and the caller's RNG is untouched.
+        from torchvision.transforms import v2
+
+        warp = v2.RandomPerspective(distortion_scale=float(perspective), p=1.0)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            grid = torch.stack([torch.stack([warp(view) for view in row]) for row in grid])  # (K, V, 3, S, S)
+    return grid, params
+
+
 def augmentation_grid(images: torch.Tensor, config: ViewConfig = SIMCLR, n_views: int = 4,
-                      seed: int = 0) -> torch.Tensor:
+                      seed: int = 0, perspective: float = 0.0) -> torch.Tensor:
     """``n_views`` augmented views of each image, in [0, 1] for display (SimCLR, Chen et al. 2020).
 
-    The views are :func:`crl_helpers.views.make_views` with ``config`` (its ``mean``/``std`` are
+    The views are :func:`crl_helpers.views_batched.make_views` with ``config`` (its ``mean``/``std`` are
     replaced by 0/1 so the output is un-normalised) and a CPU generator seeded with ``seed``:
-    the same arguments always give the same grid.
+    the same arguments always give the same grid. ``perspective > 0`` then warps every view with
+    torchvision's ``RandomPerspective(distortion_scale=perspective, p=1)`` (not part of SimCLR): the
+    corners move inwards, so the whole crop stays in the frame and black fills the rest.
 
     Args:
         images: ``(K, 3, H, W)``, uint8 in [0, 255] or float in [0, 1].
         config: the augmentation settings (``image_size`` sets the views' side ``S``).
         n_views: views per image.
         seed: seeds the random parameters.
+        perspective: distortion scale in [0, 1); 0 leaves the views flat.
 
     Returns:
         float32 ``(K, n_views, 3, S, S)`` in [0, 1].
 
     Raises:
-        TypeError, ValueError: as :func:`crl_helpers.views.make_views`.
+        TypeError, ValueError: as :func:`crl_helpers.views_batched.make_views`; ``perspective`` outside [0, 1).
 
     Example:
         >>> x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
-        >>> grid = augmentation_grid(x, dataclasses.replace(SIMCLR, image_size=8), n_views=3)
+        >>> grid = augmentation_grid(x, dataclasses.replace(SIMCLR, image_size=8), n_views=3, perspective=0.5)
         >>> grid.shape, bool(grid.min() >= 0 and grid.max() <= 1)
         (torch.Size([2, 3, 3, 8, 8]), True)
     """
-    if not isinstance(config, ViewConfig):
-        raise TypeError(f"config={config!r} must be a ViewConfig")
-    display_config = dataclasses.replace(config, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    generator = torch.Generator().manual_seed(int(seed))
-    views = make_views(images, display_config, n_views=n_views, generator=generator)  # n_views x (K, 3, S, S)
-    return torch.stack(views, dim=1).clamp_(0.0, 1.0)  # (K, n_views, 3, S, S)
+    return _views_and_params(images, config, n_views, seed, perspective)[0]
 
 
 def _to_display(x: torch.Tensor) -> np.ndarray:
@@ -237,75 +280,120 @@ def _to_display(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
 
 
-def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_views: int = 4, seed: int = 0):
-    """Sliders for SimCLR's augmentations over a grid of views (Chen et al. 2020, Appendix A).
+def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_views: int = 4, seed: int = 0,
+                          masks: torch.Tensor | None = None):
+    """Sliders for SimCLR's augmentations over a grid of views, with two live meters (Chen et al. 2020, Appendix A).
 
     Rows are the ``K`` images (the original first), columns ``n_views`` random views drawn with
-    the current settings. The controls ``crop_scale_min``, ``flip_p``, ``jitter_strength``,
-    ``hue_shift``, ``jitter_p``, ``grayscale_p``, ``blur_p`` edit the config (:func:`config_from_controls`);
+    the current settings. The controls ``crop_scale_min``, ``crop_ratio_max``, ``flip_p``,
+    ``jitter_strength``, ``hue_shift``, ``jitter_p``, ``grayscale_p``, ``blur_p`` edit the config
+    (:func:`config_from_controls`), ``perspective`` warps the views (:func:`augmentation_grid`);
     ``resample`` draws new random parameters (next seed). Views are made at the images' own side.
+
+    The meters (tested pure functions of :mod:`crl_helpers.pairs`), per view under it and averaged in
+    two bars: **object kept**, the fraction of the image's object mask inside the view's crop box
+    (:func:`~crl_helpers.pairs.crop_object_fraction`; for an image without a mask, the crop's share of
+    the image area, labelled "area"); **colour shortcut**, whether the view's colour histogram alone
+    finds its source among the ``K`` images (:func:`~crl_helpers.pairs.histogram_shortcut`, chance 1/K).
 
     Args:
         images: ``(K, 3, H, W)`` uint8 or [0, 1] float; K of 2 to 8 reads best.
         config: the starting settings.
         n_views: views per image.
         seed: the first seed.
+        masks: ``(K, H, W)`` object masks in [0, 1] (e.g. :func:`crl_helpers.pairs.object_masks`), an
+            all-ones row for an image whose object is unknown; None: all unknown.
 
     Returns:
-        An :class:`Explorer` (an ``ipywidgets.VBox``); ``w.state`` holds ``config``, ``seed``,
-        ``grid`` (the views) and ``grid_shape``.
+        An :class:`Explorer` (an ``ipywidgets.VBox``); ``w.state`` holds ``config``, ``perspective``,
+        ``seed``, ``grid`` (the views), ``grid_shape``, ``object_kept`` (K, V), ``shortcut`` (K, V) bool,
+        and their means ``object_kept_mean`` and ``shortcut_rate``; ``w.meters`` the two bars.
 
     Raises:
-        TypeError, ValueError: bad images, config or n_views.
+        TypeError, ValueError: bad images, config, n_views or masks.
     """
     import ipywidgets as widgets
 
+    from crl_helpers.pairs import crop_object_fraction, histogram_shortcut
     from crl_helpers.validate import check_images, check_int
 
     images = check_images("images", images, channels=3, unit_range=True)
     n_views = check_int("n_views", n_views, 1)
+    k = images.shape[0]
     base = dataclasses.replace(config, image_size=int(min(images.shape[-2:])))
     images = images.detach().cpu()
+    masks = torch.ones(k, *images.shape[-2:]) if masks is None else torch.as_tensor(masks, dtype=torch.float32).cpu()
+    if masks.shape != (k, *images.shape[-2:]):
+        raise ValueError(f"masks has shape {tuple(masks.shape)}; pass one (H, W) mask per image: "
+                         f"{(k, *images.shape[-2:])} (all ones where the object is unknown)")
+    known = ~(masks == 1).flatten(1).all(dim=1)  # (K,) rows with a real object mask
     controls = {}
     for name, (low, high, step) in CONTROL_FIELDS.items():
         # hue_shift may be None in a config (hue follows the strength): the slider shows the amplitude in force.
-        value = {"crop_scale_min": base.crop_scale[0], "hue_shift": base.hue}.get(name, getattr(base, name, None))
+        value = {"crop_scale_min": base.crop_scale[0], "hue_shift": base.hue, "perspective": 0.0,
+                 "crop_ratio_max": max(base.crop_ratio[1], 1 / base.crop_ratio[0])}.get(name, getattr(base, name, None))
         controls[name] = widgets.FloatSlider(value=value, min=low, max=high, step=step, description=name,
                                              continuous_update=False, readout_format=".2f",
                                              style={"description_width": "105px"},
                                              layout=widgets.Layout(width="320px"))
     controls["resample"] = widgets.Button(description="re-sample", icon="refresh", tooltip="draw new random views")
+    # The meters are outputs, not controls: kept out of `controls` so that setting them never triggers a redraw.
+    meter_style = {"description_width": "105px"}
+    meters = {name: widgets.FloatProgress(value=0.0, min=0.0, max=1.0, description=name, style=meter_style,
+                                          layout=widgets.Layout(width="320px"))
+              for name in ("object kept", "colour shortcut")}
+    # Labels, not HTML: the caption stays the explorer's first HTML widget (the browser test reads it).
+    meter_text = {name: widgets.Label() for name in meters}
     seed_box = {"seed": int(seed)}
 
     def render():
-        values = {name: controls[name].value for name in CONTROL_FIELDS}
+        values = {name: controls[name].value for name in CONTROL_FIELDS if name != "perspective"}
         current = config_from_controls(base, **values)
-        grid = augmentation_grid(images, current, n_views=n_views, seed=seed_box["seed"])  # (K, V, 3, S, S)
-        k = grid.shape[0]
-        fig = _new_figure(1.25 * (n_views + 1), 1.25 * k + 0.3, layout=None)
+        perspective = float(controls["perspective"].value)
+        grid, params = _views_and_params(images, current, n_views, seed_box["seed"], perspective)  # (K, V, 3, S, S)
+        kept = torch.stack([crop_object_fraction(masks, p.top, p.left, p.height, p.width) for p in params], dim=1)
+        shortcut = histogram_shortcut(grid, images)  # (K, V) bool
+        height = 1.45 * k + 0.45  # inches: a row per image with room for the meters' labels, a title line
+        fig = _new_figure(1.25 * (n_views + 1), height, layout=None)
         axes = fig.subplots(k, n_views + 1, squeeze=False)
-        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.3 / (1.25 * k + 0.3), wspace=0.06,
-                            hspace=0.06)
+        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.17 / height, top=1 - 0.28 / height, wspace=0.06,
+                            hspace=0.3)
         for i in range(k):
             axes[i, 0].imshow(_to_display(images[i]), interpolation="nearest")
+            what = "obj" if known[i] else "area"
             for j in range(n_views):
                 axes[i, j + 1].imshow(_to_display(grid[i, j]), interpolation="nearest")
+                mark = "\u2713" if shortcut[i, j] else "\u2717"
+                axes[i, j + 1].set_xlabel(f"{what} {kept[i, j]:.0%} | hist {mark}", fontsize=7, labelpad=1,
+                                          color="tab:red" if shortcut[i, j] else "black")
         for j, ax in enumerate(axes[0]):
             ax.set_title("original x" if j == 0 else f"view {j}", fontsize=8)
         for ax in axes.flat:
             ax.set_xticks([])
             ax.set_yticks([])
-        state = {"config": current, "seed": seed_box["seed"], "grid": grid, "grid_shape": tuple(grid.shape)}
+        kept_mean, rate = float(kept.mean()), float(shortcut.float().mean())
+        meters["object kept"].value, meters["colour shortcut"].value = kept_mean, rate
+        meter_text["object kept"].value = (f"{kept_mean:.0%} of the object inside the crop, mean over views"
+                                           + ("" if known.all() else " (crop area where no mask is known)"))
+        meter_text["colour shortcut"].value = (f"{rate:.0%} of views matched to their own image by colour "
+                                               f"histogram alone (chance {1 / k:.0%})")
+        state = {"config": current, "perspective": perspective, "seed": seed_box["seed"], "grid": grid,
+                 "grid_shape": tuple(grid.shape), "object_kept": kept, "shortcut": shortcut,
+                 "object_kept_mean": kept_mean, "shortcut_rate": rate}
         text = (f"crop scale [{current.crop_scale[0]:.2f}, {current.crop_scale[1]:.2f}] of the area, "
+                f"aspect ratio [{current.crop_ratio[0]:.2f}, {current.crop_ratio[1]:.2f}], "
                 f"flip p={current.flip_p:.2f}, colour jitter s={current.jitter_strength:.2f} "
                 f"(hue shift up to {current.hue:.2f} of a turn) with p={current.jitter_p:.2f}, "
                 f"grayscale p={current.grayscale_p:.2f}, "
-                f"blur p={current.blur_p:.2f} | seed {seed_box['seed']}")
+                f"blur p={current.blur_p:.2f}, perspective {perspective:.2f} | seed {seed_box['seed']} | "
+                f"object kept {kept_mean:.0%}, colour shortcut {rate:.0%}")
         return fig, state, text
 
     sliders = [controls[name] for name in CONTROL_FIELDS]
-    rows = [widgets.HBox(sliders[:4]), widgets.HBox(sliders[4:] + [controls["resample"]])]
+    rows = [widgets.HBox(sliders[:3]), widgets.HBox(sliders[3:6]), widgets.HBox(sliders[6:] + [controls["resample"]]),
+            *[widgets.HBox([meters[name], meter_text[name]]) for name in meters]]
     explorer = _make_explorer(controls, render, rows=rows)
+    explorer.meters = meters
 
     def resample(_button=None) -> None:
         seed_box["seed"] += 1

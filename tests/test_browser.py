@@ -1,4 +1,4 @@
-"""End to end: the augmentation explorer renders in a real JupyterLab and redraws when a slider moves.
+"""End to end: each explorer renders in a real JupyterLab and redraws when one of its controls moves.
 
 Starts JupyterLab headless on a localhost port that it picks itself (``--port=0``, read back from the
 server file it writes), with a token, in a temporary folder; opens a small generated notebook in
@@ -11,6 +11,7 @@ Needs ``/usr/bin/chromium`` (Debian package ``chromium``) and the ``playwright``
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -105,17 +106,11 @@ def _wait_until(predicate, seconds: float, what: str, page, shots: Path):
     raise AssertionError(f"timed out after {seconds:.0f} s waiting for {what}; screenshot: {shots / 'failure.png'}")
 
 
-@pytest.mark.browser
-def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
-    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (CI installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
-    pytest.importorskip("jupyterlab", reason="pip install jupyterlab")
-    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-
+def _start_lab(tmp_path: Path, notebook: dict, name: str) -> tuple[subprocess.Popen, str, int | None, Path]:
+    """A headless JupyterLab serving ``notebook`` as ``name`` from a fresh folder: (server, token, port, log)."""
     root = tmp_path / "lab"
     root.mkdir()
-    (root / "explorer.ipynb").write_text(json.dumps(NOTEBOOK))
+    (root / name).write_text(json.dumps(notebook))
     token, runtime_dir = secrets.token_hex(16), tmp_path / "runtime"
     env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(runtime_dir),
                JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"))
@@ -129,9 +124,25 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
     with open(log, "w") as log_file:
         server = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                                   start_new_session=True)
-    port = None
     try:
-        port = _wait_for_server(token, server, log, runtime_dir)
+        return server, token, _wait_for_server(token, server, log, runtime_dir), log
+    except BaseException:
+        _stop(server)
+        raise
+
+
+@contextlib.contextmanager
+def explorer_page(tmp_path: Path, source: str, what: str):
+    """JupyterLab in headless Chromium running a one-cell notebook of ``source``; yields ``(page, figure)``
+    once the explorer's first figure (a PNG data URL) is shown. Skips when Chromium or Playwright is missing."""
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (CI installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    pytest.importorskip("jupyterlab", reason="pip install jupyterlab")
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+    notebook = dict(NOTEBOOK, cells=[dict(NOTEBOOK["cells"][0], source=source)])
+    server, token, port, _ = _start_lab(tmp_path, notebook, "explorer.ipynb")
+    try:
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
             try:
@@ -161,23 +172,10 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
                     src = _figure_src(page) or ""
                     return src if src.startswith("data:image/png") else None
 
-                first = _wait_until(rendered, RENDER_SECONDS, "the explorer's figure", page, tmp_path)
-                page.screenshot(path=str(tmp_path / "before.png"), full_page=True)
-
-                slider = page.locator(".widget-slider", has=page.locator("label", has_text="jitter_strength")).first
-                readout = slider.locator(".widget-readout")
-                readout.click()
-                page.keyboard.press("Control+A")
-                page.keyboard.type("2.0")
-                page.keyboard.press("Enter")
-
-                second = _wait_until(lambda: (_figure_src(page) or first) != first and _figure_src(page),
-                                     REDRAW_SECONDS, "the figure to redraw after moving the slider", page, tmp_path)
+                first = _wait_until(rendered, RENDER_SECONDS, f"the {what}'s figure", page, tmp_path)
+                yield page, first
                 page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
-                assert second.startswith("data:image/png")
-                assert "2.00" in readout.inner_text()
                 assert "Error displaying widget" not in page.content()
-                assert "jitter s=2.00" in page.locator(".jp-OutputArea-output .widget-html").first.inner_text()
             finally:
                 browser.close()
     finally:
@@ -186,97 +184,70 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
         _stop(server)
 
 
-COMPARISON_NOTEBOOK = {
-    "cells": [{
-        "cell_type": "code", "execution_count": None, "id": "comparison", "metadata": {}, "outputs": [],
-        "source": ("import numpy as np\n"
-                   "from crl_helpers.widgets import run_comparison_explorer\n"
-                   "rng = np.random.default_rng(0)\n"
-                   "maps = {run: {f'epoch {e}': rng.normal(size=(60, 2)) for e in (0, 1, 3)}\n"
-                   "        for run in ('crop only', 'colour only', 'crop + colour')}\n"
-                   "colourings = {'class': rng.integers(0, 3, 60), 'object_hue': rng.random(60)}\n"
-                   "explorer = run_comparison_explorer(maps, colourings, names=['a', 'b', 'c'])\n"
-                   "explorer"),
-    }],
-    "metadata": NOTEBOOK["metadata"], "nbformat": 4, "nbformat_minor": 5,
-}
+def set_readout(page, label: str, value: str):
+    """Type ``value`` into the editable readout of the slider labelled ``label``, as a user can; returns it."""
+    slider = page.locator(".widget-slider", has=page.locator("label", has_text=label)).first
+    readout = slider.locator(".widget-readout")
+    readout.click()
+    page.keyboard.press("Control+A")
+    page.keyboard.type(value)
+    page.keyboard.press("Enter")
+    return readout
 
 
-def _start_lab(tmp_path: Path, notebook: dict, name: str) -> tuple[subprocess.Popen, str, int | None, Path]:
-    """A headless JupyterLab serving ``notebook`` as ``name`` from a fresh folder: (server, token, port, log)."""
-    root = tmp_path / "lab"
-    root.mkdir()
-    (root / name).write_text(json.dumps(notebook))
-    token, runtime_dir = secrets.token_hex(16), tmp_path / "runtime"
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(runtime_dir),
-               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"))
-    log = tmp_path / "jupyter.log"
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--port=0", "--ServerApp.ip=127.0.0.1",
-               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
-               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        command.append("--allow-root")  # CI containers run as root
-    with open(log, "w") as log_file:
-        server = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    try:
-        return server, token, _wait_for_server(token, server, log, runtime_dir), log
-    except BaseException:
-        _stop(server)
-        raise
+def redrawn(page, first: str, what: str, shots: Path) -> str:
+    """The figure's new PNG data URL, once it differs from ``first``."""
+    second = _wait_until(lambda: (_figure_src(page) or first) != first and _figure_src(page),
+                         REDRAW_SECONDS, f"the figure to redraw after {what}", page, shots)
+    assert second.startswith("data:image/png")
+    return second
+
+
+def _caption(page) -> str:
+    return page.locator(".jp-OutputArea-output .widget-html").first.inner_text()
+
+
+@pytest.mark.browser
+def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
+    with explorer_page(tmp_path, NOTEBOOK["cells"][0]["source"], "augmentation explorer") as (page, first):
+        readout = set_readout(page, "jitter_strength", "2.0")
+        redrawn(page, first, "moving the jitter slider", tmp_path)
+        assert "2.00" in readout.inner_text()
+        assert "jitter s=2.00" in _caption(page)
+
+
+@pytest.mark.browser
+def test_augmentation_explorer_perspective_and_meters_in_jupyterlab(tmp_path):
+    """The explorer's perspective slider redraws the views and its meters show in JupyterLab."""
+    source = ("from crl_helpers.data import load_dataset\n"
+              "from crl_helpers.pairs import object_masks\n"
+              "from crl_helpers.widgets import augmentation_explorer\n"
+              "data = load_dataset('shapes', 'train', n=3)\n"
+              "explorer = augmentation_explorer(data.x, n_views=3, seed=0, masks=object_masks(data))\n"
+              "explorer")
+    with explorer_page(tmp_path, source, "augmentation explorer") as (page, first):
+        meters = page.locator(".jp-OutputArea-output .widget-label", has_text="of the object inside the crop")
+        assert meters.count() == 1 and "%" in meters.first.inner_text()
+        assert page.locator(".jp-OutputArea-output .widget-label", has_text="colour histogram").count() == 1
+        readout = set_readout(page, "perspective", "0.5")
+        redrawn(page, first, "moving the perspective slider", tmp_path)
+        assert "0.50" in readout.inner_text()
+        assert "perspective 0.50" in _caption(page)
 
 
 @pytest.mark.browser
 def test_run_comparison_explorer_redraws_when_another_run_is_picked(tmp_path):
-    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (CI installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
-    pytest.importorskip("jupyterlab", reason="pip install jupyterlab")
-    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
-
-    server, token, port, _ = _start_lab(tmp_path, COMPARISON_NOTEBOOK, "comparison.ipynb")
-    try:
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(RENDER_SECONDS * 1000)
-                page.goto(f"http://127.0.0.1:{port}/lab/tree/comparison.ipynb?token={token}")
-                page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
-                page.wait_for_function("window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')")
-                run_all(page)
-                last_run = [time.monotonic()]
-
-                def rendered():
-                    accept = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")  # the kernel dialog, if asked
-                    if accept.count():
-                        accept.first.click()
-                        run_all(page)
-                        last_run[0] = time.monotonic()
-                    prompt = page.locator(".jp-Cell .jp-InputPrompt").first
-                    if prompt.count() and prompt.inner_text().strip() in ("[ ]:", "") \
-                            and time.monotonic() - last_run[0] > 30:
-                        run_all(page)
-                        last_run[0] = time.monotonic()
-                    src = _figure_src(page) or ""
-                    return src if src.startswith("data:image/png") else None
-
-                first = _wait_until(rendered, RENDER_SECONDS, "the comparison's figure", page, tmp_path)
-                caption = page.locator(".jp-OutputArea-output .widget-html").first
-                assert "crop only" in caption.inner_text() and "colour only" in caption.inner_text()
-
-                right = page.locator(".widget-dropdown", has=page.locator("label", has_text="right run")).first
-                right.locator("select").select_option("crop + colour")
-
-                second = _wait_until(lambda: (_figure_src(page) or first) != first and _figure_src(page),
-                                     REDRAW_SECONDS, "the figure to redraw after picking another run", page, tmp_path)
-                page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
-                assert second.startswith("data:image/png")
-                assert "crop + colour" in caption.inner_text()
-                assert "Error displaying widget" not in page.content()
-            finally:
-                browser.close()
-    finally:
-        _shutdown_kernels(port, token)
-        _stop(server)
+    source = ("import numpy as np\n"
+              "from crl_helpers.widgets import run_comparison_explorer\n"
+              "rng = np.random.default_rng(0)\n"
+              "maps = {run: {f'epoch {e}': rng.normal(size=(60, 2)) for e in (0, 1, 3)}\n"
+              "        for run in ('crop only', 'colour only', 'crop + colour')}\n"
+              "colourings = {'class': rng.integers(0, 3, 60), 'object_hue': rng.random(60)}\n"
+              "explorer = run_comparison_explorer(maps, colourings, names=['a', 'b', 'c'])\n"
+              "explorer")
+    with explorer_page(tmp_path, source, "run comparison") as (page, first):
+        assert "crop only" in _caption(page) and "colour only" in _caption(page)
+        right = page.locator(".widget-dropdown", has=page.locator("label", has_text="right run")).first
+        right.locator("select").select_option("crop + colour")
+        redrawn(page, first, "picking another run", tmp_path)
+        assert "crop + colour" in _caption(page)

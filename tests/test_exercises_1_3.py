@@ -20,6 +20,7 @@ from crl_helpers.exercises import (
     check_positive_index,
     check_projection_head,
     check_random_resized_crop_box,
+    check_same_class_fraction,
 )
 
 
@@ -103,6 +104,36 @@ def test_crop_box_handles_exceptions():
 
     result = check_random_resized_crop_box(broken)
     assert not result and "RuntimeError" in result.message
+
+
+def same_class_fraction_counter(labels):
+    """Closed form from the class counts: mean over anchors of (n_c - 1) / (N - 1)."""
+    labels = labels.tolist()
+    counts = {c: labels.count(c) for c in labels}
+    return sum((counts[y] - 1) / (len(labels) - 1) for y in labels) / len(labels)
+
+
+def test_same_class_fraction_accepts_two_correct_forms():
+    assert check_same_class_fraction(same_class_fraction_counter)
+    assert check_same_class_fraction(lambda labels: torch.tensor(same_class_fraction_counter(labels)))  # 0-d tensor
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    # the diagonal counted: the anchor is its own negative
+    (lambda y: float((y[:, None] == y[None, :]).double().mean()), "not its own negative"),
+    # the anchor left out of the count but not out of the denominator
+    (lambda y: ((y[:, None] == y[None, :]).sum().item() - len(y)) / len(y) ** 2, "divide by N - 1"),
+    # the textbook guess instead of a measurement
+    (lambda y: 1 / len(torch.unique(y)), "THIS batch"),
+    # one value per anchor
+    (lambda y: ((y[:, None] == y[None, :]).sum(1) - 1) / (len(y) - 1), "one number"),
+    # the fraction of negatives with ANOTHER class
+    (lambda y: 1 - same_class_fraction_counter(y), "per anchor i"),
+    (lambda y: None, "None"),
+])
+def test_same_class_fraction_rejects(wrong, hint):
+    result = check_same_class_fraction(wrong)
+    assert not result and hint in result.message, result.message
 
 
 # --------------------------------------------------------------------------------------- notebook 02

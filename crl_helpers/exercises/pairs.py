@@ -1,9 +1,11 @@
-"""Exercises of notebook 01 (pairs and augmentations): the pair matrix, the NT-Xent targets, a random crop box.
+"""Exercises of notebook 01 (pairs and augmentations): the pair matrix, the NT-Xent targets, a random crop box,
+the fraction of false negatives in a batch.
 
 SimCLR (Chen et al. 2020) stacks the two views of a batch of N images as ``[x1; x2]``: view
 ``i`` and view ``i + N`` come from the same image (a positive pair), every other pair of
 views is a negative pair. The crop box follows torchvision's ``RandomResizedCrop``
-(Szegedy et al. 2015, the "Inception" crop).
+(Szegedy et al. 2015, the "Inception" crop). In-batch negatives of the same class as the anchor are
+*false negatives* (Chuang et al. 2020, "Debiased Contrastive Learning").
 
 Example:
     >>> result = check_pair_matrix(reference_pair_matrix)
@@ -27,9 +29,11 @@ __all__ = [
     "check_pair_matrix",
     "check_positive_index",
     "check_random_resized_crop_box",
+    "check_same_class_fraction",
     "reference_pair_matrix",
     "reference_positive_index",
     "reference_random_resized_crop_box",
+    "reference_same_class_fraction",
 ]
 
 
@@ -181,3 +185,66 @@ def check_random_resized_crop_box(fn) -> str:
             _expect(t[:, 0].std() > 0.5 and t[:, 1].std() > 0.5, (
                 "the boxes always start at the same place; draw top and left at random where the box fits"))
     return "400 boxes per case lie inside the image and cover the scale and ratio ranges"
+
+
+def reference_same_class_fraction(labels) -> float:
+    """Mean over anchors of (negatives with the anchor's label) / (negatives), as a float64 loop.
+
+    Each of the N images is an anchor; its negatives are the other N - 1 images of the batch.
+
+    Example:
+        >>> reference_same_class_fraction([0, 0, 1, 1])
+        0.3333333333333333
+    """
+    labels = [int(v) for v in labels]
+    n = len(labels)
+    total = 0.0
+    for i in range(n):
+        same = sum(1 for j in range(n) if j != i and labels[j] == labels[i])
+        total += same / (n - 1)
+    return total / n
+
+
+@exercise_check("same class fraction")
+def check_same_class_fraction(fn) -> str:
+    """Check ``fn(labels) -> float``: the fraction of in-batch negatives that share the anchor's class.
+
+    Recognised slips: counting the anchor among its own negatives (denominator N, numerator n_c);
+    dividing the same-class count by N instead of N - 1; returning one value per anchor; 1 / C.
+
+    Example:
+        >>> bad = check_same_class_fraction(lambda labels: float((labels[:, None] == labels[None, :]).float().mean()))
+        [NOT YET] same class fraction: for labels [0, 0, 1, 1, 1] you return 0.5200, the reference is 0.4000: the anchor is not its own negative; exclude j == i (each anchor has N - 1 negatives, n_c - 1 of them with its class)
+    """
+    cases = [[0, 0, 1, 1, 1], [3, 3], [0, 1], [2, 0, 2, 1, 2, 0, 1, 1]]
+    g = torch.Generator().manual_seed(0)
+    cases += [torch.randint(0, 10, (64,), generator=g).tolist(), torch.randint(0, 3, (17,), generator=g).tolist()]
+    for labels in cases:
+        n = len(labels)
+        counts = {c: labels.count(c) for c in set(labels)}
+        out = fn(torch.tensor(labels))
+        shown = labels if n <= 8 else f"({n} labels)"
+        _expect(out is not None, f"your function returned None for labels {shown}; return a float")
+        if isinstance(out, torch.Tensor):
+            _expect(out.numel() == 1, (
+                f"for labels {shown} you return {out.numel()} numbers; average the per-anchor fractions "
+                f"into one number"))
+            out = out.item()
+        out = float(out)
+        expected = reference_same_class_fraction(labels)
+        if math.isclose(out, expected, rel_tol=1e-6, abs_tol=1e-9):
+            continue
+        with_self = sum(counts[y] / n for y in labels) / n
+        over_n = sum((counts[y] - 1) / n for y in labels) / n
+        message = f"for labels {shown} you return {out:.4f}, the reference is {expected:.4f}: "
+        _expect(not math.isclose(out, with_self, rel_tol=1e-6, abs_tol=1e-9), message + (
+            "the anchor is not its own negative; exclude j == i (each anchor has N - 1 negatives, "
+            "n_c - 1 of them with its class)"))
+        _expect(not math.isclose(out, over_n, rel_tol=1e-6, abs_tol=1e-9), message + (
+            "you excluded the anchor from the count but not from the denominator: each anchor has N - 1 "
+            "negatives, so divide by N - 1"))
+        _expect(not math.isclose(out, 1 / len(counts), rel_tol=1e-6), message + (
+            "1 / C is what balanced classes give on average; count the same-class negatives in THIS batch"))
+        raise AssertionError(message + "per anchor i, count the j != i with labels[j] == labels[i], divide by "
+                                       "N - 1, then average over the anchors")
+    return "matches the per-anchor loop on 6 batches (2 to 64 images)"

@@ -32,3 +32,11 @@ def random_resized_crop_box(height: int, width: int, scale: tuple, ratio: tuple)
             left = int(torch.randint(0, width - w + 1, (1,)))
             return top, left, h, w
     return 0, 0, height, width
+
+
+def same_class_fraction(labels: torch.Tensor) -> float:
+    # Ordered pairs (i, j), i != j, with equal labels, over all N (N - 1) ordered pairs:
+    # every anchor has N - 1 negatives, so this is the mean over anchors of the per-anchor fraction.
+    n = labels.shape[0]
+    same = labels[:, None] == labels[None, :]  # (N, N), the diagonal included
+    return (same.sum().item() - n) / (n * (n - 1))
