@@ -184,3 +184,92 @@ def test_augmentation_explorer_redraws_in_jupyterlab(tmp_path):
         if port is not None:
             _shutdown_kernels(port, token)
         _stop(server)
+
+
+TEMPERATURE_NOTEBOOK = {
+    "cells": [{
+        "cell_type": "code", "execution_count": None, "id": "temperature", "metadata": {}, "outputs": [],
+        "source": ("from crl_helpers.widgets import temperature_explorer\n"
+                   "explorer = temperature_explorer(temperature=0.5, train_steps=10, n_points=16)\n"
+                   "explorer"),
+    }],
+    "metadata": NOTEBOOK["metadata"], "nbformat": 4, "nbformat_minor": 5,
+}
+
+
+@pytest.mark.browser
+def test_temperature_explorer_redraws_in_jupyterlab(tmp_path):
+    """The temperature explorer in a real JupyterLab: typing a new K into its slider redraws the figure and caption."""
+    if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (CI installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
+    pytest.importorskip("jupyterlab", reason="pip install jupyterlab")
+    executable = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium")
+
+    root = tmp_path / "lab"
+    root.mkdir()
+    (root / "temperature.ipynb").write_text(json.dumps(TEMPERATURE_NOTEBOOK))
+    token, runtime_dir = secrets.token_hex(16), tmp_path / "runtime"
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "config"), JUPYTER_RUNTIME_DIR=str(runtime_dir),
+               JUPYTERLAB_SETTINGS_DIR=str(tmp_path / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(tmp_path / "ws"))
+    log = tmp_path / "jupyter.log"
+    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--port=0", "--ServerApp.ip=127.0.0.1",
+               f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.port_retries=0",
+               "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None", "--LabApp.extension_manager=readonly",
+               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        command.append("--allow-root")
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+    port = None
+    try:
+        port = _wait_for_server(token, server, log, runtime_dir)
+        with sync_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(RENDER_SECONDS * 1000)
+                page.goto(f"http://127.0.0.1:{port}/lab/tree/temperature.ipynb?token={token}")
+                page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
+                page.wait_for_function("window.jupyterapp && window.jupyterapp.commands.hasCommand('notebook:run-all-cells')")
+                run_all(page)
+                last_run = [time.monotonic()]
+
+                def rendered():
+                    accept = page.locator(".jp-Dialog .jp-Dialog-button.jp-mod-accept")
+                    if accept.count():  # JupyterLab may ask which kernel to start: accept python3, run again
+                        accept.first.click()
+                        run_all(page)
+                        last_run[0] = time.monotonic()
+                    prompt = page.locator(".jp-Cell .jp-InputPrompt").first
+                    if prompt.count() and prompt.inner_text().strip() in ("[ ]:", "") \
+                            and time.monotonic() - last_run[0] > 30:  # a dropped run request: ask again
+                        run_all(page)
+                        last_run[0] = time.monotonic()
+                    src = _figure_src(page) or ""
+                    return src if src.startswith("data:image/png") else None
+
+                first = _wait_until(rendered, RENDER_SECONDS, "the temperature explorer's figure", page, tmp_path)
+                caption = page.locator(".jp-OutputArea-output .widget-html").first
+                assert "K = 15 negatives" in caption.inner_text()
+
+                slider = page.locator(".widget-slider", has=page.locator("label", has_text="K negatives")).first
+                readout = slider.locator(".widget-readout")
+                readout.click()
+                page.keyboard.press("Control+A")
+                page.keyboard.type("63")
+                page.keyboard.press("Enter")
+
+                second = _wait_until(lambda: (_figure_src(page) or first) != first and _figure_src(page),
+                                     REDRAW_SECONDS, "the figure to redraw after setting K", page, tmp_path)
+                page.screenshot(path=str(tmp_path / "after.png"), full_page=True)
+                assert second.startswith("data:image/png")
+                assert "K = 63 negatives" in caption.inner_text()
+                assert "Error displaying widget" not in page.content()
+            finally:
+                browser.close()
+    finally:
+        if port is not None:
+            _shutdown_kernels(port, token)
+        _stop(server)
