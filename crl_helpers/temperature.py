@@ -21,8 +21,12 @@ the hardest negatives (the most similar ones) take nearly all of the push; a lar
 spreads it evenly, like a plain mean over negatives. :func:`hardness_share` measures that
 concentration.
 
-All functions take the similarities as a 1-D tensor ``(1 + K,)``, positive first. They are
-the pure functions behind :func:`crl_helpers.widgets.temperature_explorer`.
+The one-anchor functions take the similarities as a 1-D tensor ``(1 + K,)``, positive first;
+:func:`similarities_with` draws such a vector with K negatives of a chosen mean similarity (how
+hard they are). :func:`circle_training` trains the smallest possible encoder, 10 numbers to a
+point on the circle, with NT-Xent at a given temperature, and yields snapshots of the embedding
+with its alignment and uniformity (Wang & Isola 2020). They are the pure functions behind
+:func:`crl_helpers.widgets.temperature_explorer`.
 
 Example:
     >>> s = torch.tensor([0.8, 0.7, 0.1, 0.0])  # positive, one hard and two easy negatives
@@ -33,7 +37,11 @@ Example:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Iterator
+
 import torch
+from torch import nn
 
 from crl_helpers.validate import check_int, check_temperature
 
@@ -45,6 +53,11 @@ __all__ = [
     "hardness_share",
     "example_similarities",
     "temperature_sweep",
+    "similarities_with",
+    "CircleSnapshot",
+    "circle_views",
+    "circle_training",
+    "train_on_circle",
 ]
 
 
@@ -245,3 +258,135 @@ def temperature_sweep(similarities, temperatures) -> dict[str, torch.Tensor]:
     loss, p_positive, share = (torch.tensor(col, dtype=torch.float64) for col in zip(*rows))
     return {"temperature": torch.tensor(temperatures, dtype=torch.float64), "loss": loss,
             "p_positive": p_positive, "hardness_share": share}
+
+
+def similarities_with(n_negatives: int, negative_mean: float, positive: float = 0.7, spread: float = 0.1,
+                      seed: int = 0) -> torch.Tensor:
+    """One anchor's ``(1 + K,)`` similarities: the positive, then K negatives around ``negative_mean``.
+
+    ``negative_mean`` says how hard the negatives are: near the positive they compete with it,
+    near 0 they are unrelated images, below 0 they point away. Negatives are drawn from
+    ``N(negative_mean, spread^2)``, clipped to [-1, 1], sorted hardest first; float64.
+
+    Raises:
+        TypeError: ``n_negatives`` not an int.
+        ValueError: ``n_negatives < 1``, or ``positive`` / ``negative_mean`` outside [-1, 1], or ``spread < 0``.
+
+    Example:
+        >>> s = similarities_with(4, negative_mean=0.5, spread=0.0)
+        >>> s.tolist()
+        [0.7, 0.5, 0.5, 0.5, 0.5]
+    """
+    n_negatives = check_int("n_negatives", n_negatives, 1)
+    for name, value in (("positive", positive), ("negative_mean", negative_mean)):
+        if not -1 <= value <= 1:
+            raise ValueError(f"{name}={value!r} is a cosine similarity; use a value in [-1, 1]")
+    if not spread >= 0:
+        raise ValueError(f"spread={spread!r} must be >= 0 (a standard deviation)")
+    g = torch.Generator().manual_seed(seed)
+    negatives = negative_mean + spread * torch.randn(n_negatives, generator=g, dtype=torch.float64)  # (K,)
+    negatives = negatives.clamp(-1.0, 1.0).sort(descending=True).values  # (K,) hardest first
+    return torch.cat([torch.tensor([float(positive)], dtype=torch.float64), negatives])  # (1 + K,)
+
+
+@dataclass(frozen=True)
+class CircleSnapshot:
+    """The circle toy's embedding after ``step`` optimiser steps.
+
+    Attributes:
+        step: optimiser steps taken so far.
+        z1, z2: ``(n, 2)`` unit embeddings of two fixed evaluation views of every point.
+        content: ``(n, 2)`` the points' content (what a view keeps); its angle colours a plot.
+        alignment: :func:`crl_helpers.metrics.alignment` of ``z1, z2`` (0 best).
+        uniformity: :func:`crl_helpers.metrics.uniformity` of ``z1`` (lower is more spread).
+        loss: the training NT-Xent of the last step (``nan`` before the first).
+    """
+
+    step: int
+    z1: torch.Tensor
+    z2: torch.Tensor
+    content: torch.Tensor
+    alignment: float
+    uniformity: float
+    loss: float
+
+
+def circle_views(content: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A view of each toy point: its 2 content numbers plus a little noise, then 8 fresh nuisance numbers.
+
+    The toy version of an augmentation: the content is what a view keeps, the nuisance is what
+    it redraws (the photographing conditions). ``content (n, 2) -> (n, 10)``.
+
+    Example:
+        >>> circle_views(torch.zeros(3, 2), torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 10])
+    """
+    n = content.shape[0]
+    keep = content + 0.1 * torch.randn(n, 2, generator=generator)  # (n, 2)
+    nuisance = 2.0 * torch.randn(n, 8, generator=generator)  # (n, 8)
+    return torch.cat([keep, nuisance], dim=1)  # (n, 10)
+
+
+def circle_training(temperature: float, steps: int, n_points: int = 64, seed: int = 0,
+                    every: int = 25) -> Iterator[CircleSnapshot]:
+    """Train a 10 -> 32 -> 2 MLP with NT-Xent on the circle toy; yield a snapshot every ``every`` steps.
+
+    ``n_points`` toy points, each with 2 content numbers; every step draws two views of every
+    point (:func:`circle_views`) and takes one Adam step (lr 0.03) on NT-Xent at ``temperature``
+    (Chen et al. 2020). A good encoder ignores the nuisance (alignment near 0) and spreads the
+    contents around the circle (uniformity near ``log(e^-4 I_0(4))``, the value of an even
+    spread). The first snapshot is the untrained encoder (step 0), the last is at ``steps``.
+    Deterministic for a given ``seed`` (it uses its own generators and seeds torch's for the weights).
+
+    Raises:
+        TypeError, ValueError: a temperature that is not a finite number >= 1e-8, ``steps < 0``,
+            ``n_points < 2`` or ``every < 1``.
+
+    Example:
+        >>> snaps = list(circle_training(0.2, steps=20, n_points=16, every=10))
+        >>> [s.step for s in snaps], snaps[-1].z1.shape
+        ([0, 10, 20], torch.Size([16, 2]))
+    """
+    from crl_helpers.losses import nt_xent
+    from crl_helpers.metrics import alignment, uniformity
+
+    temperature = check_temperature(temperature)
+    steps, n_points, every = check_int("steps", steps, 0), check_int("n_points", n_points, 2), check_int("every", every, 1)
+    generator = torch.Generator().manual_seed(seed)
+    content = torch.randn(n_points, 2, generator=generator)  # (n, 2)
+    torch.manual_seed(seed)
+    encoder = nn.Sequential(nn.Linear(10, 32), nn.ReLU(), nn.Linear(32, 2))
+    optimizer = torch.optim.Adam(encoder.parameters(), lr=0.03)
+
+    def snapshot(step: int, loss: float) -> CircleSnapshot:
+        with torch.no_grad():
+            eval_generator = torch.Generator().manual_seed(123)  # the same evaluation views at every snapshot
+            z1 = torch.nn.functional.normalize(encoder(circle_views(content, eval_generator)), dim=1)  # (n, 2)
+            z2 = torch.nn.functional.normalize(encoder(circle_views(content, eval_generator)), dim=1)  # (n, 2)
+        return CircleSnapshot(step, z1, z2, content, alignment(z1, z2), uniformity(z1), loss)
+
+    loss = float("nan")
+    yield snapshot(0, loss)
+    for step in range(1, steps + 1):
+        z1 = encoder(circle_views(content, generator))  # (n, 2)
+        z2 = encoder(circle_views(content, generator))  # (n, 2)
+        batch_loss = nt_xent(z1, z2, temperature, validate=False)
+        optimizer.zero_grad()
+        batch_loss.backward()
+        optimizer.step()
+        loss = batch_loss.item()
+        if step % every == 0 or step == steps:
+            yield snapshot(step, loss)
+
+
+def train_on_circle(temperature: float, steps: int, n_points: int = 64, seed: int = 0) -> CircleSnapshot:
+    """The last snapshot of :func:`circle_training`: the circle toy trained for ``steps`` steps.
+
+    Example:
+        >>> import math
+        >>> untrained = train_on_circle(0.2, steps=0, n_points=16)
+        >>> untrained.step, math.isnan(untrained.loss)
+        (0, True)
+    """
+    *_, last = circle_training(temperature, steps, n_points, seed, every=max(steps, 1))
+    return last

@@ -406,55 +406,101 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
 
 
 # ------------------------------------------------------------------------------- 2. temperature explorer
-def temperature_explorer(similarities: torch.Tensor | None = None, temperature: float = 0.5):
-    """A log-scale temperature slider over one anchor's InfoNCE (Wang & Liu 2021).
+def _draw_circle(ax, snapshot, title: str) -> None:
+    """The circle toy's embedding: view 1 on the circle, view 2 just outside, coloured by the content's angle."""
+    hue = (torch.atan2(snapshot.content[:, 1], snapshot.content[:, 0]) / (2 * math.pi)) % 1  # (n,) in [0, 1)
+    theta = np.linspace(0, 2 * math.pi, 200)
+    ax.plot(np.cos(theta), np.sin(theta), color="grey", alpha=0.4, linewidth=0.8)
+    ax.scatter(*snapshot.z1.T.numpy(), c=hue.numpy(), cmap="hsv", s=12, vmin=0, vmax=1)
+    ax.scatter(*(1.15 * snapshot.z2).T.numpy(), c=hue.numpy(), cmap="hsv", s=5, alpha=0.6, vmin=0, vmax=1)
+    ax.set_aspect("equal")
+    ax.set_xlim(-1.3, 1.3)
+    ax.set_ylim(-1.3, 1.3)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
 
-    Three panels redraw as the temperature moves: (a) the key distribution ``p_j`` (softmax
-    of ``s / temperature`` over the candidate keys, the positive in green); (b) the gradient
+
+def temperature_explorer(similarities: torch.Tensor | None = None, temperature: float = 0.5, n_negatives: int = 15,
+                         negative_mean: float = 0.3, train_steps: int = 150, n_points: int = 64):
+    """A log-scale temperature slider over one anchor's InfoNCE, and a 2-D encoder trained live (Wang & Liu 2021).
+
+    Four panels redraw as the controls move: (a) the key distribution ``p_j`` (softmax of
+    ``s / temperature`` over the candidate keys, the positive in green); (b) the gradient
     ``dL/ds_j`` per candidate (the pull on the positive, the push on each negative); (c) the
-    loss against the temperature, with the current value marked. Pure functions: :mod:`crl_helpers.temperature`.
+    loss against the temperature, with the current value marked; (d) the circle toy of
+    :func:`crl_helpers.temperature.circle_training`: the "train" button trains a tiny encoder on
+    the circle at the chosen temperature for ``train_steps`` steps, redrawing as it goes, with its
+    alignment and uniformity. The ``K`` and ``negative mean`` sliders draw the anchor's negatives
+    (:func:`crl_helpers.temperature.similarities_with`: K of them, around that mean similarity,
+    i.e. how hard they are); passing ``similarities`` fixes them instead (the two sliders are then disabled).
+    Pure functions: :mod:`crl_helpers.temperature`.
 
     Args:
-        similarities: ``(1 + K,)`` cosine similarities, positive first; default
-            :func:`crl_helpers.temperature.example_similarities`.
+        similarities: ``(1 + K,)`` cosine similarities, positive first; default: drawn from the sliders.
         temperature: the starting temperature (the slider spans 0.01 to 10, widened if needed).
+        n_negatives, negative_mean: the sliders' starting values (K in 1..255, mean in [-0.9, 0.9]).
+        train_steps, n_points: the circle toy's training length and number of points.
 
     Returns:
-        An :class:`Explorer`; ``w.controls["temperature"]`` is the slider; ``w.state`` holds
-        ``temperature``, ``loss``, ``p`` (1 + K,), ``weights`` (1 + K,), ``p_positive`` and
-        ``hardness_share`` (of the hardest negative).
+        An :class:`Explorer`; ``w.controls`` holds ``temperature``, ``n_negatives``, ``negative_mean``
+        and the ``train`` button; ``w.train()`` runs the training (as the button does); ``w.state`` holds
+        ``temperature``, ``loss``, ``p`` (1 + K,), ``weights`` (1 + K,), ``p_positive``,
+        ``hardness_share`` (of the hardest negative), ``n_negatives``, ``negative_mean`` and ``circle``
+        (the toy's last snapshot: step, temperature, alignment, uniformity).
 
     Raises:
-        TypeError, ValueError: as :func:`crl_helpers.temperature.key_distribution`.
+        TypeError, ValueError: as :func:`crl_helpers.temperature.key_distribution` and
+            :func:`crl_helpers.temperature.similarities_with`.
+
+    Example:
+        >>> w = temperature_explorer(temperature=0.2, train_steps=10, n_points=16)
+        >>> before = w.state["loss"]
+        >>> w.controls["negative_mean"].value = 0.6  # harder negatives
+        >>> w.state["loss"] > before
+        True
+        >>> w.train()["step"]
+        10
     """
     import ipywidgets as widgets
 
     from crl_helpers import temperature as tm
-    from crl_helpers.validate import check_temperature
+    from crl_helpers.validate import check_int, check_temperature
 
-    s = tm.example_similarities() if similarities is None else tm.check_similarities(similarities)
-    s = s.detach().cpu().double()
+    fixed = None if similarities is None else tm.check_similarities(similarities).detach().cpu().double()
     temperature = check_temperature(temperature)
+    n_negatives = check_int("n_negatives", n_negatives, 1)
+    tm.similarities_with(n_negatives, negative_mean)  # validates the starting values
+    train_steps, n_points = check_int("train_steps", train_steps, 1), check_int("n_points", n_points, 2)
     low = min(-2.0, math.floor(math.log10(temperature)))
     high = max(1.0, math.ceil(math.log10(temperature)))
-    controls = {"temperature": widgets.FloatLogSlider(value=temperature, base=10, min=low, max=high, step=0.02,
-                                                      description="temperature", readout_format=".3f",
-                                                      continuous_update=False,
-                                                      layout=widgets.Layout(width="480px"))}
-    sweep = tm.temperature_sweep(s, torch.logspace(low, high, 61, dtype=torch.float64).tolist())
-    labels = ["pos"] + [f"{v:.2f}" for v in s[1:].tolist()]
-    colours = ["tab:green"] + ["tab:red"] * (len(s) - 1)
+    slider = dict(continuous_update=False, layout=widgets.Layout(width="420px"))
+    controls = {
+        "temperature": widgets.FloatLogSlider(value=temperature, base=10, min=low, max=high, step=0.02,
+                                              description="temperature", readout_format=".3f", **slider),
+        "n_negatives": widgets.IntSlider(value=min(n_negatives, 255), min=1, max=255, description="K negatives",
+                                         disabled=fixed is not None, **slider),
+        "negative_mean": widgets.FloatSlider(value=negative_mean, min=-0.9, max=0.9, step=0.05,
+                                             description="negative mean", disabled=fixed is not None, **slider),
+        "train": widgets.Button(description="train on the circle", button_style="info"),
+    }
+    temperatures = torch.logspace(low, high, 61, dtype=torch.float64).tolist()
+    circle = {"snapshot": tm.train_on_circle(temperature, steps=0, n_points=n_points), "temperature": None}
 
     def render():
         tau = float(controls["temperature"].value)
+        k, mean = int(controls["n_negatives"].value), float(controls["negative_mean"].value)
+        s = fixed if fixed is not None else tm.similarities_with(k, mean)  # (1 + K,)
         p = tm.key_distribution(s, tau)  # (1 + K,)
         weights = tm.gradient_weights(s, tau)  # (1 + K,)
         loss = tm.info_nce_from_similarities(s, tau)
         share = tm.hardness_share(s, tau, top=1)
-        fig = _new_figure(12.0, 3.3, layout=None)
-        ax_p, ax_g, ax_l = fig.subplots(1, 3)
-        fig.subplots_adjust(left=0.05, right=0.99, bottom=0.24, top=0.9, wspace=0.22)
+        sweep = tm.temperature_sweep(s, temperatures)
+        fig = _new_figure(15.0, 3.4, layout=None)
+        ax_p, ax_g, ax_l, ax_c = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1.2, 1.2, 1.0, 0.8]})
+        fig.subplots_adjust(left=0.04, right=0.99, bottom=0.22, top=0.86, wspace=0.25)
         x = np.arange(len(s))
+        colours = ["tab:green"] + ["tab:red"] * (len(s) - 1)
         ax_p.bar(x, p.numpy(), color=colours)
         ax_p.set_title(f"(a) key distribution p_j, p_pos = {float(p[0]):.2f}", fontsize=9)
         ax_p.set_ylim(0, 1)
@@ -462,24 +508,63 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
         ax_g.axhline(0, color="black", linewidth=0.6)
         ax_g.set_title(f"(b) gradient dL/ds_j: hardest negative gets {100 * share:.0f}% of the push", fontsize=9)
         for ax in (ax_p, ax_g):
-            ax.set_xticks(x)
-            ax.set_xticklabels(labels, rotation=90, fontsize=7)
-            ax.set_xlabel("candidate (similarity s_j)", fontsize=8)
+            if len(s) <= 24:
+                ax.set_xticks(x)
+                ax.set_xticklabels(["pos"] + [f"{v:.2f}" for v in s[1:].tolist()], rotation=90, fontsize=7)
+            ax.set_xlabel("candidate (similarity s_j)" if len(s) <= 24 else "candidate: 0 = positive, then hardest first",
+                          fontsize=8)
         ax_l.plot(sweep["temperature"].numpy(), sweep["loss"].numpy(), color="tab:blue")
+        ax_l.axhline(math.log(len(s)), color="grey", linestyle=":", linewidth=0.8)
         ax_l.axvline(tau, color="tab:orange", linestyle="--")
         ax_l.plot([tau], [loss], "o", color="tab:orange")
         ax_l.set_xscale("log")
-        ax_l.set_xlabel("temperature", fontsize=8)
+        ax_l.set_xlabel("temperature (dotted: log(K + 1))", fontsize=8)
         ax_l.set_title(f"(c) InfoNCE loss = {loss:.3f} at temperature {tau:.3f}", fontsize=9)
         ax_l.grid(alpha=0.3)
+        snap = circle["snapshot"]
+        trained_at = "untrained" if circle["temperature"] is None else f"temperature {circle['temperature']:.3f}"
+        _draw_circle(ax_c, snap, f"(d) circle toy, step {snap.step}\n"
+                                 f"align {snap.alignment:.2f}, uniform {snap.uniformity:.2f}")
+        circle_state = {"step": snap.step, "temperature": circle["temperature"], "alignment": snap.alignment,
+                        "uniformity": snap.uniformity}
         state = {"temperature": tau, "loss": loss, "p": p, "weights": weights, "p_positive": float(p[0]),
-                 "hardness_share": share}
-        text = (f"temperature {tau:.3f}: loss {loss:.3f}, p(positive) {float(p[0]):.3f}, "
+                 "hardness_share": share, "n_negatives": len(s) - 1, "negative_mean": float(s[1:].mean()),
+                 "circle": circle_state}
+        text = (f"temperature {tau:.3f}, K = {len(s) - 1} negatives of mean similarity {float(s[1:].mean()):.2f}: "
+                f"loss {loss:.3f} (log(K + 1) = {math.log(len(s)):.3f}), p(positive) {float(p[0]):.3f}, "
                 f"pull on the positive {float(weights[0]):.2f}, the hardest negative takes {100 * share:.1f}% "
-                f"of the push on the {len(s) - 1} negatives (uniform would be {100 / (len(s) - 1):.1f}%)")
+                f"of the push (uniform would be {100 / (len(s) - 1):.1f}%). Circle toy ({trained_at}, step "
+                f"{snap.step}): alignment {snap.alignment:.3f}, uniformity {snap.uniformity:.3f} "
+                f"(an even spread: {math.log(math.exp(-4) * float(np.i0(4))):.3f})")
         return fig, state, text
 
-    explorer = _make_explorer(controls, render)
+    explorer = _make_explorer(controls, render, rows=[
+        widgets.HBox([controls["temperature"], controls["train"]]),
+        widgets.HBox([controls["n_negatives"], controls["negative_mean"]]),
+    ])
+
+    def train(_button=None) -> dict:
+        tau = float(controls["temperature"].value)
+        circle["temperature"] = tau
+        controls["train"].disabled = True
+        try:
+            for snapshot in tm.circle_training(tau, train_steps, n_points, every=max(1, train_steps // 6)):
+                circle["snapshot"] = snapshot
+                explorer.update()  # one redraw per snapshot: the learner watches the points spread
+        finally:
+            controls["train"].disabled = False
+        return explorer.state["circle"]
+
+    def on_click(_button) -> None:
+        try:
+            train()
+        except Exception:  # noqa: BLE001 - shown under the widget, as a slider's error is
+            if not _in_kernel():
+                raise
+            explorer.output.outputs = ({"output_type": "stream", "name": "stderr", "text": traceback.format_exc()},)
+
+    controls["train"].on_click(on_click)
+    explorer.train = train
     explorer.update()
     return explorer
 

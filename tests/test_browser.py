@@ -132,7 +132,7 @@ def _start_lab(tmp_path: Path, notebook: dict, name: str) -> tuple[subprocess.Po
 
 
 @contextlib.contextmanager
-def explorer_page(tmp_path: Path, source: str, what: str):
+def explorer_page(tmp_path: Path, source: str, what: str, width: int = 1400):
     """JupyterLab in headless Chromium running a one-cell notebook of ``source``; yields ``(page, figure)``
     once the explorer's first figure (a PNG data URL) is shown. Skips when Chromium or Playwright is missing."""
     if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
@@ -146,7 +146,7 @@ def explorer_page(tmp_path: Path, source: str, what: str):
         with sync_api.sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page = browser.new_page(viewport={"width": width, "height": 1000})
                 page.set_default_timeout(RENDER_SECONDS * 1000)
                 page.goto(f"http://127.0.0.1:{port}/lab/tree/explorer.ipynb?token={token}")
                 page.wait_for_selector(".jp-NotebookPanel .jp-Cell")
@@ -251,3 +251,16 @@ def test_run_comparison_explorer_redraws_when_another_run_is_picked(tmp_path):
         right.locator("select").select_option("crop + colour")
         redrawn(page, first, "picking another run", tmp_path)
         assert "crop + colour" in _caption(page)
+
+
+@pytest.mark.browser
+def test_temperature_explorer_redraws_in_jupyterlab(tmp_path):
+    """Typing a new K into the temperature explorer's slider redraws its figure and caption."""
+    source = ("from crl_helpers.widgets import temperature_explorer\n"
+              "explorer = temperature_explorer(temperature=0.5, train_steps=10, n_points=16)\n"
+              "explorer")
+    with explorer_page(tmp_path, source, "temperature explorer", width=1600) as (page, first):
+        assert "K = 15 negatives" in _caption(page)
+        set_readout(page, "K negatives", "63")
+        redrawn(page, first, "setting K", tmp_path)
+        assert "K = 63 negatives" in _caption(page)

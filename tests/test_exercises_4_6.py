@@ -17,6 +17,7 @@ from crl_helpers.exercises import (
     check_knn_predict,
     check_linear_probe_frozen,
     check_logsumexp,
+    check_neg_euclidean_score,
     check_nt_xent,
     check_simclr_step,
     check_uniformity,
@@ -31,8 +32,8 @@ def raises(*args, **kwargs):
     raise NotImplementedError("write me")
 
 
-ALL = [check_info_nce, check_nt_xent, check_logsumexp, check_alignment, check_cosine_schedule, check_uniformity,
-       check_simclr_step, check_knn_predict, check_linear_probe_frozen]
+ALL = [check_info_nce, check_nt_xent, check_logsumexp, check_alignment, check_neg_euclidean_score,
+       check_cosine_schedule, check_uniformity, check_simclr_step, check_knn_predict, check_linear_probe_frozen]
 
 
 @pytest.mark.parametrize("checker", ALL, ids=lambda c: c.__name__)
@@ -103,14 +104,30 @@ def nt_xent_cross_only(z1, z2, temperature):
     return 0.5 * (F.cross_entropy(a @ b.T / temperature, target) + F.cross_entropy(b @ a.T / temperature, target))
 
 
-def test_nt_xent_accepts_a_loop():
-    assert check_nt_xent(nt_xent_loop)
+def nt_xent_matrix(z1, z2, temperature):
+    z = F.normalize(torch.cat([z1, z2]), dim=1)
+    n = len(z1)
+    logits = (z @ z.T / temperature).masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+    return F.cross_entropy(logits, torch.cat([torch.arange(n) + n, torch.arange(n)]))
+
+
+def nt_xent_unnormalised(z1, z2, temperature):
+    z = torch.cat([z1, z2])
+    n = len(z1)
+    logits = (z @ z.T / temperature).masked_fill(torch.eye(2 * n, dtype=torch.bool), float("-inf"))
+    return F.cross_entropy(logits, torch.cat([torch.arange(n) + n, torch.arange(n)]))
+
+
+@pytest.mark.parametrize("answer", [nt_xent_loop, nt_xent_matrix])
+def test_nt_xent_accepts_a_loop_and_a_matrix_form(answer):
+    assert check_nt_xent(answer)
 
 
 @pytest.mark.parametrize("wrong, hint", [
     (nt_xent_unmasked, "mask the diagonal"),
     (nt_xent_cross_only, "all 2N-1 other views"),
     (lambda z1, z2, t: nt_xent_loop(z1, z2, 1.0), "temperature is missing"),
+    (nt_xent_unnormalised, "not L2-normalised"),
     (lambda z1, z2, t: nt_xent_loop(z1, z2, t) + 0.01, "the partner of view i"),
 ])
 def test_nt_xent_rejects_slips_with_hints(wrong, hint):
@@ -141,6 +158,32 @@ def test_alignment_checker():
     assert not raw and "normalise" in raw.message
     no_square = check_alignment(lambda z1, z2: (F.normalize(z1, dim=1) - F.normalize(z2, dim=1)).norm(dim=1).mean())
     assert not no_square and "square" in no_square.message
+
+
+# ------------------------------------------------ negative squared Euclidean score
+def neg_euclidean_loop(query, keys):
+    return torch.stack([torch.stack([-((q - k) ** 2).sum() for k in keys]) for q in query])
+
+
+def neg_euclidean_expanded(query, keys):
+    # ||q||^2 + ||k||^2 - 2 q.k, a different route to the same matrix
+    return -(query.pow(2).sum(1, keepdim=True) + keys.pow(2).sum(1)[None, :] - 2 * query @ keys.T)
+
+
+@pytest.mark.parametrize("answer", [neg_euclidean_loop, neg_euclidean_expanded])
+def test_neg_euclidean_accepts_two_forms(answer):
+    assert check_neg_euclidean_score(answer)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda q, k: -neg_euclidean_loop(q, k), "negate it"),
+    (lambda q, k: -torch.cdist(q, k), "square the distance"),
+    (lambda q, k: neg_euclidean_loop(q, k).T, "rows are queries"),
+    (lambda q, k: neg_euclidean_loop(F.normalize(q, dim=1), F.normalize(k, dim=1)), "do not normalise"),
+])
+def test_neg_euclidean_rejects_slips_with_hints(wrong, hint):
+    result = check_neg_euclidean_score(wrong)
+    assert not result and hint in result.message
 
 
 # --------------------------------------------------------- cosine schedule

@@ -15,7 +15,10 @@ from crl_helpers.temperature import (
     hardness_share,
     info_nce_from_similarities,
     key_distribution,
+    circle_training,
+    similarities_with,
     temperature_sweep,
+    train_on_circle,
 )
 
 
@@ -173,3 +176,53 @@ def test_check_similarities_is_public_and_converts_lists():
 
     s = check_similarities([1, 0])
     assert s.dtype == torch.float64 and s.tolist() == [1.0, 0.0]
+
+
+# ------------------------------------------------------------------------- negatives of chosen hardness
+def test_similarities_with_mean_count_and_order():
+    s = similarities_with(200, negative_mean=0.3, spread=0.05, seed=1)
+    assert s.shape == (201,) and s[0].item() == 0.7
+    assert abs(s[1:].mean().item() - 0.3) < 0.02
+    assert s[1:].tolist() == sorted(s[1:].tolist(), reverse=True) and s.abs().max() <= 1
+
+
+def test_harder_negatives_raise_the_loss_and_more_negatives_raise_it_too():
+    easy, hard = (info_nce_from_similarities(similarities_with(15, m, spread=0.0), 0.2) for m in (0.0, 0.6))
+    assert hard > easy  # closed form: log(1 + K e^{(m - 0.7)/tau}) grows with m
+    assert easy == pytest.approx(math.log(1 + 15 * math.exp((0.0 - 0.7) / 0.2)))
+    more = info_nce_from_similarities(similarities_with(255, 0.0, spread=0.0), 0.2)
+    assert more == pytest.approx(math.log(1 + 255 * math.exp(-0.7 / 0.2)))
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(n_negatives=0, negative_mean=0.0), ">= 1"),
+                                           (dict(n_negatives=3, negative_mean=1.5), r"\[-1, 1\]"),
+                                           (dict(n_negatives=3, negative_mean=0.0, spread=-1.0), "spread")])
+def test_similarities_with_refuses_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        similarities_with(**kwargs)
+
+
+# --------------------------------------------------------------------------------------- the circle toy
+def test_circle_training_is_deterministic_and_snapshots_on_schedule():
+    a = list(circle_training(0.2, steps=30, n_points=16, seed=3, every=10))
+    b = list(circle_training(0.2, steps=30, n_points=16, seed=3, every=10))
+    assert [s.step for s in a] == [0, 10, 20, 30]
+    for x, y in zip(a, b):
+        assert torch.equal(x.z1, y.z1) and torch.equal(x.z2, y.z2)
+        assert x.loss == y.loss or (math.isnan(x.loss) and math.isnan(y.loss))
+    assert torch.allclose(a[-1].z1.norm(dim=1), torch.ones(16))
+    assert a[-1].z1.tolist() != a[0].z1.tolist()
+
+
+def test_training_on_the_circle_improves_alignment():
+    # Two views differ only by nuisance: an encoder that learns to ignore it aligns them.
+    untrained, trained = train_on_circle(0.2, steps=0, n_points=32), train_on_circle(0.2, steps=150, n_points=32)
+    assert trained.alignment < untrained.alignment
+    assert trained.uniformity <= 0 and untrained.uniformity <= 0
+
+
+def test_circle_training_refuses_bad_arguments():
+    with pytest.raises(ValueError, match="steps"):
+        list(circle_training(0.2, steps=-1))
+    with pytest.raises(ValueError, match="temperature"):
+        list(circle_training(0.0, steps=1))

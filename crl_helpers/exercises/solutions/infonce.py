@@ -1,4 +1,4 @@
-"""Solutions of notebook 04's exercises (InfoNCE and temperature)."""
+"""Solutions of notebook 04's exercises (InfoNCE and temperature, a scoring function)."""
 from __future__ import annotations
 
 import torch
@@ -33,3 +33,8 @@ def alignment(z1, z2):
 def logsumexp(logits):
     m = logits.max(dim=-1, keepdim=True).values  # (N, 1) row maxima
     return (logits - m).exp().sum(dim=-1).log() + m.squeeze(-1)  # (N,)
+
+
+def neg_euclidean_score(query, keys):
+    difference = query[:, None, :] - keys[None, :, :]  # (N, M, d) every query minus every key
+    return -difference.pow(2).sum(dim=-1)  # (N, M)
