@@ -79,10 +79,17 @@ def exercise_check(name: str, solution: str | None = None):
 
         @functools.wraps(checker)
         def wrapper(submitted, *args, **kwargs) -> CheckResult:
+            if not __debug__:  # python -O strips the checkers' asserts: every answer would pass
+                result = CheckResult(name, False, "Python runs with -O, which removes the checks; run it without -O",
+                                     submitted, key)
+                print(result)
+                return result
             try:
                 note = checker(submitted, *args, **kwargs)
             except AssertionError as err:
-                result = CheckResult(name, False, str(err) or "a check failed", submitted, key)
+                # Under pytest's assertion rewriting the message gains a line "assert <expression>": drop it.
+                hint = str(err).split("\nassert ")[0]
+                result = CheckResult(name, False, hint or "a check failed", submitted, key)
             except Exception as err:  # the student's code raised: show where, briefly
                 last = traceback.extract_tb(err.__traceback__)[-1]
                 result = CheckResult(name, False, f"your code raised {type(err).__name__}: {err} "
