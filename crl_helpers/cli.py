@@ -177,7 +177,6 @@ def _site(tier: str, out: str, notebooks: str) -> int:
     try:
         from crl_helpers.site import SiteError, build_site
         import myst_nb  # noqa: F401  (the site's dependencies, checked before any notebook runs)
-        import jupyter_server_mathjax  # noqa: F401
     except ImportError as err:
         raise ValueError(f"crl site needs {err.name}: pip install -e \".[site]\"") from None
     try:

@@ -9,7 +9,7 @@
    tier changed). Nothing is written into ``notebooks/``.
 2. :func:`render_site` builds HTML from the executed copies with execution off: the README is the home
    page, the notebooks follow in course order (sidebar and previous/next links), the math is typeset by
-   MathJax 2.7 copied from the ``jupyter-server-mathjax`` package (SVG output: no web fonts), and no page
+   MathJax 3 (its single-file TeX-to-SVG build, fetched once from npm into the build folder), and no page
    loads anything from another host. Widget outputs show their text form: the widget manager that would
    render them (``@jupyter-widgets/html-manager``) is not bundled yet.
 
@@ -39,8 +39,10 @@ CONF_DIR = REPO_ROOT / "docs" / "site"
 EXTRA_PAGES = ("benchmarks/RESULTS.md", "docs/errors.md", "LICENSE")
 #: nbclient's limit per cell: a hung kernel fails the build rather than hanging it.
 CELL_TIMEOUT_SECONDS = {"smoke": 300, "cpu": 1800, "gpu": 1800}
-# MathJax 2 with SVG output needs neither web fonts nor the HTML-CSS output jax (2 of its 12 MB).
-_MATHJAX_SKIP = ("fonts", "HTML-CSS", "localization")
+#: MathJax 3 from npm: one file, TeX input with every extension, SVG output (no font files, so it works
+#: from file:// too), fetched once into the build folder.
+MATHJAX_NPM = "mathjax@3.2.2"
+MATHJAX_FILE = "tex-svg-full.js"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -153,13 +155,24 @@ def execute_notebooks(tier: str, executed_dir: str | os.PathLike, notebooks_dir:
     return done
 
 
-def _copy_mathjax(static_dir: Path) -> None:
-    import jupyter_server_mathjax
+def _install_mathjax(work_dir: Path) -> Path:
+    """MathJax's single-file TeX-to-SVG build, from npm into ``<work_dir>/npm`` (once; kept for later builds),
+    copied to ``<work_dir>/static/mathjax/``; returns that static folder."""
+    import subprocess
 
-    source = Path(jupyter_server_mathjax.__file__).parent / "static"
-    target = static_dir / "mathjax"
-    if not (target / "MathJax.js").exists():
-        shutil.copytree(source, target, ignore=shutil.ignore_patterns(*_MATHJAX_SKIP), dirs_exist_ok=True)
+    script = work_dir / "npm" / "node_modules" / "mathjax" / "es5" / MATHJAX_FILE
+    if not script.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise ValueError("crl site needs npm (Node.js) to fetch MathJax once: apt-get install npm")
+        done = subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix",
+                               str(work_dir / "npm"), MATHJAX_NPM], capture_output=True, text=True)
+        if done.returncode or not script.exists():
+            raise SiteError(f"npm install {MATHJAX_NPM} failed: {' '.join(done.stderr.split())[-300:]}")
+    static = work_dir / "static"
+    (static / "mathjax").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(script, static / "mathjax" / MATHJAX_FILE)
+    return static
 
 
 def _home_page(readme: str, notebooks: list[str], extras: list[str]) -> str:
@@ -202,13 +215,13 @@ def render_site(executed: list[Path], out_dir: str | os.PathLike, work_dir: str 
     readme = (repo_root / "README.md").read_text(encoding="utf-8")
     (source / "index.md").write_text(_home_page(readme, [f"notebooks/{p.stem}" for p in executed], extras),
                                      encoding="utf-8")
-    _copy_mathjax(work_dir / "static")
+    static = _install_mathjax(work_dir)
 
     warnings = io.StringIO()
     try:
         app = Sphinx(str(source), str(conf_dir), str(out_dir), str(work_dir / "doctrees"), "html",
                      confoverrides={"html_static_path": [str(Path(conf_dir).resolve() / "_static"),
-                                                         str(work_dir / "static")]},
+                                                         str(static)]},
                      status=None, warning=warnings, freshenv=True)
         app.build(force_all=True)
     except SphinxError as err:

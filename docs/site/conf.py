@@ -20,21 +20,11 @@ nb_merge_streams = True  # one block per cell for printed text, as JupyterLab sh
 nb_ipywidgets_js = {}
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
-myst_update_mathjax = False  # the MathJax 2 configuration below is the only one
 
-# MathJax 2.7 from the jupyter-server-mathjax package (crl_helpers.site copies it into _static/mathjax);
-# SVG output draws the glyphs itself, so no font file is fetched (file:// pages cannot load fonts).
-mathjax_path = "mathjax/MathJax.js"
-mathjax2_config = {
-    "jax": ["input/TeX", "output/SVG"],
-    "extensions": ["tex2jax.js"],
-    "TeX": {"extensions": ["AMSmath.js", "AMSsymbols.js"]},
-    "tex2jax": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]], "processEscapes": True,
-                "processClass": "math", "ignoreClass": "bd-page-width"},  # only Sphinx's math spans,
-    "messageStyle": "none",
-    "showMathMenu": False,
-    "menuSettings": {"zoom": "None"},
-}
+# MathJax 3's single-file TeX-to-SVG build, served from _static/mathjax (crl_helpers.site fetches it from npm
+# once): SVG output draws its glyphs itself, so no font file is fetched. No menu: it would load more files.
+mathjax_path = "mathjax/tex-svg-full.js"
+mathjax3_config = {"options": {"enableMenu": False}, "svg": {"fontCache": "global"}}
 
 html_theme = "pydata_sphinx_theme"
 html_title = "Contrastive representation learning"
@@ -51,4 +41,10 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": [],
 }
+html_context = {"default_mode": "auto"}  # light or dark as the reader's system is (an empty mode logs an error)
 html_sidebars = {"**": ["sidebar-nav-bs"]}
+
+
+def setup(app):
+    # Notebook titles hold math and show in every page's navigation: load MathJax on every page.
+    app.set_html_assets_policy("always")
