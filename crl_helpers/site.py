@@ -251,7 +251,7 @@ def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", noteboo
         :class:`SiteResult`.
 
     Raises:
-        ValueError: unknown tier, gpu tier without CUDA, ``out_dir`` inside ``notebooks_dir``.
+        ValueError: unknown tier, gpu tier without CUDA, ``out_dir`` inside ``notebooks_dir``, no npm.
         SiteError: a notebook raised, or Sphinx failed.
     """
     check_tier(tier)
@@ -259,6 +259,7 @@ def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", noteboo
     if Path(out_dir).resolve().is_relative_to(notebooks_dir.resolve()):
         raise ValueError(f"--out {out_dir} is inside the notebook folder {notebooks_dir}; choose another, e.g. site")
     work_dir = Path(work_dir) if work_dir is not None else REPO_ROOT / "build" / f"site-{tier}"
+    _install_mathjax(work_dir.resolve())  # before minutes of execution: fails fast without npm
     if executed_dir is None:
         executed = execute_notebooks(tier, work_dir / "executed", notebooks_dir, work_dir / "cache", log=log)
     else:
