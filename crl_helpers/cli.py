@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "inline, made from the same notebooks (crl_helpers.exercises.instructor).")
     i.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
     i.add_argument("--out", default="instructor", help="output folder (default: instructor)")
+    s = sub.add_parser("site", help="build the course as a static HTML site (notebooks executed in a tier)",
+                       description="Execute the learner's notebooks in a tier (copies, in build/site-<tier>/, "
+                                   "which caches runs for the next build) and render them with the README as "
+                                   "home page into a static site that loads nothing from another host "
+                                   "(crl_helpers.site; needs pip install -e \".[site]\").")
+    s.add_argument("--tier", default="smoke", help="smoke (default: fast, as in CI), cpu, or gpu (needs CUDA)")
+    s.add_argument("--out", default="site", help="output folder (default: site); open <out>/index.html")
+    s.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
     return parser
 
 
@@ -166,6 +174,23 @@ def _instructor(notebooks: str, out: str) -> int:
     return 0
 
 
+def _site(tier: str, out: str, notebooks: str) -> int:
+    try:
+        from crl_helpers.site import SiteError, build_site
+        import myst_nb  # noqa: F401  (the site's dependencies, checked before any notebook runs)
+    except ImportError as err:
+        raise ValueError(f"crl site needs {err.name}: pip install -e \".[site]\"") from None
+    try:
+        result = build_site(tier, out, notebooks_dir=notebooks)
+    except SiteError as err:  # a notebook that raised, or Sphinx: not bad input, still one line
+        _fail(str(err), True)
+        return 1
+    for warning in result.warnings:
+        print(f"crl: sphinx: {warning}", file=sys.stderr)
+    print(f"crl: site ({tier} tier, {len(result.executed)} notebooks) written to {out}/; open {result.index}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run ``crl``; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted).
 
@@ -180,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "instructor":
             return _instructor(args.notebooks, args.out)
+        if args.command == "site":
+            return _site(args.tier, args.out, args.notebooks)
         from crl_helpers.device import pick_device
         from crl_helpers.report import train_and_evaluate
 

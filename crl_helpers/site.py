@@ -1,0 +1,270 @@
+"""The course as a static HTML site: the learner's notebooks, executed in one tier, rendered by Sphinx + myst-nb.
+
+``crl site --tier smoke|cpu|gpu --out site/`` (or :func:`build_site`) does it in two steps:
+
+1. :func:`execute_notebooks` runs a copy of every notebook with nbclient, as the learner has it (exercise
+   stubs, so each checker prints NOT YET and the cells below use the reference), in ``notebooks/`` as the
+   working directory, with ``CRL_CACHE`` inside the build folder: trained runs and executed copies are
+   kept there and reused by the next build (a copy is re-executed when its notebook, the package or the
+   tier changed). Nothing is written into ``notebooks/``.
+2. :func:`render_site` builds HTML from the executed copies with execution off: the README is the home
+   page, the notebooks follow in course order (sidebar and previous/next links), the math is typeset by
+   MathJax 3 (its single-file TeX-to-SVG build, fetched once from npm into the build folder), and no page
+   loads anything from another host. Widget outputs show their text form: the widget manager that would
+   render them (``@jupyter-widgets/html-manager``) is not bundled yet.
+
+The Sphinx configuration is ``docs/site/conf.py`` in the repository, so this runs from a clone
+(``pip install -e ".[site]"``).
+
+Example:
+    >>> notebook_fingerprint(b"{}", "smoke") == notebook_fingerprint(b"{}", "smoke")
+    True
+    >>> notebook_fingerprint(b"{}", "smoke") == notebook_fingerprint(b"{}", "cpu")
+    False
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+CONF_DIR = REPO_ROOT / "docs" / "site"
+#: Pages besides the notebooks: the README is the home page; these are the files it links to.
+EXTRA_PAGES = ("benchmarks/RESULTS.md", "docs/errors.md", "LICENSE")
+#: nbclient's limit per cell: a hung kernel fails the build rather than hanging it.
+CELL_TIMEOUT_SECONDS = {"smoke": 300, "cpu": 1800, "gpu": 1800}
+#: MathJax 3 from npm: one file, TeX input with every extension, SVG output (no font files, so it works
+#: from file:// too), fetched once into the build folder.
+MATHJAX_NPM = "mathjax@3.2.2"
+MATHJAX_FILE = "tex-svg-full.js"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+class SiteError(RuntimeError):
+    """A notebook that failed to execute, or a Sphinx build that failed: one line naming it."""
+
+
+@dataclass(frozen=True)
+class SiteResult:
+    """What :func:`build_site` made."""
+
+    index: Path  # the home page, <out_dir>/index.html
+    executed: tuple[Path, ...]  # the executed notebooks the site was rendered from, in course order
+    warnings: tuple[str, ...]  # Sphinx's warnings, one line each (empty for a clean build)
+
+
+def notebook_fingerprint(source: bytes, tier: str) -> str:
+    """A hash of a notebook's source, the tier and every ``crl_helpers`` module: an executed copy
+    whose fingerprint matches is up to date."""
+    digest = hashlib.sha256(source + tier.encode())
+    for path in sorted(Path(__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _kernel_env(tier: str, cache_dir: Path) -> dict[str, str]:
+    env = dict(os.environ, CRL_CACHE=str(cache_dir))
+    # The kernel imports the same crl_helpers as this process (a worktree's copy, not an installed one).
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    env.pop("CRL_SMOKE", None)
+    if tier == "smoke":
+        env["CRL_SMOKE"] = "1"
+    elif tier == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""  # pick_tier() says "gpu" whenever it sees CUDA
+    return env
+
+
+def _failure(nb, name: str, err: Exception) -> str:
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                return (f"{name}: cell {index} raised {output.get('ename')}: "
+                        f"{' '.join(_ANSI.sub('', str(output.get('evalue'))).split())[:300]}")
+    return f"{name}: {type(err).__name__}: {' '.join(_ANSI.sub('', str(err)).split())[-300:]}"
+
+
+def check_tier(tier: str) -> str:
+    """``tier`` if this machine can execute the notebooks in it.
+
+    Raises:
+        ValueError: ``tier`` is unknown, or is ``"gpu"`` without CUDA.
+    """
+    from crl_helpers.course import TIERS
+
+    if tier not in TIERS:
+        raise ValueError(f"--tier {tier!r} is unknown; choose one of {', '.join(TIERS)}")
+    if tier == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError("--tier gpu needs a CUDA GPU and this machine has none; use --tier cpu")
+    return tier
+
+
+def execute_notebooks(tier: str, executed_dir: str | os.PathLike, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+                      cache_dir: str | os.PathLike | None = None, log=print) -> list[Path]:
+    """Execute a copy of every ``*.ipynb`` in ``notebooks_dir`` into ``executed_dir``, in name order.
+
+    Each kernel runs in ``notebooks_dir`` (as in JupyterLab) with ``CRL_CACHE=cache_dir`` (default:
+    ``<executed_dir>/../cache``) and the tier's environment (``CRL_SMOKE=1`` for smoke; no CUDA for cpu).
+    A copy whose :func:`notebook_fingerprint` matches is kept as it is.
+
+    Returns:
+        the executed notebooks' paths, in name order.
+
+    Raises:
+        SiteError: a cell raised or timed out (names the notebook, the cell and the error).
+    """
+    import nbclient
+    import nbformat
+
+    notebooks_dir, executed_dir = Path(notebooks_dir).resolve(), Path(executed_dir)
+    cache_dir = Path(cache_dir) if cache_dir is not None else executed_dir.parent / "cache"
+    executed_dir.mkdir(parents=True, exist_ok=True)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    sources = sorted(notebooks_dir.glob("*.ipynb"))
+    if not sources:
+        raise ValueError(f"{notebooks_dir} holds no .ipynb notebooks; pass the course's notebooks folder")
+    env = _kernel_env(tier, cache_dir.resolve())
+    done = []
+    for source in sources:
+        target = executed_dir / source.name
+        fingerprint = notebook_fingerprint(source.read_bytes(), tier)
+        if target.exists() and nbformat.read(target, as_version=4).metadata.get("crl_site", {}).get(
+                "fingerprint") == fingerprint:
+            log(f"crl: {source.stem}: up to date")
+            done.append(target)
+            continue
+        log(f"crl: {source.stem}: executing ({tier} tier)")
+        nb = nbformat.read(source, as_version=4)
+        client = nbclient.NotebookClient(nb, timeout=CELL_TIMEOUT_SECONDS[tier], kernel_name="python3",
+                                         resources={"metadata": {"path": str(notebooks_dir)}})
+        try:
+            client.execute(env=env)
+        except Exception as err:  # CellExecutionError, CellTimeoutError, DeadKernelError ...
+            raise SiteError(_failure(nb, source.name, err)) from err
+        nb.metadata["crl_site"] = {"tier": tier, "fingerprint": fingerprint}
+        nbformat.write(nb, target)
+        done.append(target)
+    return done
+
+
+def _install_mathjax(work_dir: Path) -> Path:
+    """MathJax's single-file TeX-to-SVG build, from npm into ``<work_dir>/npm`` (once; kept for later builds),
+    copied to ``<work_dir>/static/mathjax/``; returns that static folder."""
+    import subprocess
+
+    script = work_dir / "npm" / "node_modules" / "mathjax" / "es5" / MATHJAX_FILE
+    if not script.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            raise ValueError("crl site needs npm (Node.js) to fetch MathJax once: apt-get install npm")
+        done = subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix",
+                               str(work_dir / "npm"), MATHJAX_NPM], capture_output=True, text=True)
+        if done.returncode or not script.exists():
+            raise SiteError(f"npm install {MATHJAX_NPM} failed: {' '.join(done.stderr.split())[-300:]}")
+    static = work_dir / "static"
+    (static / "mathjax").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(script, static / "mathjax" / MATHJAX_FILE)
+    return static
+
+
+def _home_page(readme: str, notebooks: list[str], extras: list[str]) -> str:
+    """The README followed by the (hidden) tables of contents that make the site's navigation."""
+    def toctree(caption: str, entries: list[str]) -> str:
+        return "\n".join(["", f"```{{toctree}}", ":hidden:", f":caption: {caption}", "", *entries, "```", ""])
+
+    return readme.rstrip() + "\n" + toctree("The course", notebooks) + toctree("Reference", extras)
+
+
+def render_site(executed: list[Path], out_dir: str | os.PathLike, work_dir: str | os.PathLike,
+                repo_root: str | os.PathLike = REPO_ROOT, conf_dir: str | os.PathLike = CONF_DIR) -> SiteResult:
+    """Build the HTML site into ``out_dir`` from executed notebooks (Sphinx, myst-nb, execution off).
+
+    The Sphinx source (README as ``index.md``, ``notebooks/``, the README's linked pages) is assembled
+    in ``<work_dir>/source``.
+
+    Raises:
+        SiteError: Sphinx failed.
+    """
+    from sphinx.application import Sphinx
+    from sphinx.errors import SphinxError
+
+    repo_root, work_dir, out_dir = Path(repo_root), Path(work_dir).resolve(), Path(out_dir).resolve()
+    if not (Path(conf_dir) / "conf.py").exists():
+        raise ValueError(f"{conf_dir}/conf.py is missing; crl site runs from a clone of the repository "
+                         "(pip install -e \".[site]\")")
+    source = work_dir / "source"
+    shutil.rmtree(source, ignore_errors=True)
+    (source / "notebooks").mkdir(parents=True)
+    for path in executed:
+        shutil.copy2(path, source / "notebooks" / path.name)
+    extras = []
+    for page in EXTRA_PAGES:
+        if (repo_root / page).exists():
+            (source / page).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(repo_root / page, source / page)
+            if page.endswith(".md"):
+                extras.append(page[:-3])
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    (source / "index.md").write_text(_home_page(readme, [f"notebooks/{p.stem}" for p in executed], extras),
+                                     encoding="utf-8")
+    static = _install_mathjax(work_dir)
+
+    warnings = io.StringIO()
+    try:
+        app = Sphinx(str(source), str(conf_dir), str(out_dir), str(work_dir / "doctrees"), "html",
+                     confoverrides={"html_static_path": [str(Path(conf_dir).resolve() / "_static"),
+                                                         str(static)]},
+                     status=None, warning=warnings, freshenv=True)
+        app.build(force_all=True)
+    except SphinxError as err:
+        raise SiteError(f"sphinx: {type(err).__name__}: {' '.join(str(err).split())[:300]}") from err
+    if app.statuscode:
+        raise SiteError(f"sphinx exited with {app.statuscode}: {warnings.getvalue().strip()[-300:]}")
+    lines = tuple(_ANSI.sub("", line) for line in warnings.getvalue().splitlines() if "WARNING" in line)
+    return SiteResult(index=out_dir / "index.html", executed=tuple(executed), warnings=lines)
+
+
+def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+               executed_dir: str | os.PathLike | None = None, work_dir: str | os.PathLike | None = None,
+               log=print) -> SiteResult:
+    """Execute the notebooks in ``tier`` (unless ``executed_dir`` already holds executed copies) and render
+    the site into ``out_dir``.
+
+    Args:
+        tier: ``"smoke"`` (CI: seconds per notebook), ``"cpu"`` or ``"gpu"`` (for publishing).
+        out_dir: the HTML site; open ``<out_dir>/index.html``.
+        notebooks_dir: the learner's notebooks (committed, without outputs).
+        executed_dir: notebooks already executed (e.g. by a test fixture); rendered as they are.
+        work_dir: the build folder (default ``build/site-<tier>`` in the repository): run cache,
+            executed copies and the Sphinx source; kept so the next build reuses them.
+        log: where progress lines go (``print``; ``lambda line: None`` for silence).
+
+    Returns:
+        :class:`SiteResult`.
+
+    Raises:
+        ValueError: unknown tier, gpu tier without CUDA, ``out_dir`` inside ``notebooks_dir``, no npm.
+        SiteError: a notebook raised, or Sphinx failed.
+    """
+    check_tier(tier)
+    notebooks_dir = Path(notebooks_dir)
+    if Path(out_dir).resolve().is_relative_to(notebooks_dir.resolve()):
+        raise ValueError(f"--out {out_dir} is inside the notebook folder {notebooks_dir}; choose another, e.g. site")
+    work_dir = Path(work_dir) if work_dir is not None else REPO_ROOT / "build" / f"site-{tier}"
+    _install_mathjax(work_dir.resolve())  # before minutes of execution: fails fast without npm
+    if executed_dir is None:
+        executed = execute_notebooks(tier, work_dir / "executed", notebooks_dir, work_dir / "cache", log=log)
+    else:
+        executed = sorted(Path(executed_dir).glob("*.ipynb"))
+        if not executed:
+            raise ValueError(f"executed_dir {executed_dir} holds no .ipynb notebooks; leave it out to execute them")
+    log("crl: rendering the site (sphinx)")
+    return render_site(executed, out_dir, work_dir)
