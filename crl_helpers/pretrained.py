@@ -31,9 +31,15 @@ from torch import nn
 from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from crl_helpers.models import build_encoder
 
-__all__ = ["PretrainedEncoder", "encoder_from_run", "load_encoder", "save_encoder", "sha256"]
+__all__ = ["CHECKPOINTS", "CIFAR10_CONVNET", "CIFAR10_CONVNET_SHA256", "PretrainedEncoder", "encoder_from_run",
+           "load_encoder", "save_encoder", "sha256"]
 
 FORMAT = "crl-encoder-1"  # the file's "format" field: load_encoder refuses anything else
+# The repository's checkpoints/ folder, found from the package (absent from a wheel install).
+CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
+# The course's ConvNet pre-trained with SimCLR on CIFAR-10 on a CPU; checkpoints/README.md gives the command.
+CIFAR10_CONVNET = CHECKPOINTS / "cifar10-convnet-simclr.pt"
+CIFAR10_CONVNET_SHA256 = "TO_BE_FILLED"
 
 
 @dataclass(frozen=True)
