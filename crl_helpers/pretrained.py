@@ -39,7 +39,7 @@ FORMAT = "crl-encoder-1"  # the file's "format" field: load_encoder refuses anyt
 CHECKPOINTS = Path(__file__).resolve().parent.parent / "checkpoints"
 # The course's ConvNet pre-trained with SimCLR on CIFAR-10 on a CPU; checkpoints/README.md gives the command.
 CIFAR10_CONVNET = CHECKPOINTS / "cifar10-convnet-simclr.pt"
-CIFAR10_CONVNET_SHA256 = "TO_BE_FILLED"
+CIFAR10_CONVNET_SHA256 = "344306921b1008df93baba01e596b07aeaec6e185f8bb82947f7a6ecf8c14004"
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,9 @@ def save_encoder(encoder: nn.Module, name: str, path: str | os.PathLike, *, mean
 def encoder_from_run(checkpoint_path: str | os.PathLike, path: str | os.PathLike) -> None:
     """Write the encoder of a ``crl train`` checkpoint (``<out>/checkpoint.pt``) to ``path`` with :func:`save_encoder`.
 
+    The run's config goes along without ``data_root`` and ``out_dir``: folders of the machine that trained
+    it, which mean nothing where the file is shipped to.
+
     Raises:
         CheckpointError: ``checkpoint_path`` is not a training checkpoint.
     """
@@ -90,8 +93,8 @@ def encoder_from_run(checkpoint_path: str | os.PathLike, path: str | os.PathLike
     weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     encoder = build_encoder(state["config"]["encoder"])
     encoder.load_state_dict(weights)
-    save_encoder(encoder, state["config"]["encoder"], path, mean=state["mean"], std=state["std"],
-                 config=state["config"])
+    config = {k: v for k, v in state["config"].items() if k not in ("data_root", "out_dir")}
+    save_encoder(encoder, state["config"]["encoder"], path, mean=state["mean"], std=state["std"], config=config)
 
 
 def load_encoder(path: str | os.PathLike) -> PretrainedEncoder:
