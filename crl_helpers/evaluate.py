@@ -57,7 +57,8 @@ DEFAULT_STD = ViewConfig().std
 WEIGHTINGS = ("exp", "majority")
 
 __all__ = ["DEFAULT_MEAN", "DEFAULT_STD", "FINE_TUNE", "LINEAR_PROBE", "ProbeConfig", "WEIGHTINGS",
-           "extract_embeddings", "fine_tune", "knn_accuracy", "knn_predict", "linear_probe", "linear_probe_on_features"]
+           "extract_embeddings", "fine_tune", "knn_accuracy", "knn_predict", "linear_probe", "linear_probe_on_features",
+           "nearest_neighbours", "same_class_fraction_of_neighbours"]
 
 
 # --------------------------------------------------------------------- config
@@ -245,7 +246,7 @@ def knn_predict(
     Features are L2-normalised and compared by cosine similarity ``s_ij``. Each
     test point takes its ``k`` most similar training points; neighbour ``j`` votes
     for its label with weight ``exp(s_ij / temperature)`` (``weighting="exp"``, the
-    kNN monitor of InstDisc, SimCLR and DINO codebases) or 1 (``"majority"``,
+    weighted kNN of InstDisc and DINO, which use ``temperature = 0.07``) or 1 (``"majority"``,
     where ``temperature`` is unused). The class with the largest total wins; ties
     go to the smallest class index.
 
@@ -257,8 +258,10 @@ def knn_predict(
         train_v: training features ``(N, d)``, finite.
         train_y: training labels ``(N,)``, integers (any integer dtype) in ``[0, n_classes)``.
         test_v: test features ``(M, d)``, finite.
-        k: neighbours per test point, ``>= 1`` (a Python or numpy integer). 200, the InstDisc/DINO default.
-        temperature: softness of the ``"exp"`` weights. 0.1 as in InstDisc.
+        k: neighbours per test point, ``>= 1`` (a Python or numpy integer). 200, InstDisc's choice (DINO
+            reports k = 10, 20, 100, 200).
+        temperature: softness of the ``"exp"`` weights. 0.1, the course's kNN monitor
+            (``TrainConfig.knn_temperature``); InstDisc and DINO use 0.07.
         weighting: ``"exp"`` or ``"majority"``.
         n_classes: number of classes; ``None`` takes ``train_y.max() + 1``.
         chunk: test rows per similarity block.
@@ -312,6 +315,80 @@ def knn_predict(
         votes.scatter_add_(1, bank_y[top_idx], weights)
         preds.append(votes.argmax(dim=1))  # (c,)
     return torch.cat(preds).to(test_v.device)  # (M,)
+
+
+@torch.no_grad()
+def nearest_neighbours(train_v: torch.Tensor, test_v: torch.Tensor, k: int, chunk: int = 1024) -> torch.Tensor:
+    """Each test row's ``k`` most cosine-similar training rows: the neighbours kNN votes with.
+
+    The same neighbours :func:`knn_predict` uses (L2-normalised features, cosine similarity),
+    returned as indices so that they can be shown or counted; works for any vectors, raw pixels
+    flattened to ``(N, 3 * H * W)`` as well as encoder features.
+
+    Args:
+        train_v: training vectors ``(N, d)``, finite.
+        test_v: query vectors ``(M, d)``, finite.
+        k: neighbours per query, ``1 <= k <= N``.
+        chunk: query rows per similarity block (memory ``O(chunk * N)``).
+
+    Returns:
+        int64 indices into ``train_v``, ``(M, k)``, most similar first, on ``train_v``'s device.
+
+    Raises:
+        TypeError, ValueError: bad shapes or ``k``; NaN or inf in the vectors.
+
+    Example:
+        >>> train_v = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.7, 0.7]])
+        >>> nearest_neighbours(train_v, torch.tensor([[1.0, 0.1], [0.1, 5.0]]), k=2)
+        tensor([[0, 2],
+                [1, 2]])
+    """
+    train_v = check_embeddings("train_v", train_v, min_rows=1, finite=True)
+    test_v = check_embeddings("test_v", test_v, min_rows=1, finite=True)
+    if train_v.shape[1] != test_v.shape[1]:
+        raise ValueError(f"train_v has d={train_v.shape[1]} but test_v has d={test_v.shape[1]}; vectors must match")
+    k = check_int("k", k, 1)
+    if k > train_v.shape[0]:
+        raise ValueError(f"k={k} but there are only {train_v.shape[0]} training rows; use k <= {train_v.shape[0]}")
+    chunk = check_int("chunk", chunk, 1)
+    bank = F.normalize(train_v.float(), dim=1)  # (N, d)
+    index = []
+    for start in range(0, test_v.shape[0], chunk):
+        query = F.normalize(test_v[start : start + chunk].to(bank.device).float(), dim=1)  # (c, d)
+        index.append((query @ bank.T).topk(k, dim=1).indices)  # (c, k), most similar first
+    return torch.cat(index)  # (M, k)
+
+
+def same_class_fraction_of_neighbours(neighbours: torch.Tensor, train_y: torch.Tensor, test_y: torch.Tensor) -> float:
+    """Fraction of all neighbours whose label is their query's: ``mean_{i,j} [train_y[n_ij] = test_y[i]]``.
+
+    Args:
+        neighbours: indices into the training set ``(M, k)``, e.g. from :func:`nearest_neighbours`.
+        train_y: training labels ``(N,)``, integers.
+        test_y: the queries' labels ``(M,)``, integers.
+
+    Returns:
+        A float in ``[0, 1]``; about ``1 / n_classes`` for neighbours that ignore the class.
+
+    Raises:
+        TypeError, ValueError: ``neighbours`` not an integer ``(M, k)`` tensor of valid indices, or
+            labels of the wrong shape.
+
+    Example:
+        >>> neighbours = torch.tensor([[0, 1], [2, 0]])  # (M=2, k=2)
+        >>> same_class_fraction_of_neighbours(neighbours, torch.tensor([0, 0, 1]), torch.tensor([0, 1]))
+        0.75
+    """
+    if not isinstance(neighbours, torch.Tensor) or neighbours.ndim != 2 or neighbours.is_floating_point():
+        raise TypeError(f"neighbours must be an integer tensor (M, k) of training indices, got "
+                        f"{type(neighbours).__name__} {tuple(getattr(neighbours, 'shape', ()))}")
+    n_train = train_y.shape[0] if isinstance(train_y, torch.Tensor) and train_y.ndim == 1 else -1
+    train_y = check_labels("train_y", train_y, n_train)  # (N,)
+    test_y = check_labels("test_y", test_y, neighbours.shape[0])  # (M,)
+    if neighbours.numel() and (int(neighbours.min()) < 0 or int(neighbours.max()) >= n_train):
+        raise ValueError(f"neighbours hold indices outside [0, {n_train}); they must index train_y")
+    same = train_y.to(neighbours.device)[neighbours] == test_y.to(neighbours.device)[:, None]  # (M, k)
+    return same.float().mean().item()
 
 
 def knn_accuracy(

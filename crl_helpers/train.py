@@ -83,8 +83,8 @@ class TrainConfig:
     # because the shapes' colours are random per image (hue +-0.1 left a colour shortcut:
     # contrastive accuracy 0.53 but kNN 0.46). mean/std are set from the data at run time.
     views: ViewConfig = ViewConfig(crop_scale=(0.4, 1.0), jitter_strength=0.5, hue_shift=0.5)
-    knn_k: int = 200  # kNN monitor of InstDisc/DINO: k=200, votes weighted by exp(sim / 0.1)
-    knn_temperature: float = 0.1
+    knn_k: int = 200  # kNN monitor as in InstDisc/DINO: k=200 neighbours
+    knn_temperature: float = 0.1  # votes weighted by exp(sim / 0.1); InstDisc and DINO use 0.07
     knn_every: int = 5  # kNN accuracy every k epochs (0: only at the end), for the curves; ~2 s each
     linear_epochs: int = 50  # linear probe on frozen features (cheap: features are precomputed)
     umap: bool = False  # UMAP plot of the test features at the end: ~25 s more on 2 cores (numba compiles)

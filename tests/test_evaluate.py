@@ -8,7 +8,8 @@ from torch import nn
 
 import crl_helpers.evaluate as evaluate
 from crl_helpers.evaluate import (DEFAULT_MEAN, DEFAULT_STD, FINE_TUNE, ProbeConfig, extract_embeddings, fine_tune,
-                                  knn_accuracy, knn_predict, linear_probe, linear_probe_on_features)
+                                  knn_accuracy, knn_predict, linear_probe, linear_probe_on_features,
+                                  nearest_neighbours, same_class_fraction_of_neighbours)
 from crl_helpers.models import ProjectionHead, SimCLRModel, SmallConvNet
 
 
@@ -129,6 +130,60 @@ def test_knn_validates_shapes_and_dtypes():
         knn_predict(train_v, train_y.float(), torch.randn(2, 3))
     with pytest.raises(ValueError, match="test_y"):
         knn_accuracy(train_v, train_y, torch.randn(2, 3), torch.tensor([0, 1, 1]))
+
+
+# --------------------------------------------------------- nearest neighbours
+def neighbours_oracle(train_v, test_v, k):
+    """A float64 loop: cosine similarity of each query with every training row, sorted, first k."""
+    out = []
+    for q in test_v.double():
+        sims = [(float(q @ t) / (float(q.norm()) * float(t.norm())), j) for j, t in enumerate(train_v.double())]
+        out.append([j for _, j in sorted(sims, key=lambda pair: -pair[0])[:k]])
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("k, chunk", [(1, 1024), (5, 3), (40, 7)])
+def test_nearest_neighbours_match_a_loop(k, chunk):
+    g = torch.Generator().manual_seed(k)
+    train_v = torch.randn(40, 6, generator=g) * torch.rand(40, 1, generator=g) * 5  # lengths vary: cosine ignores them
+    test_v = torch.randn(9, 6, generator=g)
+    got = nearest_neighbours(train_v, test_v, k, chunk=chunk)
+    assert got.dtype == torch.int64 and got.shape == (9, k)
+    assert torch.equal(got, neighbours_oracle(train_v, test_v, k))
+
+
+def test_nearest_neighbours_are_the_ones_knn_votes_with():
+    g = torch.Generator().manual_seed(1)
+    train_v, test_v = torch.randn(30, 4, generator=g), torch.randn(12, 4, generator=g)
+    train_y = torch.randint(3, (30,), generator=g)
+    first = nearest_neighbours(train_v, test_v, k=1)[:, 0]
+    assert torch.equal(train_y[first], knn_predict(train_v, train_y, test_v, k=1))
+
+
+def test_same_class_fraction_of_neighbours_matches_a_count():
+    g = torch.Generator().manual_seed(2)
+    neighbours = torch.randint(20, (7, 4), generator=g)
+    train_y, test_y = torch.randint(3, (20,), generator=g), torch.randint(3, (7,), generator=g)
+    count = sum(int(train_y[neighbours[i, j]] == test_y[i]) for i in range(7) for j in range(4))
+    assert same_class_fraction_of_neighbours(neighbours, train_y, test_y) == pytest.approx(count / 28)
+    assert same_class_fraction_of_neighbours(neighbours, train_y, train_y[neighbours[:, 0]]) >= 1 / 4
+
+
+def test_neighbour_functions_validate_arguments():
+    train_v, test_v = torch.randn(5, 3), torch.randn(2, 3)
+    with pytest.raises(ValueError, match="k=6"):
+        nearest_neighbours(train_v, test_v, k=6)
+    with pytest.raises(ValueError, match="d=4"):
+        nearest_neighbours(train_v, torch.randn(2, 4), k=1)
+    with pytest.raises(ValueError, match="finite|NaN|inf"):
+        nearest_neighbours(train_v, torch.full((2, 3), float("nan")), k=1)
+    neighbours, train_y = torch.tensor([[0, 1], [2, 3]]), torch.tensor([0, 1, 1, 0, 2])
+    with pytest.raises(TypeError, match="integer tensor"):
+        same_class_fraction_of_neighbours(neighbours.float(), train_y, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="test_y"):
+        same_class_fraction_of_neighbours(neighbours, train_y, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="outside"):
+        same_class_fraction_of_neighbours(torch.tensor([[0, 5]]), train_y, torch.tensor([0]))
 
 
 # --------------------------------------------------------------- embeddings

@@ -13,6 +13,7 @@ from torch import nn
 from crl_helpers.exercises import (
     check_alignment,
     check_cosine_schedule,
+    check_finetune_optimizer,
     check_info_nce,
     check_knn_predict,
     check_linear_probe_frozen,
@@ -33,7 +34,8 @@ def raises(*args, **kwargs):
 
 
 ALL = [check_info_nce, check_nt_xent, check_logsumexp, check_alignment, check_neg_euclidean_score,
-       check_cosine_schedule, check_uniformity, check_simclr_step, check_knn_predict, check_linear_probe_frozen]
+       check_cosine_schedule, check_uniformity, check_simclr_step, check_knn_predict, check_linear_probe_frozen,
+       check_finetune_optimizer]
 
 
 @pytest.mark.parametrize("checker", ALL, ids=lambda c: c.__name__)
@@ -337,15 +339,44 @@ def knn_loop(train_v, train_y, test_v, k, temperature):
     return torch.tensor(preds)
 
 
-def test_knn_checker_accepts_a_loop_and_rejects_slips():
-    assert check_knn_predict(knn_loop)
-    from crl_helpers.evaluate import knn_predict
+def knn_vectorised(train_v, train_y, test_v, k, temperature):
+    # Written differently from the solution: a one-hot matrix product instead of scatter_add_.
+    similarity = F.normalize(test_v, dim=1) @ F.normalize(train_v, dim=1).T  # (M, N)
+    top, index = similarity.topk(k, dim=1)  # (M, k)
+    one_hot = F.one_hot(train_y[index], int(train_y.max()) + 1).float()  # (M, k, C)
+    return (torch.exp(top / temperature)[:, :, None] * one_hot).sum(1).argmax(1)
 
-    majority = check_knn_predict(lambda tv, ty, q, k, t: knn_predict(tv, ty, q, k=k, weighting="majority"))
-    assert not majority and "exp(similarity / temperature)" in majority.message
-    all_points = check_knn_predict(lambda tv, ty, q, k, t: knn_predict(tv, ty, q, k=len(tv), temperature=t))
-    assert not all_points and "k most similar" in all_points.message
-    scores = check_knn_predict(lambda tv, ty, q, k, t: knn_predict(tv, ty, q, k=k, temperature=t).float())
+
+def knn_slip(normalise=True, weighted=True, use_k=True, use_temperature=True):
+    def knn(train_v, train_y, test_v, k, temperature):
+        if normalise:
+            train_v, test_v = F.normalize(train_v, dim=1), F.normalize(test_v, dim=1)
+        top, index = (test_v @ train_v.T).topk(k if use_k else len(train_v), dim=1)
+        top = top - top[:, :1]  # finite exp even for raw dot products
+        weights = torch.exp(top / (temperature if use_temperature else 1.0)) if weighted else torch.ones_like(top)
+        votes = torch.zeros(len(test_v), int(train_y.max()) + 1).scatter_add_(1, train_y[index], weights)
+        return votes.argmax(1)
+    return knn
+
+
+@pytest.mark.parametrize("answer", [knn_loop, knn_vectorised], ids=["loop", "vectorised"])
+def test_knn_checker_accepts_correct_answers(answer):
+    assert check_knn_predict(answer)
+
+
+@pytest.mark.parametrize("slip, hint", [
+    (dict(weighted=False), "exp(similarity / temperature)"),
+    (dict(normalise=False), "cosine similarity, not a raw dot product"),
+    (dict(use_k=False), "k most similar"),
+    (dict(use_temperature=False), "temperature was left out"),
+])
+def test_knn_checker_names_the_slip(slip, hint):
+    result = check_knn_predict(knn_slip(**slip))
+    assert not result and hint in result.message
+
+
+def test_knn_checker_wants_integer_labels():
+    scores = check_knn_predict(lambda tv, ty, q, k, t: knn_vectorised(tv, ty, q, k, t).float())
     assert not scores and "integer" in scores.message
 
 
@@ -376,4 +407,61 @@ def test_linear_probe_checker():
     trained = check_linear_probe_frozen(lambda *a: probe(*a, train_encoder=True))
     assert not trained and "weights changed" in trained.message
     chance = check_linear_probe_frozen(lambda *a: 0.5)
-    assert not chance and "0.9" in chance.message
+    assert not chance and "least-squares probe" in chance.message
+    percent = check_linear_probe_frozen(lambda *a: 100 * probe(*a))
+    assert not percent and "percentage" in percent.message
+
+
+def probe_sgd_on_a_copy(encoder, x_train, y_train, x_test, y_test):
+    # Written differently from the solution: features of a frozen copy, full-batch SGD on the probe.
+    frozen = __import__("copy").deepcopy(encoder).eval()
+    with torch.no_grad():
+        v_train, v_test = frozen(x_train), frozen(x_test)
+    v_train, v_test = (v_train - v_train.mean(0)) / v_train.std(0), (v_test - v_train.mean(0)) / v_train.std(0)
+    weight = torch.zeros(v_train.shape[1], 2, requires_grad=True)
+    optimizer = torch.optim.SGD([weight], lr=0.5)
+    for _ in range(200):
+        loss = F.cross_entropy(v_train @ weight, y_train)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return ((v_test @ weight).argmax(1) == y_test).float().mean()
+
+
+def test_linear_probe_checker_accepts_a_probe_on_a_frozen_copy():
+    assert check_linear_probe_frozen(probe_sgd_on_a_copy)
+
+
+# --------------------------------------------------- fine-tuning optimizer
+def two_groups(optimizer=torch.optim.Adam, swap=False, one_group=False, skip_encoder=False, **kw):
+    def make(encoder, classifier, lr_head, lr_encoder):
+        if one_group:
+            return optimizer([*encoder.parameters(), *classifier.parameters()], lr=lr_head, **kw)
+        groups = [{"params": list(classifier.parameters()), "lr": lr_encoder if swap else lr_head}]
+        if not skip_encoder:
+            groups.append({"params": list(encoder.parameters()), "lr": lr_head if swap else lr_encoder})
+        return optimizer(groups, **kw)
+    return make
+
+
+@pytest.mark.parametrize("answer", [two_groups(), two_groups(torch.optim.SGD), two_groups(torch.optim.AdamW),
+                                    two_groups(torch.optim.SGD, momentum=0.9)],
+                         ids=["adam", "sgd", "adamw", "sgd-momentum"])
+def test_finetune_optimizer_checker_accepts_two_groups(answer):
+    assert check_finetune_optimizer(answer)
+
+
+@pytest.mark.parametrize("slip, hint", [
+    (dict(swap=True), "swapped"),
+    (dict(one_group=True), "one parameter group"),
+    (dict(skip_encoder=True), "encoder's parameters are not in the optimizer"),
+    (dict(optimizer=torch.optim.SGD, weight_decay=100.0), "after one step"),
+])
+def test_finetune_optimizer_checker_names_the_slip(slip, hint):
+    result = check_finetune_optimizer(two_groups(**slip))
+    assert not result and hint in result.message
+
+
+def test_finetune_optimizer_checker_refuses_what_is_not_an_optimizer():
+    result = check_finetune_optimizer(lambda encoder, classifier, lr_head, lr_encoder: [encoder, classifier])
+    assert not result and "torch.optim" in result.message

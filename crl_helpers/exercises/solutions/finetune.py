@@ -28,3 +28,10 @@ def linear_probe_frozen(encoder, x_train, y_train, x_test, y_test, steps=300):
         optimizer.step()
     with torch.no_grad():
         return (classifier(v_test).argmax(dim=1) == y_test).float().mean().item()
+
+
+def make_finetune_optimizer(encoder, classifier, lr_head, lr_encoder):
+    return torch.optim.Adam([
+        {"params": encoder.parameters(), "lr": lr_encoder},  # pre-trained: small steps keep what it learned
+        {"params": classifier.parameters(), "lr": lr_head},  # new: starts from random weights, needs larger steps
+    ])
