@@ -202,8 +202,8 @@ def check_simclr_step(fn):
         assert isinstance(loss, torch.Tensor), (f"your step returned a {type(loss).__name__}; return the loss as a "
                                                 "tensor (loss, or loss.detach()), not loss.item()")
         assert loss.numel() == 1, f"your step returned a tensor of shape {tuple(loss.shape)}; return the scalar loss"
-        assert math.isclose(float(loss), want_loss, rel_tol=1e-5, abs_tol=1e-7), (
-            f"the parameters are right but step {step + 1} returned {float(loss):.5f}, not its loss "
+        assert math.isclose(float(loss.detach()), want_loss, rel_tol=1e-5, abs_tol=1e-7), (
+            f"the parameters are right but step {step + 1} returned {float(loss.detach()):.5f}, not its loss "
             f"{want_loss:.5f}: return the loss computed in this step, before the update")
     return "matches the reference step (NT-Xent as a float64 loop, zero_grad, backward, SGD update)"
 
