@@ -127,6 +127,7 @@ function render({ model, el }) {
   function syncInputs() {
     const options = model.get("k_options");
     kInput.max = options.length - 1;
+    kInput.dataset.options = JSON.stringify(options);
     kInput.value = Math.max(0, options.indexOf(model.get("n_negatives")));
     temperatureInput.value = Math.log10(model.get("temperature"));
     meanInput.value = model.get("negative_mean");
