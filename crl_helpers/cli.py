@@ -97,22 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "inline, made from the same notebooks (crl_helpers.exercises.instructor).")
     i.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
     i.add_argument("--out", default="instructor", help="output folder (default: instructor)")
-    s = sub.add_parser("site", help="build the course as a static HTML site (notebooks executed in a tier)",
-                       description="Execute the learner's notebooks in a tier (copies, in build/site-<tier>/, "
-                                   "which caches runs for the next build) and render them with the README as "
-                                   "home page into a static site that loads nothing from another host "
-                                   "(crl_helpers.site; needs pip install -e \".[site]\").")
-    s.add_argument("--tier", default="smoke", help="smoke (default: fast, as in CI), cpu, or gpu (needs CUDA)")
-    s.add_argument("--out", default="site", help="output folder (default: site); open <out>/index.html")
-    s.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
-    lec = sub.add_parser("lecture", help="write the course's interactive explorers as one static page, without code",
-                         description="Execute the notebooks as crl site does (reusing its build folder) and write "
-                                     "a page holding only the explorers that compute in the browser (temperature, "
-                                     "UMAP, run comparison), for showing in a lecture; it opens from file:// "
-                                     "offline (crl_helpers.site.build_lecture; needs pip install -e \".[site]\").")
-    lec.add_argument("--tier", default="smoke", help="smoke (default), cpu, or gpu (needs CUDA): the runs shown")
-    lec.add_argument("--out", default="lecture", help="output folder (default: lecture); open <out>/index.html")
-    lec.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
+    site = sub.add_parser("site", help="build the course as a static HTML site (notebooks executed in a tier)",
+                          description="Execute the learner's notebooks in a tier (copies, in build/site-<tier>/, "
+                                      "which caches runs for the next build) and render them with the README as "
+                                      "home page into a static site that loads nothing from another host "
+                                      "(crl_helpers.site; needs pip install -e \".[site]\").")
+    lecture = sub.add_parser("lecture", help="write the course's interactive explorers as one static page, no code",
+                             description="Execute the notebooks as crl site does (reusing its build folder) and "
+                                         "write a page holding only the explorers that compute in the browser "
+                                         "(temperature, UMAP, run comparison), for showing in a lecture; it opens "
+                                         "from file:// offline (crl_helpers.site.build_lecture; needs "
+                                         "pip install -e \".[site]\").")
+    for command, out in ((site, "site"), (lecture, "lecture")):
+        command.add_argument("--tier", default="smoke", help="smoke (default: fast, as in CI), cpu, or gpu (needs CUDA)")
+        command.add_argument("--out", default=out, help=f"output folder (default: {out}); open <out>/index.html")
+        command.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
     return parser
 
 
