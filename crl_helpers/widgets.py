@@ -589,10 +589,11 @@ def _draw_circle(ax, snapshot, title: str) -> None:
     ax.set_title(title, fontsize=9)
 
 
-def _circle_run(temperature: float, train_steps: int, n_points: int) -> list:
+def _circle_run(temperature: float, train_steps: int, n_points: int):
+    """The circle toy's snapshots while it trains (about 6 of them and the untrained one)."""
     from crl_helpers.temperature import circle_training
 
-    return list(circle_training(temperature, train_steps, n_points, every=max(1, train_steps // 6)))
+    return circle_training(temperature, train_steps, n_points, every=max(1, train_steps // 6))
 
 
 def _circle_json(temperature: float, snapshots: list) -> dict:
@@ -648,9 +649,9 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
     supplies (the K sorted draws of :func:`crl_helpers.temperature.similarities_with`, see
     :func:`negative_draws`); tests/test_widgets_js.py checks its softmax, loss and gradient against
     :mod:`crl_helpers.temperature`. The circle toy is trained ahead in Python at
-    :data:`CIRCLE_TEMPERATURES` (and the starting temperature); the "train on the circle" button replays
-    the run nearest the slider's temperature, snapshot by snapshot, and ``w.train()`` trains at exactly the
-    current temperature. The ``K`` slider offers :data:`K_CHOICES` (and the starting K); ``negative mean``
+    :data:`CIRCLE_TEMPERATURES` (and the starting temperature): on a static page the "train on the circle"
+    button replays the run nearest the slider's temperature, snapshot by snapshot; with a kernel (JupyterLab)
+    it trains the toy live at exactly the slider's temperature, as ``w.train()`` does. The ``K`` slider offers :data:`K_CHOICES` (and the starting K); ``negative mean``
     sets how hard the negatives are; passing ``similarities`` fixes them instead (the two sliders are then
     disabled).
 
@@ -697,7 +698,7 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
     temperatures = torch.logspace(low, high, 61, dtype=torch.float64).tolist()
     k_options = sorted(set(K_CHOICES) | {n_negatives})
 
-    runs = {repr(float(tau)): _circle_run(tau, train_steps, n_points) for tau in sorted({*CIRCLE_TEMPERATURES, temperature})}
+    runs = {repr(float(tau)): list(_circle_run(tau, train_steps, n_points)) for tau in sorted({*CIRCLE_TEMPERATURES, temperature})}
     content = next(iter(runs.values()))[0].content
     hue = (torch.atan2(content[:, 1], content[:, 0]) / (2 * math.pi)) % 1  # (n,) in [0, 1)
     widget = _browser_classes()["temperature"](
@@ -753,14 +754,24 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
         return float(mean)
 
     def train(_button=None) -> dict:
-        """Train the circle toy at the current temperature (``train_steps`` steps) and show its last snapshot."""
+        """Train the circle toy at the current temperature (``train_steps`` steps), sending each snapshot to the
+        browser as it comes (a run trained before is shown at once); returns ``state["circle"]``."""
         tau = widget.temperature
         key = repr(float(tau))
         if key not in runs:
-            runs[key] = _circle_run(tau, train_steps, n_points)
-            widget.circle_runs = {**widget.circle_runs, key: _circle_json(tau, runs[key])}
+            runs[key] = []
+            for snapshot in _circle_run(tau, train_steps, n_points):
+                runs[key].append(snapshot)
+                widget.circle_runs = {**widget.circle_runs, key: _circle_json(tau, runs[key])}
+                widget.circle_key, widget.circle_index = key, len(runs[key]) - 1
         widget.circle_key, widget.circle_index = key, len(runs[key]) - 1
         return widget.state["circle"]
+
+    def on_message(_widget, content, _buffers) -> None:
+        # The browser's "train" button: in a kernel the toy trains at exactly the slider's temperature.
+        if isinstance(content, dict) and content.get("event") == "train":
+            widget.temperature = check_temperature(content.get("temperature"))
+            train()
 
     disabled = fixed is not None
     widget.controls = {
@@ -773,6 +784,7 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
         "train": BrowserControl(widget, "circle_key", description="train on the circle", click=train),
     }
     widget.train = train
+    widget.on_msg(on_message)
     widget._start(compute, draw, ["temperature", "n_negatives", "negative_mean", "circle_key", "circle_index"])
     return widget
 

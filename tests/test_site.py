@@ -312,3 +312,34 @@ def test_lecture_page_shows_only_the_explorers_and_they_compute(site):
             assert not errors and not outside, errors + outside
         finally:
             browser.close()
+
+
+def test_lecture_notebook_keeps_only_the_browser_explorers(tmp_path):
+    import nbformat
+
+    from crl_helpers.site import lecture_notebook
+
+    def executed(name: str, title: str, models: dict) -> Path:
+        views = [nbformat.v4.new_output("display_data", {WIDGET_VIEW: {"model_id": m}, "text/plain": "w"})
+                 for m in models]
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_markdown_cell(f"# {title}\n\ntext"),
+            nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text="1\n")]),
+            *[nbformat.v4.new_code_cell("explorer", outputs=[view]) for view in views]])
+        nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+            "version_major": 2, "version_minor": 0,
+            "state": {m: {"model_module": module, "model_name": "M", "model_module_version": "1", "state": {}}
+                      for m, module in models.items()}}}
+        nbformat.write(nb, tmp_path / name)
+        return tmp_path / name
+
+    plain = executed("01_a.ipynb", "Augmentations", {"vbox": "@jupyter-widgets/controls"})
+    temperature = executed("04_b.ipynb", "Temperature", {"t": "anywidget", "layout": "@jupyter-widgets/base"})
+    lecture = lecture_notebook([plain, temperature], "cpu")
+    code = [cell for cell in lecture.cells if cell.cell_type == "code"]
+    assert len(code) == 1 and code[0].source == "" and code[0].metadata["tags"] == ["remove-input"]
+    assert code[0].outputs[0]["data"][WIDGET_VIEW] == {"model_id": "t"}
+    assert "## Temperature" in lecture.cells[1].source and "cpu tier" in lecture.cells[0].source
+    assert set(lecture.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]) == {"t", "layout"}
+    with pytest.raises(ValueError, match="no browser explorer in the 1 executed notebooks"):
+        lecture_notebook([plain])

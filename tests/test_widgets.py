@@ -159,6 +159,9 @@ def test_temperature_explorer_ships_draws_and_circle_runs_for_the_browser():
     circle = w.train()  # trained at 0.2 already: shown, not retrained
     assert circle == {**circle, "step": 6, "temperature": 0.2}
     assert "trained at temperature 0.200" in w.text
+    w._handle_custom_msg({"event": "train", "temperature": 0.7}, [])  # the browser's button, with a kernel
+    assert w.state["circle"] == {**w.state["circle"], "step": 6, "temperature": 0.7}
+    assert [snap["step"] for snap in w.circle_runs[repr(0.7)]["snapshots"]] == [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_temperature_explorer_defaults_and_range():

@@ -153,11 +153,20 @@ function render({ model, el }) {
     return best && best.key;
   }
 
+  let replayed = null;
+
   function train() {
-    // The runs were trained in Python (crl_helpers.temperature.circle_training) at a grid of temperatures:
-    // replay the one nearest to the slider's temperature, a snapshot at a time.
+    // With a kernel, Python trains the toy at exactly this temperature and sends its snapshots as they come
+    // (the change of circle_key stops the replay below). Without one (a static page), send does nothing and
+    // the replay stands: the runs trained in Python at a grid of temperatures, the nearest one a snapshot at a time.
+    try {
+      model.send({ event: "train", temperature: model.get("temperature") });
+    } catch (err) {
+      // no kernel
+    }
     const key = nearestRun(model.get("temperature"));
     if (key === null) return;
+    replayed = key;
     const last = model.get("circle_runs")[key].snapshots.length - 1;
     clearInterval(timer);
     let index = 0;
@@ -169,6 +178,7 @@ function render({ model, el }) {
       index += 1;
       if (index > last) {
         clearInterval(timer);
+        replayed = null;
         trainButton.disabled = false;
         return;
       }
@@ -237,7 +247,15 @@ function render({ model, el }) {
   draw();
   const names = ["temperature", "n_negatives", "negative_mean", "k_options", "draws", "circle_runs", "circle_key",
                  "circle_index"];
-  const onChange = () => { syncInputs(); draw(); };
+  const onChange = () => {
+    if (replayed !== null && model.get("circle_key") !== replayed) {
+      clearInterval(timer);  // the kernel is training at the exact temperature: show its run instead
+      replayed = null;
+      trainButton.disabled = false;
+    }
+    syncInputs();
+    draw();
+  };
   for (const name of names) model.on(`change:${name}`, onChange);
   return () => {
     clearInterval(timer);
