@@ -93,3 +93,93 @@ def test_map_captions_and_colours(tmp_path):
                           "10 nearest neighbours")
     assert got["colours"] == ["#1f77b4", "#ff7f0e", "#ff7f0e"]  # tab10, class 11 wraps to 1
     assert got["hues"][0] != got["hues"][1]
+
+
+# A DOM just large enough for the explorers' render(): elements with attributes, children, text, dataset and
+# event listeners. It lets Node run render() on the state a Python explorer sends, and move its controls.
+FAKE_DOM = r"""
+class Element {
+  constructor(tag) { this.tagName = tag; this.attributes = {}; this.children = []; this.listeners = {};
+                     this.dataset = {}; this.textContent = ""; this.value = ""; this.disabled = false; }
+  setAttribute(k, v) { this.attributes[k] = String(v); if (k.startsWith("data-")) this.dataset[k.slice(5)] = String(v); }
+  getAttribute(k) { return this.attributes[k]; }
+  appendChild(c) { this.children.push(c); return c; }
+  replaceChildren(...c) { this.children = c; }
+  addEventListener(type, f) { (this.listeners[type] ||= []).push(f); }
+  fire(type) { for (const f of this.listeners[type] || []) f(); }
+  all() { return [this, ...this.children.flatMap((c) => c.all())]; }
+  find(attr, value) { return this.all().find((e) => e.attributes[attr] === value); }
+}
+globalThis.document = { createElement: (t) => new Element(t), createElementNS: (_, t) => new Element(t) };
+globalThis.setInterval = () => 0;
+globalThis.clearInterval = () => {};
+function fakeModel(state) {
+  const handlers = {};
+  return {
+    get: (k) => state[k],
+    set: (k, v) => { state[k] = v; for (const f of handlers["change:" + k] || []) f(); },
+    on: (e, f) => { (handlers[e] ||= []).push(f); },
+    off: () => {},
+    save_changes: () => { throw new Error("no comm"); },
+    send: () => {},
+  };
+}
+"""
+
+
+def _render(tmp_path, module: str, state: dict, actions: str):
+    """render() the shipped module on a fake DOM with ``state`` as the model; run ``actions``; return result."""
+    return _run_js(tmp_path, module, FAKE_DOM + f"""
+        const model = fakeModel({json.dumps(state)});
+        const el = new Element("div");
+        m.default.render({{ model, el }});
+        const root = el.children[0];
+        const caption = () => root.all().find((e) => e.attributes.class === "crl-caption").textContent;
+        {actions}""")
+
+
+def _synced(widget) -> dict:
+    return {name: value for name, value in widget.get_state().items() if not name.startswith("_")}
+
+
+def test_temperature_render_draws_the_python_state_and_follows_its_sliders(tmp_path):
+    from crl_helpers.widgets import temperature_explorer
+
+    w = temperature_explorer(temperature=0.5, train_steps=4, n_points=8)
+    got = _render(tmp_path, "temperature", _synced(w), """
+        const first = caption();
+        const k = root.find("data-control", "n_negatives");
+        k.value = String(model.get("k_options").indexOf(63)); k.fire("input");
+        const t = root.find("data-control", "temperature");
+        t.value = "-1.3"; t.fire("input");
+        root.find("data-control", "train").fire("click");
+        result = { first, after: caption(), loss: Number(root.dataset.loss), svgs: root.all().filter((e) => e.tagName === "svg").length };""")
+    assert got["first"] == w.text  # the same words and numbers as Python's
+    w.controls["n_negatives"].value, w.controls["temperature"].value = 63, 10 ** -1.3
+    assert got["loss"] == pytest.approx(w.state["loss"], abs=1e-6)
+    assert "K = 63 negatives" in got["after"] and "trained at temperature 0.050" in got["after"]
+    assert got["svgs"] == 4
+
+
+def test_maps_render_draws_the_python_state_and_follows_its_controls(tmp_path):
+    import numpy as np
+
+    from crl_helpers.widgets import run_comparison_explorer
+
+    rng = np.random.default_rng(0)
+    maps = {run: {f"epoch {e}": rng.normal(size=(12, 2)) for e in (0, 1)} for run in ("a", "b", "c")}
+    w = run_comparison_explorer(maps, {"class": rng.integers(0, 3, 12), "hue": rng.random(12)}, k=3)
+    got = _render(tmp_path, "maps", _synced(w), """
+        const first = caption();
+        const right = root.find("data-control", "right");
+        right.value = "c"; right.fire("change");
+        const step = root.find("data-control", "snapshot");
+        step.value = "0"; step.fire("input");
+        const colour = root.find("data-control", "colour");
+        colour.value = "hue"; colour.fire("change");
+        result = { first, after: caption(), shared: Number(root.dataset.shared),
+                   points: root.all().filter((e) => e.tagName === "circle").length };""")
+    assert got["first"] == w.text
+    w.controls["right"].value, w.controls["epoch"].value, w.controls["colour"].value = "c", "epoch 0", "hue"
+    assert got["after"] == w.text and got["shared"] == pytest.approx(w.state["shared_neighbours"], abs=1e-12)
+    assert got["points"] >= 2 * 12
