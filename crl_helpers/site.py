@@ -16,6 +16,9 @@
    (temperature, UMAP, run comparison) compute in JavaScript and stay interactive without a kernel; the
    augmentation explorer shows its controls and its last figure.
 
+``crl lecture --tier cpu --out lecture/`` (:func:`build_lecture`) renders, from the same executed copies, one
+page holding only the browser explorers, without code (:func:`lecture_notebook`), for showing in a lecture.
+
 The Sphinx configuration is ``docs/site/conf.py`` in the repository, so this runs from a clone
 (``pip install -e ".[site]"``).
 
