@@ -216,9 +216,25 @@ def _install_npm_assets(work_dir: Path) -> Path:
     widgets = static / "widgets"
     # The manager with the font files its CSS loads from beside it (no source maps: 6 MB nobody reads).
     shutil.copytree(manager, widgets / "html-manager", ignore=shutil.ignore_patterns("*.map", "embed.js", "libembed*"))
+    _serve_assets_from_own_folder(widgets / "html-manager" / "embed-amd.js")
     shutil.copy2(files["require"], widgets / "require.js")
     shutil.copy2(files["anywidget"], widgets / "anywidget.js")
     return static
+
+
+def _serve_assets_from_own_folder(bundle: Path) -> None:
+    """Make a webpack bundle load its assets (the widget manager's icon fonts) from its own folder.
+
+    The bundle's public path is ``""``: its font URLs resolve against the page, ``notebooks/<hash>.woff2``,
+    which does not exist. The patched bundle reads its own folder from ``document.currentScript`` as it loads.
+    """
+    text = bundle.read_text(encoding="utf-8")
+    patched, count = re.subn(r'\.p=""', ".p=__crlBundleFolder", text)
+    if not count:
+        raise SiteError(f"{bundle.name}: no webpack public path (.p=\"\") to set; the html-manager's build changed")
+    folder = ('var __crlBundleFolder = document.currentScript ? '
+              'document.currentScript.src.replace(/[^/]*$/, "") : "";\n')
+    bundle.write_text(folder + patched, encoding="utf-8")
 
 
 def _home_page(readme: str, notebooks: list[str], extras: list[str]) -> str:
