@@ -26,7 +26,7 @@ function save(model) {
 }
 
 function scatter(parent, { points, colouring, limits, title, legend }) {
-  const p = panel(parent, { width: legend ? 460 : 380, height: 360, margin: [24, legend ? 90 : 10, 20, 10], title });
+  const p = panel(parent, { width: legend ? 390 : 310, height: 330, margin: [24, legend ? 90 : 10, 6, 10], title });
   const { svg, box } = p;
   const side = Math.min(box.right - box.left, box.bottom - box.top);
   const [xlo, ylo, xhi, yhi] = limits;

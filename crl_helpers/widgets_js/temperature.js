@@ -81,12 +81,16 @@ function bars(p, values, colours, { title, yMin, yMax, similarities }) {
     const top = y(Math.max(v, 0));
     node("rect", { x: x(j) + 0.5, y: top, width, height: Math.max(0.5, Math.abs(y(v) - y(0))), fill: colours[j] }, svg);
   });
-  axes(p, { x, y, yTicks: niceTicks(yMin, yMax, 4), yFormat: (t) => t.toFixed(Math.abs(yMax - yMin) < 1.5 ? 2 : 1),
-            xLabel: n <= 24 ? "candidate: positive, then negatives (similarity)" : "candidate: 0 = positive, then hardest first" });
+  axes(p, { x, y, yTicks: niceTicks(yMin, yMax, 4), yFormat: (t) => t.toFixed(Math.abs(yMax - yMin) < 1.5 ? 2 : 1) });
+  node("text", { x: (box.left + box.right) / 2, y: box.bottom + 40, "text-anchor": "middle",
+                 text: n <= 24 ? "candidate (similarity s_j)" : "candidate: 0 = positive, then hardest first" }, svg);
   if (yMin < 0) node("line", { x1: box.left, x2: box.right, y1: y(0), y2: y(0), class: "crl-zero" }, svg);
-  if (n <= 24) {
-    similarities.forEach((v, j) => node("text", { x: x(j + 0.5), y: box.bottom + 10, "text-anchor": "middle",
-                                                   class: "crl-small", text: j === 0 ? "pos" : v.toFixed(2) }, svg));
+  if (n <= 24) {  // each bar's similarity, written upwards under it
+    similarities.forEach((v, j) => {
+      const px = x(j + 0.5) + 3, py = box.bottom + 4;
+      node("text", { x: px, y: py, "text-anchor": "end", transform: `rotate(-90 ${px} ${py})`, class: "crl-small",
+                     text: j === 0 ? "pos" : v.toFixed(2) }, svg);
+    });
   }
 }
 
@@ -202,9 +206,10 @@ function render({ model, el }) {
     const trainedAt = key && runs[key] ? `trained at temperature ${runs[key].temperature.toFixed(3)}` : "untrained";
 
     figure.replaceChildren();
-    const a = panel(figure, { width: 330 });
+    const barMargin = [28, 10, 48, 46];
+    const a = panel(figure, { width: 330, height: 240, margin: barMargin });
     bars(a, p, colours, { title: `(a) key distribution p_j, p_pos = ${p[0].toFixed(2)}`, yMin: 0, yMax: 1, similarities: s });
-    const b = panel(figure, { width: 330 });
+    const b = panel(figure, { width: 330, height: 240, margin: barMargin });
     const gMax = Math.max(...weights.map(Math.abs), 1e-12);
     bars(b, weights, colours, { title: `(b) dL/ds_j: hardest negative gets ${(100 * share).toFixed(0)}% of the push`,
                                  yMin: -gMax * 1.05, yMax: gMax * 1.05, similarities: s });
@@ -225,10 +230,12 @@ function render({ model, el }) {
     node("line", { x1: x(temperature), x2: x(temperature), y1: c.box.top, y2: c.box.bottom, class: "crl-marker" }, c.svg);
     node("circle", { cx: x(temperature), cy: y(loss), r: 4, class: "crl-marker-dot" }, c.svg);
 
-    const d = panel(figure, { width: 230 });
-    drawCircle(d, snapshot, model.get("circle_hue"),
-               snapshot ? `(d) circle toy, step ${snapshot.step}: align ${snapshot.alignment.toFixed(2)}, `
-                          + `uniform ${snapshot.uniformity.toFixed(2)}` : "(d) circle toy");
+    const d = panel(figure, { width: 250, margin: [40, 10, 10, 10] });
+    drawCircle(d, snapshot, model.get("circle_hue"), snapshot ? `(d) circle toy, step ${snapshot.step}` : "(d) circle toy");
+    if (snapshot) {
+      node("text", { x: 125, y: 28, "text-anchor": "middle", class: "crl-title",
+                     text: `align ${snapshot.alignment.toFixed(2)}, uniform ${snapshot.uniformity.toFixed(2)}` }, d.svg);
+    }
 
     const even = model.get("even_uniformity");
     caption.textContent = `temperature ${temperature.toFixed(3)}, K = ${k} negatives of mean similarity `
