@@ -216,25 +216,34 @@ def _install_npm_assets(work_dir: Path) -> Path:
     widgets = static / "widgets"
     # The manager with the font files its CSS loads from beside it (no source maps: 6 MB nobody reads).
     shutil.copytree(manager, widgets / "html-manager", ignore=shutil.ignore_patterns("*.map", "embed.js", "libembed*"))
-    _serve_assets_from_own_folder(widgets / "html-manager" / "embed-amd.js")
+    _patch_widget_manager(widgets / "html-manager" / "embed-amd.js")
     shutil.copy2(files["require"], widgets / "require.js")
     shutil.copy2(files["anywidget"], widgets / "anywidget.js")
     return static
 
 
-def _serve_assets_from_own_folder(bundle: Path) -> None:
-    """Make a webpack bundle load its assets (the widget manager's icon fonts) from its own folder.
+def _patch_widget_manager(bundle: Path) -> None:
+    """Fit the widget manager's webpack bundle to the site: its assets load from its own folder, and it
+    typesets widget labels with MathJax 3 (the site's), not MathJax 2.
 
-    The bundle's public path is ``""``: its font URLs resolve against the page, ``notebooks/<hash>.woff2``,
-    which does not exist. The patched bundle reads its own folder from ``document.currentScript`` as it loads.
+    The bundle's public path is ``""``: its icon fonts' URLs resolve against the page (``notebooks/<hash>.woff2``,
+    which does not exist), so the patched bundle reads its own folder from ``document.currentScript`` as it
+    loads. Its ``typeset`` calls ``MathJax.Hub.Queue``, which MathJax 3 has not (a page error on every label):
+    the patched one calls ``MathJax.typesetPromise``.
+
+    Raises:
+        SiteError: a pattern is not in the bundle (another html-manager build).
     """
     text = bundle.read_text(encoding="utf-8")
-    patched, count = re.subn(r'\.p=""', ".p=__crlBundleFolder", text)
-    if not count:
-        raise SiteError(f"{bundle.name}: no webpack public path (.p=\"\") to set; the html-manager's build changed")
+    text, paths = re.subn(r'\.p=""', ".p=__crlBundleFolder", text)
+    text, typesets = re.subn(r'MathJax\.Hub\.Queue\(\["Typeset",MathJax\.Hub,(\w+)\]\)',
+                             r"MathJax.typesetPromise&&MathJax.typesetPromise([\1]).catch(function(){})", text)
+    if not (paths and typesets):
+        raise SiteError(f"{bundle}: no webpack public path or MathJax 2 typeset call to patch; "
+                        f"pin {HTML_MANAGER_NPM}, the build this was written for")
     folder = ('var __crlBundleFolder = document.currentScript ? '
               'document.currentScript.src.replace(/[^/]*$/, "") : "";\n')
-    bundle.write_text(folder + patched, encoding="utf-8")
+    bundle.write_text(folder + text, encoding="utf-8")
 
 
 def _home_page(readme: str, notebooks: list[str], extras: list[str]) -> str:
