@@ -300,7 +300,9 @@ def test_lecture_page_shows_only_the_explorers_and_they_compute(site):
     lecture = build_lecture("smoke", out, executed=list(site.executed), work_dir=site.index.parent.parent / "work",
                             log=lambda line: None)
     assert lecture.index == out / "index.html" and lecture.index.exists()
-    assert not lecture.warnings, "sphinx warned:\n" + "\n".join(lecture.warnings)
+    # A second Sphinx app in one process re-registers docutils' node classes: not a problem of the page.
+    warnings = [w for w in lecture.warnings if "is already registered" not in w]
+    assert not warnings, "sphinx warned:\n" + "\n".join(warnings)
     with sync_playwright() as playwright:
         browser = _launch(playwright)
         try:
