@@ -385,7 +385,8 @@ def lecture_notebook(executed: list[Path], tier: str = "smoke"):
             views = [out for out in cell.get("outputs", []) if WIDGET_VIEW in out.get("data", {})
                      and models.get(out["data"][WIDGET_VIEW].get("model_id"), {}).get("model_module") == "anywidget"]
             if views:
-                shown.append(nbformat.v4.new_code_cell("", metadata={"tags": ["remove-input"]}, outputs=views))
+                # The code stays in the notebook (myst-nb drops a cell without source) but not on the page.
+                shown.append(nbformat.v4.new_code_cell(cell.source, metadata={"tags": ["remove-input"]}, outputs=views))
         if shown:
             cells.append(nbformat.v4.new_markdown_cell(f"## {_title(nb) or path.stem}\n\nFrom `{path.stem}`."))
             cells += shown

@@ -339,7 +339,7 @@ def test_lecture_notebook_keeps_only_the_browser_explorers(tmp_path):
     temperature = executed("04_b.ipynb", "Temperature", {"t": "anywidget", "layout": "@jupyter-widgets/base"})
     lecture = lecture_notebook([plain, temperature], "cpu")
     code = [cell for cell in lecture.cells if cell.cell_type == "code"]
-    assert len(code) == 1 and code[0].source == "" and code[0].metadata["tags"] == ["remove-input"]
+    assert len(code) == 1 and code[0].source == "explorer" and code[0].metadata["tags"] == ["remove-input"]
     assert code[0].outputs[0]["data"][WIDGET_VIEW] == {"model_id": "t"}
     assert "## Temperature" in lecture.cells[1].source and "cpu tier" in lecture.cells[0].source
     assert set(lecture.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]) == {"t", "layout"}
