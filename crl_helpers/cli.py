@@ -97,14 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
                                    "inline, made from the same notebooks (crl_helpers.exercises.instructor).")
     i.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
     i.add_argument("--out", default="instructor", help="output folder (default: instructor)")
-    s = sub.add_parser("site", help="build the course as a static HTML site (notebooks executed in a tier)",
-                       description="Execute the learner's notebooks in a tier (copies, in build/site-<tier>/, "
-                                   "which caches runs for the next build) and render them with the README as "
-                                   "home page into a static site that loads nothing from another host "
-                                   "(crl_helpers.site; needs pip install -e \".[site]\").")
-    s.add_argument("--tier", default="smoke", help="smoke (default: fast, as in CI), cpu, or gpu (needs CUDA)")
-    s.add_argument("--out", default="site", help="output folder (default: site); open <out>/index.html")
-    s.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
+    site = sub.add_parser("site", help="build the course as a static HTML site (notebooks executed in a tier)",
+                          description="Execute the learner's notebooks in a tier (copies, in build/site-<tier>/, "
+                                      "which caches runs for the next build) and render them with the README as "
+                                      "home page into a static site that loads nothing from another host "
+                                      "(crl_helpers.site; needs pip install -e \".[site]\").")
+    lecture = sub.add_parser("lecture", help="write the course's interactive explorers as one static page, no code",
+                             description="Execute the notebooks as crl site does (reusing its build folder) and "
+                                         "write a page holding only the explorers that compute in the browser "
+                                         "(temperature, UMAP, run comparison), for showing in a lecture; it opens "
+                                         "from file:// offline (crl_helpers.site.build_lecture; needs "
+                                         "pip install -e \".[site]\").")
+    for command, out in ((site, "site"), (lecture, "lecture")):
+        command.add_argument("--tier", default="smoke", help="smoke (default: fast, as in CI), cpu, or gpu (needs CUDA)")
+        command.add_argument("--out", default=out, help=f"output folder (default: {out}); open <out>/index.html")
+        command.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
     return parser
 
 
@@ -174,20 +181,24 @@ def _instructor(notebooks: str, out: str) -> int:
     return 0
 
 
-def _site(tier: str, out: str, notebooks: str) -> int:
+def _site(tier: str, out: str, notebooks: str, lecture: bool = False) -> int:
+    command = "lecture" if lecture else "site"
     try:
-        from crl_helpers.site import SiteError, build_site
+        from crl_helpers.site import SiteError, build_lecture, build_site
         import myst_nb  # noqa: F401  (the site's dependencies, checked before any notebook runs)
     except ImportError as err:
-        raise ValueError(f"crl site needs {err.name}: pip install -e \".[site]\"") from None
+        raise ValueError(f"crl {command} needs {err.name}: pip install -e \".[site]\"") from None
+    if Path(out).resolve().is_relative_to(Path(notebooks).resolve()):
+        raise ValueError(f"--out {out} is inside the notebook folder {notebooks}; choose another, e.g. {command}")
     try:
-        result = build_site(tier, out, notebooks_dir=notebooks)
+        result = (build_lecture if lecture else build_site)(tier, out, notebooks_dir=notebooks)
     except SiteError as err:  # a notebook that raised, or Sphinx: not bad input, still one line
         _fail(str(err), True)
         return 1
     for warning in result.warnings:
         print(f"crl: sphinx: {warning}", file=sys.stderr)
-    print(f"crl: site ({tier} tier, {len(result.executed)} notebooks) written to {out}/; open {result.index}")
+    what = "lecture page" if lecture else "site"
+    print(f"crl: {what} ({tier} tier, {len(result.executed)} notebooks) written to {out}/; open {result.index}")
     return 0
 
 
@@ -205,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "instructor":
             return _instructor(args.notebooks, args.out)
-        if args.command == "site":
-            return _site(args.tier, args.out, args.notebooks)
+        if args.command in ("site", "lecture"):
+            return _site(args.tier, args.out, args.notebooks, lecture=args.command == "lecture")
         from crl_helpers.device import pick_device
         from crl_helpers.report import train_and_evaluate
 

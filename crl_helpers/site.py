@@ -10,8 +10,14 @@
 2. :func:`render_site` builds HTML from the executed copies with execution off: the README is the home
    page, the notebooks follow in course order (sidebar and previous/next links), the math is typeset by
    MathJax 3 (its single-file TeX-to-SVG build, fetched once from npm into the build folder), and no page
-   loads anything from another host. Widget outputs show their text form: the widget manager that would
-   render them (``@jupyter-widgets/html-manager``) is not bundled yet.
+   loads anything from another host. Widgets are rendered from the state the executed notebooks saved by
+   ``@jupyter-widgets/html-manager`` (with require.js and anywidget's AMD build, fetched from npm with
+   MathJax and served from ``_static/widgets/``): the browser explorers of :mod:`crl_helpers.widgets`
+   (temperature, UMAP, run comparison) compute in JavaScript and stay interactive without a kernel; the
+   augmentation explorer shows its controls and its last figure.
+
+``crl lecture --tier cpu --out lecture/`` (:func:`build_lecture`) renders, from the same executed copies, one
+page holding only the browser explorers, without code (:func:`lecture_notebook`), for showing in a lecture.
 
 The Sphinx configuration is ``docs/site/conf.py`` in the repository, so this runs from a clone
 (``pip install -e ".[site]"``).
@@ -43,6 +49,10 @@ CELL_TIMEOUT_SECONDS = {"smoke": 300, "cpu": 1800, "gpu": 1800}
 #: from file:// too), fetched once into the build folder.
 MATHJAX_NPM = "mathjax@3.2.2"
 MATHJAX_FILE = "tex-svg-full.js"
+#: The widget manager that renders saved widget state without a kernel, and require.js, through which it loads
+#: widget modules (anywidget's, whose npm version :func:`widget_npm_packages` matches to the Python package's).
+HTML_MANAGER_NPM = "@jupyter-widgets/html-manager@1.0.15"
+REQUIREJS_NPM = "requirejs@2.3.8"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -60,11 +70,12 @@ class SiteResult:
 
 
 def notebook_fingerprint(source: bytes, tier: str) -> str:
-    """A hash of a notebook's source, the tier and every ``crl_helpers`` module: an executed copy
-    whose fingerprint matches is up to date."""
+    """A hash of a notebook's source, the tier and every ``crl_helpers`` module (with the explorers'
+    JavaScript, which the saved widget state holds): an executed copy whose fingerprint matches is up to date."""
     digest = hashlib.sha256(source + tier.encode())
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        digest.update(path.read_bytes())
+    for path in sorted(Path(__file__).parent.rglob("*")):
+        if path.suffix in (".py", ".js", ".css"):
+            digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -155,24 +166,84 @@ def execute_notebooks(tier: str, executed_dir: str | os.PathLike, notebooks_dir:
     return done
 
 
-def _install_mathjax(work_dir: Path) -> Path:
-    """MathJax's single-file TeX-to-SVG build, from npm into ``<work_dir>/npm`` (once; kept for later builds),
-    copied to ``<work_dir>/static/mathjax/``; returns that static folder."""
+def widget_npm_packages() -> tuple[str, ...]:
+    """The npm packages the site's widgets need: the html-manager, require.js and anywidget (the installed
+    Python anywidget's version: its JavaScript half must match it).
+
+    Example:
+        >>> widget_npm_packages()[0]
+        '@jupyter-widgets/html-manager@1.0.15'
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        anywidget = version("anywidget")
+    except PackageNotFoundError:
+        raise ValueError("crl site needs the anywidget package (the browser explorers): pip install anywidget") from None
+    return HTML_MANAGER_NPM, REQUIREJS_NPM, f"anywidget@{anywidget}"
+
+
+def _install_npm_assets(work_dir: Path) -> Path:
+    """MathJax and the widget manager, from npm into ``<work_dir>/npm`` (once; kept for later builds), copied to
+    ``<work_dir>/static/`` (``mathjax/``, ``widgets/``); returns that static folder.
+
+    One ``npm install`` fetches every package: a later ``--no-save`` install would prune the earlier ones.
+    """
+    import json
     import subprocess
 
-    script = work_dir / "npm" / "node_modules" / "mathjax" / "es5" / MATHJAX_FILE
-    if not script.exists():
+    modules = work_dir / "npm" / "node_modules"
+    packages = (MATHJAX_NPM, *widget_npm_packages())
+    manager = modules / "@jupyter-widgets" / "html-manager" / "dist"
+    files = {"mathjax": modules / "mathjax" / "es5" / MATHJAX_FILE, "manager": manager / "embed-amd.js",
+             "require": modules / "requirejs" / "require.js", "anywidget": modules / "anywidget" / "dist" / "index.js"}
+    anywidget_json = modules / "anywidget" / "package.json"
+    installed = anywidget_json.exists() and f"anywidget@{json.loads(anywidget_json.read_text())['version']}" in packages
+    if not (installed and all(path.exists() for path in files.values())):
         npm = shutil.which("npm")
         if npm is None:
-            raise ValueError("crl site needs npm (Node.js) to fetch MathJax once: apt-get install npm")
-        done = subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund", "--prefix",
-                               str(work_dir / "npm"), MATHJAX_NPM], capture_output=True, text=True)
-        if done.returncode or not script.exists():
-            raise SiteError(f"npm install {MATHJAX_NPM} failed: {' '.join(done.stderr.split())[-300:]}")
+            raise ValueError("crl site needs npm (Node.js) to fetch MathJax and the widget manager once: "
+                             "apt-get install npm")
+        done = subprocess.run([npm, "install", "--no-save", "--no-audit", "--no-fund", "--ignore-scripts", "--prefix",
+                               str(work_dir / "npm"), *packages], capture_output=True, text=True)
+        missing = [name for name, path in files.items() if not path.exists()]
+        if done.returncode or missing:
+            raise SiteError(f"npm install {' '.join(packages)} failed: {' '.join(done.stderr.split())[-300:]}")
     static = work_dir / "static"
-    (static / "mathjax").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(script, static / "mathjax" / MATHJAX_FILE)
+    shutil.rmtree(static, ignore_errors=True)
+    (static / "mathjax").mkdir(parents=True)
+    shutil.copy2(files["mathjax"], static / "mathjax" / MATHJAX_FILE)
+    widgets = static / "widgets"
+    # The manager with the font files its CSS loads from beside it (no source maps: 6 MB nobody reads).
+    shutil.copytree(manager, widgets / "html-manager", ignore=shutil.ignore_patterns("*.map", "embed.js", "libembed*"))
+    _patch_widget_manager(widgets / "html-manager" / "embed-amd.js")
+    shutil.copy2(files["require"], widgets / "require.js")
+    shutil.copy2(files["anywidget"], widgets / "anywidget.js")
     return static
+
+
+def _patch_widget_manager(bundle: Path) -> None:
+    """Fit the widget manager's webpack bundle to the site: its assets load from its own folder, and it
+    typesets widget labels with MathJax 3 (the site's), not MathJax 2.
+
+    The bundle's public path is ``""``: its icon fonts' URLs resolve against the page (``notebooks/<hash>.woff2``,
+    which does not exist), so the patched bundle reads its own folder from ``document.currentScript`` as it
+    loads. Its ``typeset`` calls ``MathJax.Hub.Queue``, which MathJax 3 has not (a page error on every label):
+    the patched one calls ``MathJax.typesetPromise``.
+
+    Raises:
+        SiteError: a pattern is not in the bundle (another html-manager build).
+    """
+    text = bundle.read_text(encoding="utf-8")
+    text, paths = re.subn(r'\.p=""', ".p=__crlBundleFolder", text)
+    text, typesets = re.subn(r'MathJax\.Hub\.Queue\(\["Typeset",MathJax\.Hub,(\w+)\]\)',
+                             r"MathJax.typesetPromise&&MathJax.typesetPromise([\1]).catch(function(){})", text)
+    if not (paths and typesets):
+        raise SiteError(f"{bundle}: no webpack public path or MathJax 2 typeset call to patch; "
+                        f"pin {HTML_MANAGER_NPM}, the build this was written for")
+    folder = ('var __crlBundleFolder = document.currentScript ? '
+              'document.currentScript.src.replace(/[^/]*$/, "") : "";\n')
+    bundle.write_text(folder + text, encoding="utf-8")
 
 
 def _home_page(readme: str, notebooks: list[str], extras: list[str]) -> str:
@@ -193,9 +264,6 @@ def render_site(executed: list[Path], out_dir: str | os.PathLike, work_dir: str 
     Raises:
         SiteError: Sphinx failed.
     """
-    from sphinx.application import Sphinx
-    from sphinx.errors import SphinxError
-
     repo_root, work_dir, out_dir = Path(repo_root), Path(work_dir).resolve(), Path(out_dir).resolve()
     if not (Path(conf_dir) / "conf.py").exists():
         raise ValueError(f"{conf_dir}/conf.py is missing; crl site runs from a clone of the repository "
@@ -215,8 +283,17 @@ def render_site(executed: list[Path], out_dir: str | os.PathLike, work_dir: str 
     readme = (repo_root / "README.md").read_text(encoding="utf-8")
     (source / "index.md").write_text(_home_page(readme, [f"notebooks/{p.stem}" for p in executed], extras),
                                      encoding="utf-8")
-    static = _install_mathjax(work_dir)
+    lines = _sphinx_html(source, out_dir, work_dir, conf_dir)
+    return SiteResult(index=out_dir / "index.html", executed=tuple(executed), warnings=lines)
 
+
+def _sphinx_html(source: Path, out_dir: Path, work_dir: Path, conf_dir: str | os.PathLike) -> tuple[str, ...]:
+    """Sphinx's HTML build of ``source`` into ``out_dir`` with the site's configuration and static files;
+    returns its warnings, one line each."""
+    from sphinx.application import Sphinx
+    from sphinx.errors import SphinxError
+
+    static = _install_npm_assets(work_dir)
     warnings = io.StringIO()
     try:
         app = Sphinx(str(source), str(conf_dir), str(out_dir), str(work_dir / "doctrees"), "html",
@@ -228,8 +305,7 @@ def render_site(executed: list[Path], out_dir: str | os.PathLike, work_dir: str 
         raise SiteError(f"sphinx: {type(err).__name__}: {' '.join(str(err).split())[:300]}") from err
     if app.statuscode:
         raise SiteError(f"sphinx exited with {app.statuscode}: {warnings.getvalue().strip()[-300:]}")
-    lines = tuple(_ANSI.sub("", line) for line in warnings.getvalue().splitlines() if "WARNING" in line)
-    return SiteResult(index=out_dir / "index.html", executed=tuple(executed), warnings=lines)
+    return tuple(_ANSI.sub("", line) for line in warnings.getvalue().splitlines() if "WARNING" in line)
 
 
 def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
@@ -251,7 +327,7 @@ def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", noteboo
         :class:`SiteResult`.
 
     Raises:
-        ValueError: unknown tier, gpu tier without CUDA, ``out_dir`` inside ``notebooks_dir``, no npm.
+        ValueError: unknown tier, gpu tier without CUDA, ``out_dir`` inside ``notebooks_dir``, no npm, no anywidget.
         SiteError: a notebook raised, or Sphinx failed.
     """
     check_tier(tier)
@@ -259,7 +335,7 @@ def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", noteboo
     if Path(out_dir).resolve().is_relative_to(notebooks_dir.resolve()):
         raise ValueError(f"--out {out_dir} is inside the notebook folder {notebooks_dir}; choose another, e.g. site")
     work_dir = Path(work_dir) if work_dir is not None else REPO_ROOT / "build" / f"site-{tier}"
-    _install_mathjax(work_dir.resolve())  # before minutes of execution: fails fast without npm
+    _install_npm_assets(work_dir.resolve())  # before minutes of execution: fails fast without npm
     if executed_dir is None:
         executed = execute_notebooks(tier, work_dir / "executed", notebooks_dir, work_dir / "cache", log=log)
     else:
@@ -268,3 +344,88 @@ def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", noteboo
             raise ValueError(f"executed_dir {executed_dir} holds no .ipynb notebooks; leave it out to execute them")
     log("crl: rendering the site (sphinx)")
     return render_site(executed, out_dir, work_dir)
+
+
+# ------------------------------------------------------------------------------------------ lecture mode
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+LECTURE_INTRO = ("The course's interactive explorers, without the code around them: every slider computes in "
+                 "this page (no Python kernel runs behind it). Each comes from the notebook named in its heading, "
+                 "executed in the {tier} tier.")
+
+
+def _title(nb) -> str:
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return ""
+
+
+def lecture_notebook(executed: list[Path], tier: str = "smoke"):
+    """One notebook that holds only the browser explorers (anywidgets) of the executed notebooks.
+
+    For each code cell whose output shows a widget of ``anywidget``'s (the explorers of
+    :mod:`crl_helpers.widgets` that compute in the browser), the lecture gets a heading (the notebook's
+    title) and that output alone, its code removed (myst-nb's ``remove-input`` tag); the notebooks' saved
+    widget states are merged into its metadata, so the page renders them without a kernel.
+
+    Raises:
+        ValueError: no browser explorer in ``executed`` (were the notebooks executed?).
+    """
+    import nbformat
+
+    cells, state = [nbformat.v4.new_markdown_cell("# The explorers\n\n" + LECTURE_INTRO.format(tier=tier))], {}
+    for path in executed:
+        nb = nbformat.read(path, as_version=4)
+        models = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+        shown = []
+        for cell in nb.cells:
+            views = [out for out in cell.get("outputs", []) if WIDGET_VIEW in out.get("data", {})
+                     and models.get(out["data"][WIDGET_VIEW].get("model_id"), {}).get("model_module") == "anywidget"]
+            if views:
+                # The code stays in the notebook (myst-nb drops a cell without source) but not on the page.
+                shown.append(nbformat.v4.new_code_cell(cell.source, metadata={"tags": ["remove-input"]}, outputs=views))
+        if shown:
+            cells.append(nbformat.v4.new_markdown_cell(f"## {_title(nb) or path.stem}\n\nFrom `{path.stem}`."))
+            cells += shown
+            state.update(models)
+    if len(cells) == 1:
+        raise ValueError(f"no browser explorer in the {len(executed)} executed notebooks; execute them first "
+                         "(crl site) or pass the executed copies")
+    lecture = nbformat.v4.new_notebook(cells=cells)
+    lecture.metadata["widgets"] = {WIDGET_STATE: {"version_major": 2, "version_minor": 0, "state": state}}
+    lecture.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    return lecture
+
+
+def build_lecture(tier: str = "smoke", out_dir: str | os.PathLike = "lecture",
+                  notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR, executed: list[Path] | None = None,
+                  work_dir: str | os.PathLike | None = None, log=print) -> SiteResult:
+    """The lecture page: the course's browser explorers on one static page, without code (``crl lecture``).
+
+    The notebooks are executed as for :func:`build_site` (the same build folder and cache, so a site built
+    before makes this take seconds) unless ``executed`` gives executed copies; :func:`lecture_notebook`
+    keeps their explorers; Sphinx renders that one page as ``<out_dir>/index.html``, served from the folder
+    itself (MathJax, the widget manager), so it opens from ``file://`` on a lecture-room machine offline.
+
+    Raises:
+        ValueError, SiteError: as :func:`build_site`; no explorer in the notebooks.
+    """
+    import nbformat
+
+    check_tier(tier)
+    work_dir = (Path(work_dir) if work_dir is not None else REPO_ROOT / "build" / f"site-{tier}").resolve()
+    _install_npm_assets(work_dir)  # fails fast without npm
+    if executed is None:
+        executed = execute_notebooks(tier, work_dir / "executed", notebooks_dir, work_dir / "cache", log=log)
+    lecture = lecture_notebook(list(executed), tier)
+    source = work_dir / "lecture-source"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    nbformat.write(lecture, source / "index.ipynb")
+    log("crl: rendering the lecture page (sphinx)")
+    out_dir = Path(out_dir).resolve()
+    lines = _sphinx_html(source, out_dir, work_dir, CONF_DIR)
+    return SiteResult(index=out_dir / "index.html", executed=tuple(executed), warnings=lines)

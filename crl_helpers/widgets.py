@@ -7,14 +7,17 @@ widget moves a slider, the function computes, the plot draws):
   (SimCLR's pipeline, Chen et al. 2020, from :mod:`crl_helpers.views`) and the meters of
   :mod:`crl_helpers.pairs` (object kept by the crop, colour-histogram shortcut);
 * :func:`temperature_explorer` over :mod:`crl_helpers.temperature` (Wang & Liu 2021);
-* :func:`umap_explorer` over :func:`crl_helpers.plots.align_snapshots` and
-  :func:`crl_helpers.plots.scatter_2d` (UMAP, McInnes et al. 2018).
+* :func:`umap_explorer` and :func:`run_comparison_explorer` over :func:`crl_helpers.plots.align_snapshots`
+  and :func:`compare_maps` (UMAP, McInnes et al. 2018).
 
-Every explorer is an :class:`Explorer`: an ``ipywidgets.VBox`` with its controls in
-``w.controls`` (a dict), an ``ipywidgets.Output`` in ``w.output`` that shows the current
-figure as a PNG, the last ``matplotlib`` figure in ``w.figure`` and its PNG bytes in
-``w.png``, the numbers it shows in ``w.state``, and ``w.update()`` to redraw (changing a
-control's value redraws by itself; tests and the smoke run call ``update()`` to be sure).
+Every explorer is an :class:`Explorer` with its controls in ``w.controls`` (a dict), the numbers it
+shows in ``w.state``, the last ``matplotlib`` figure of them in ``w.figure``, its PNG bytes in
+``w.png``, and ``w.update()`` to redraw (changing a control's value redraws by itself; tests and the
+smoke run call ``update()`` to be sure). The augmentation explorer is an ``ipywidgets.VBox`` whose
+figure (a PNG in ``w.output``) is drawn in Python, so it needs a kernel. The other three are browser
+explorers (anywidget): JavaScript in ``widgets_js/`` draws them (SVG) and computes what they show from
+numbers Python supplies, so they stay interactive on a static page without a kernel (``crl site``,
+``crl lecture``); their ``w.figure`` is drawn in Python on demand from the same numbers.
 
 Example:
     >>> import torch
@@ -31,9 +34,11 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import io
 import math
 import traceback
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -49,8 +54,16 @@ __all__ = [
     "config_from_controls",
     "augmentation_grid",
     "augmentation_explorer",
+    "JS_DIR",
+    "explorer_module",
+    "BrowserControl",
+    "K_CHOICES",
+    "CIRCLE_TEMPERATURES",
+    "negative_draws",
     "temperature_explorer",
     "umap_explorer",
+    "compare_maps",
+    "run_comparison_explorer",
 ]
 
 
@@ -405,7 +418,162 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
     return explorer
 
 
+# -------------------------------------------------------------------- the browser explorers' machinery
+#: The JavaScript of the browser explorers: ``common.js`` (drawing kit) and one ES module per explorer.
+JS_DIR = Path(__file__).resolve().parent / "widgets_js"
+
+
+def explorer_module(name: str) -> str:
+    """The ES module a browser explorer ships: ``widgets_js/common.js`` followed by ``widgets_js/<name>.js``.
+
+    anywidget loads one module per widget (from a string, without a bundler), so the shared drawing kit
+    is prepended to each explorer's file; the explorer's pure functions are exported for tests.
+
+    Example:
+        >>> "export function infoNce" in explorer_module("temperature")
+        True
+    """
+    path = JS_DIR / f"{name}.js"
+    if name == "common" or not path.exists():
+        known = sorted(p.stem for p in JS_DIR.glob("*.js") if p.stem != "common")
+        raise ValueError(f"no browser explorer named {name!r}; use one of {', '.join(known)}")
+    return (JS_DIR / "common.js").read_text(encoding="utf-8") + "\n" + path.read_text(encoding="utf-8")
+
+
+class BrowserControl:
+    """A control that an explorer's JavaScript draws: ``value`` reads and writes the widget's synced trait.
+
+    It stands where an ipywidgets control stood in ``w.controls``: setting ``value`` from Python moves
+    the slider in the browser (and redraws there), moving the slider in the browser changes ``value``.
+    Other attributes (``min``, ``max``, ``options``, ``disabled``, ``description``) describe the control.
+    """
+
+    def __init__(self, widget, trait: str, get: Callable = lambda v: v, put: Callable = lambda v: v, **info):
+        self._widget, self._trait, self._get, self._put = widget, trait, get, put
+        self.__dict__.update(info)
+
+    @property
+    def value(self):
+        return self._get(getattr(self._widget, self._trait))
+
+    @value.setter
+    def value(self, new) -> None:
+        setattr(self._widget, self._trait, self._put(new))
+
+    def __repr__(self) -> str:
+        return f"BrowserControl({self._trait}={self.value!r})"
+
+
+@functools.cache
+def _browser_classes() -> dict:
+    """The anywidget classes of the browser explorers (built on first use: anywidget is imported then)."""
+    import anywidget
+    import traitlets as t
+
+    css = (JS_DIR / "explorers.css").read_text(encoding="utf-8")
+
+    class BrowserExplorer(anywidget.AnyWidget, Explorer):
+        """An explorer drawn by JavaScript in the browser (JupyterLab, or a static page without a kernel).
+
+        ``state`` is recomputed in Python by the pure functions whenever a synced value changes; ``figure``
+        and ``png`` are a matplotlib rendering of the same numbers, drawn on demand (for saving, and for
+        checks that the view changed).
+        """
+
+        _css = css
+
+        def _start(self, compute: Callable[[], dict], draw: Callable[[dict], object], names: list[str]) -> None:
+            self._compute, self._draw, self._figure, self._png = compute, draw, None, None
+            self.state = compute()
+            self.observe(self._refresh, names=names)
+
+        def _refresh(self, _change=None) -> None:
+            self.state, self._figure, self._png = self._compute(), None, None
+
+        @property
+        def figure(self):
+            if self._figure is None:
+                self._figure = self._draw(self.state)
+            return self._figure
+
+        @property
+        def png(self) -> bytes:
+            if self._png is None:
+                self._png = figure_png(self.figure)
+            return self._png
+
+        def update(self):
+            """Recompute ``state`` from the current values; returns the matplotlib Figure of it."""
+            self._refresh()
+            return self.figure
+
+    class TemperatureWidget(BrowserExplorer):
+        _esm = explorer_module("temperature")
+        temperature = t.Float(0.5).tag(sync=True)
+        log_range = t.List([-2.0, 1.0]).tag(sync=True)  # the slider's log10 range
+        n_negatives = t.Int(15).tag(sync=True)
+        negative_mean = t.Float(0.3).tag(sync=True)
+        k_options = t.List().tag(sync=True)  # the K the slider offers
+        draws = t.Dict().tag(sync=True)  # str(K) -> the K sorted standard-normal draws of similarities_with
+        positive = t.Float(0.7).tag(sync=True)
+        spread = t.Float(0.1).tag(sync=True)
+        fixed = t.List().tag(sync=True)  # the caller's similarities, or [] when the sliders draw them
+        circle_hue = t.List().tag(sync=True)  # (n,) each toy point's content angle / 2 pi
+        circle_runs = t.Dict().tag(sync=True)  # key -> {temperature, snapshots: [{step, z1, z2, ...}]}
+        circle_key = t.Unicode("").tag(sync=True)  # the run shown ("" = untrained)
+        circle_index = t.Int(0).tag(sync=True)  # its snapshot shown
+        even_uniformity = t.Float(0.0).tag(sync=True)
+
+    class MapsWidget(BrowserExplorer):
+        _esm = explorer_module("maps")
+        panels = t.Int(1).tag(sync=True)
+        runs = t.List().tag(sync=True)
+        steps = t.List().tag(sync=True)  # the snapshot (epoch) keys, in order
+        key_label = t.Unicode("snapshot").tag(sync=True)
+        points = t.Dict().tag(sync=True)  # run -> [flat (2N,) map per key], aligned
+        limits = t.List().tag(sync=True)  # [x low, y low, x high, y high] over every map
+        colourings = t.Dict().tag(sync=True)  # name -> {kind, values, names, range}
+        shared = t.Dict().tag(sync=True)  # "left\tright" -> [share of shared neighbours per key]
+        k = t.Int(10).tag(sync=True)
+        left = t.Unicode("").tag(sync=True)
+        right = t.Unicode("").tag(sync=True)
+        index = t.Int(0).tag(sync=True)
+        colouring = t.Unicode("").tag(sync=True)
+
+    return {"temperature": TemperatureWidget, "maps": MapsWidget}
+
+
+def _rounded(values, digits: int = 4) -> list[float]:
+    # Map coordinates travel in the widget's saved state: 4 decimals are far below a pixel and keep it small.
+    return [round(float(v), digits) for v in np.asarray(values, dtype=np.float64).ravel()]
+
+
 # ------------------------------------------------------------------------------- 2. temperature explorer
+#: The K the browser's "K negatives" slider offers (the explorer's starting K is added).
+K_CHOICES = (1, 2, 3, 4, 5, 7, 10, 15, 20, 31, 40, 63, 80, 127, 160, 255)
+#: The temperatures at which the circle toy is trained ahead: the browser's "train" button replays the nearest.
+CIRCLE_TEMPERATURES = (0.05, 0.2, 1.0, 5.0)
+
+
+def negative_draws(n_negatives: int, seed: int = 0) -> list[float]:
+    """The K sorted standard-normal draws ``z`` behind :func:`crl_helpers.temperature.similarities_with`.
+
+    ``similarities_with(K, mean, positive, spread, seed)`` is ``[positive, clip(mean + spread * z, -1, 1)]``
+    (clipping keeps the order), so the browser rebuilds it for any mean from these K numbers. They are read
+    off ``similarities_with`` itself at a spread of 2^-10 (a power of two: scaling back is exact).
+
+    Example:
+        >>> from crl_helpers.temperature import similarities_with
+        >>> z = negative_draws(3)
+        >>> [0.7] + [min(1, max(-1, 0.2 + 0.1 * v)) for v in z] == similarities_with(3, 0.2).tolist()
+        True
+    """
+    from crl_helpers.temperature import similarities_with
+
+    scale = 2.0 ** -10
+    return (similarities_with(n_negatives, 0.0, spread=scale, seed=seed)[1:] / scale).tolist()
+
+
 def _draw_circle(ax, snapshot, title: str) -> None:
     """The circle toy's embedding: view 1 on the circle, view 2 just outside, coloured by the content's angle."""
     hue = (torch.atan2(snapshot.content[:, 1], snapshot.content[:, 0]) / (2 * math.pi)) % 1  # (n,) in [0, 1)
@@ -421,20 +589,71 @@ def _draw_circle(ax, snapshot, title: str) -> None:
     ax.set_title(title, fontsize=9)
 
 
+def _circle_run(temperature: float, train_steps: int, n_points: int):
+    """The circle toy's snapshots while it trains (about 6 of them and the untrained one)."""
+    from crl_helpers.temperature import circle_training
+
+    return circle_training(temperature, train_steps, n_points, every=max(1, train_steps // 6))
+
+
+def _circle_json(temperature: float, snapshots: list) -> dict:
+    return {"temperature": float(temperature),
+            "snapshots": [{"step": s.step, "z1": _rounded(s.z1, 3), "z2": _rounded(s.z2, 3), "alignment": float(s.alignment),
+                           "uniformity": float(s.uniformity)} for s in snapshots]}
+
+
+def _temperature_figure(state: dict, sweep: dict, snapshot, trained_at: str):
+    """The four panels of the temperature explorer as a matplotlib Figure (the PNG of ``w.png``)."""
+    s, p, weights, tau, loss = state["similarities"], state["p"], state["weights"], state["temperature"], state["loss"]
+    fig = _new_figure(15.0, 3.4, layout=None)
+    ax_p, ax_g, ax_l, ax_c = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1.2, 1.2, 1.0, 0.8]})
+    fig.subplots_adjust(left=0.04, right=0.99, bottom=0.22, top=0.86, wspace=0.25)
+    x = np.arange(len(s))
+    colours = ["tab:green"] + ["tab:red"] * (len(s) - 1)
+    ax_p.bar(x, p.numpy(), color=colours)
+    ax_p.set_title(f"(a) key distribution p_j, p_pos = {float(p[0]):.2f}", fontsize=9)
+    ax_p.set_ylim(0, 1)
+    ax_g.bar(x, weights.numpy(), color=colours)
+    ax_g.axhline(0, color="black", linewidth=0.6)
+    ax_g.set_title(f"(b) gradient dL/ds_j: hardest negative gets {100 * state['hardness_share']:.0f}% of the push",
+                   fontsize=9)
+    for ax in (ax_p, ax_g):
+        if len(s) <= 24:
+            ax.set_xticks(x)
+            ax.set_xticklabels(["pos"] + [f"{v:.2f}" for v in s[1:].tolist()], rotation=90, fontsize=7)
+        ax.set_xlabel("candidate (similarity s_j)" if len(s) <= 24 else "candidate: 0 = positive, then hardest first",
+                      fontsize=8)
+    ax_l.plot(sweep["temperature"].numpy(), sweep["loss"].numpy(), color="tab:blue")
+    ax_l.axhline(math.log(len(s)), color="grey", linestyle=":", linewidth=0.8)
+    ax_l.axvline(tau, color="tab:orange", linestyle="--")
+    ax_l.plot([tau], [loss], "o", color="tab:orange")
+    ax_l.set_xscale("log")
+    ax_l.set_xlabel("temperature (dotted: log(K + 1))", fontsize=8)
+    ax_l.set_title(f"(c) InfoNCE loss = {loss:.3f} at temperature {tau:.3f}", fontsize=9)
+    ax_l.grid(alpha=0.3)
+    _draw_circle(ax_c, snapshot, f"(d) circle toy ({trained_at}), step {snapshot.step}\n"
+                                 f"align {snapshot.alignment:.2f}, uniform {snapshot.uniformity:.2f}")
+    return fig
+
+
 def temperature_explorer(similarities: torch.Tensor | None = None, temperature: float = 0.5, n_negatives: int = 15,
                          negative_mean: float = 0.3, train_steps: int = 150, n_points: int = 64):
-    """A log-scale temperature slider over one anchor's InfoNCE, and a 2-D encoder trained live (Wang & Liu 2021).
+    """A log-scale temperature slider over one anchor's InfoNCE, and a 2-D encoder trained on a circle (Wang & Liu 2021).
 
-    Four panels redraw as the controls move: (a) the key distribution ``p_j`` (softmax of
-    ``s / temperature`` over the candidate keys, the positive in green); (b) the gradient
-    ``dL/ds_j`` per candidate (the pull on the positive, the push on each negative); (c) the
-    loss against the temperature, with the current value marked; (d) the circle toy of
-    :func:`crl_helpers.temperature.circle_training`: the "train" button trains a tiny encoder on
-    the circle at the chosen temperature for ``train_steps`` steps, redrawing as it goes, with its
-    alignment and uniformity. The ``K`` and ``negative mean`` sliders draw the anchor's negatives
-    (:func:`crl_helpers.temperature.similarities_with`: K of them, around that mean similarity,
-    i.e. how hard they are); passing ``similarities`` fixes them instead (the two sliders are then disabled).
-    Pure functions: :mod:`crl_helpers.temperature`.
+    Drawn by JavaScript in the browser (``widgets_js/temperature.js``, an anywidget), so its sliders work
+    in JupyterLab and on a static page without a kernel. Four panels redraw as the controls move: (a) the
+    key distribution ``p_j`` (softmax of ``s / temperature`` over the candidate keys, the positive in green);
+    (b) the gradient ``dL/ds_j`` per candidate (the pull on the positive, the push on each negative); (c)
+    the loss against the temperature, with the current value marked; (d) the circle toy of
+    :func:`crl_helpers.temperature.circle_training`. The browser computes (a)-(c) from similarities Python
+    supplies (the K sorted draws of :func:`crl_helpers.temperature.similarities_with`, see
+    :func:`negative_draws`); tests/test_widgets_js.py checks its softmax, loss and gradient against
+    :mod:`crl_helpers.temperature`. The circle toy is trained ahead in Python at
+    :data:`CIRCLE_TEMPERATURES` (and the starting temperature): on a static page the "train on the circle"
+    button replays the run nearest the slider's temperature, snapshot by snapshot; with a kernel (JupyterLab)
+    it trains the toy live at exactly the slider's temperature, as ``w.train()`` does. The ``K`` slider offers :data:`K_CHOICES` (and the starting K); ``negative mean``
+    sets how hard the negatives are; passing ``similarities`` fixes them instead (the two sliders are then
+    disabled).
 
     Args:
         similarities: ``(1 + K,)`` cosine similarities, positive first; default: drawn from the sliders.
@@ -443,11 +662,13 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
         train_steps, n_points: the circle toy's training length and number of points.
 
     Returns:
-        An :class:`Explorer`; ``w.controls`` holds ``temperature``, ``n_negatives``, ``negative_mean``
-        and the ``train`` button; ``w.train()`` runs the training (as the button does); ``w.state`` holds
-        ``temperature``, ``loss``, ``p`` (1 + K,), ``weights`` (1 + K,), ``p_positive``,
-        ``hardness_share`` (of the hardest negative), ``n_negatives``, ``negative_mean`` and ``circle``
-        (the toy's last snapshot: step, temperature, alignment, uniformity).
+        An :class:`Explorer` (an ``anywidget.AnyWidget``); ``w.controls`` holds ``temperature``,
+        ``n_negatives``, ``negative_mean`` (:class:`BrowserControl`: set ``.value`` to move them) and
+        ``train``; ``w.train()`` trains the circle toy at the current temperature; ``w.state`` holds
+        ``temperature``, ``loss``, ``p`` (1 + K,), ``weights`` (1 + K,), ``similarities`` (1 + K,),
+        ``p_positive``, ``hardness_share`` (of the hardest negative), ``n_negatives``, ``negative_mean`` and
+        ``circle`` (the shown snapshot: step, temperature, alignment, uniformity); ``w.text`` the caption;
+        ``w.png`` a matplotlib rendering of the same numbers.
 
     Raises:
         TypeError, ValueError: as :func:`crl_helpers.temperature.key_distribution` and
@@ -462,114 +683,113 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
         >>> w.train()["step"]
         10
     """
-    import ipywidgets as widgets
-
     from crl_helpers import temperature as tm
     from crl_helpers.validate import check_int, check_temperature
 
     fixed = None if similarities is None else tm.check_similarities(similarities).detach().cpu().double()
     temperature = check_temperature(temperature)
     n_negatives = check_int("n_negatives", n_negatives, 1)
+    if n_negatives > 255:
+        raise ValueError(f"n_negatives={n_negatives} must be in 1..255 (the K slider's range)")
     tm.similarities_with(n_negatives, negative_mean)  # validates the starting values
     train_steps, n_points = check_int("train_steps", train_steps, 1), check_int("n_points", n_points, 2)
     low = min(-2.0, math.floor(math.log10(temperature)))
     high = max(1.0, math.ceil(math.log10(temperature)))
-    slider = dict(continuous_update=False, layout=widgets.Layout(width="420px"))
-    controls = {
-        "temperature": widgets.FloatLogSlider(value=temperature, base=10, min=low, max=high, step=0.02,
-                                              description="temperature", readout_format=".3f", **slider),
-        "n_negatives": widgets.IntSlider(value=min(n_negatives, 255), min=1, max=255, description="K negatives",
-                                         disabled=fixed is not None, **slider),
-        "negative_mean": widgets.FloatSlider(value=negative_mean, min=-0.9, max=0.9, step=0.05,
-                                             description="negative mean", disabled=fixed is not None, **slider),
-        "train": widgets.Button(description="train on the circle", button_style="info"),
-    }
     temperatures = torch.logspace(low, high, 61, dtype=torch.float64).tolist()
-    circle = {"snapshot": tm.train_on_circle(temperature, steps=0, n_points=n_points), "temperature": None}
+    k_options = sorted(set(K_CHOICES) | {n_negatives})
 
-    def render():
-        tau = float(controls["temperature"].value)
-        k, mean = int(controls["n_negatives"].value), float(controls["negative_mean"].value)
-        s = fixed if fixed is not None else tm.similarities_with(k, mean)  # (1 + K,)
+    runs = {repr(float(tau)): list(_circle_run(tau, train_steps, n_points)) for tau in sorted({*CIRCLE_TEMPERATURES, temperature})}
+    content = next(iter(runs.values()))[0].content
+    hue = (torch.atan2(content[:, 1], content[:, 0]) / (2 * math.pi)) % 1  # (n,) in [0, 1)
+    widget = _browser_classes()["temperature"](
+        temperature=temperature, log_range=[float(low), float(high)], n_negatives=n_negatives,
+        negative_mean=float(negative_mean), k_options=k_options, draws={str(k): negative_draws(k) for k in k_options},
+        fixed=[] if fixed is None else fixed.tolist(), circle_hue=_rounded(hue),
+        circle_runs={key: _circle_json(float(key), snaps) for key, snaps in runs.items()},
+        even_uniformity=math.log(math.exp(-4) * float(np.i0(4))))
+    widget.layout.width = "100%"
+
+    def shown_snapshot():
+        snapshots = runs.get(widget.circle_key) or next(iter(runs.values()))[:1]
+        return snapshots[min(widget.circle_index, len(snapshots) - 1)] if widget.circle_key in runs else snapshots[0]
+
+    def compute() -> dict:
+        tau = widget.temperature
+        s = fixed if fixed is not None else tm.similarities_with(widget.n_negatives, widget.negative_mean)  # (1 + K,)
         p = tm.key_distribution(s, tau)  # (1 + K,)
         weights = tm.gradient_weights(s, tau)  # (1 + K,)
         loss = tm.info_nce_from_similarities(s, tau)
         share = tm.hardness_share(s, tau, top=1)
-        sweep = tm.temperature_sweep(s, temperatures)
-        fig = _new_figure(15.0, 3.4, layout=None)
-        ax_p, ax_g, ax_l, ax_c = fig.subplots(1, 4, gridspec_kw={"width_ratios": [1.2, 1.2, 1.0, 0.8]})
-        fig.subplots_adjust(left=0.04, right=0.99, bottom=0.22, top=0.86, wspace=0.25)
-        x = np.arange(len(s))
-        colours = ["tab:green"] + ["tab:red"] * (len(s) - 1)
-        ax_p.bar(x, p.numpy(), color=colours)
-        ax_p.set_title(f"(a) key distribution p_j, p_pos = {float(p[0]):.2f}", fontsize=9)
-        ax_p.set_ylim(0, 1)
-        ax_g.bar(x, weights.numpy(), color=colours)
-        ax_g.axhline(0, color="black", linewidth=0.6)
-        ax_g.set_title(f"(b) gradient dL/ds_j: hardest negative gets {100 * share:.0f}% of the push", fontsize=9)
-        for ax in (ax_p, ax_g):
-            if len(s) <= 24:
-                ax.set_xticks(x)
-                ax.set_xticklabels(["pos"] + [f"{v:.2f}" for v in s[1:].tolist()], rotation=90, fontsize=7)
-            ax.set_xlabel("candidate (similarity s_j)" if len(s) <= 24 else "candidate: 0 = positive, then hardest first",
-                          fontsize=8)
-        ax_l.plot(sweep["temperature"].numpy(), sweep["loss"].numpy(), color="tab:blue")
-        ax_l.axhline(math.log(len(s)), color="grey", linestyle=":", linewidth=0.8)
-        ax_l.axvline(tau, color="tab:orange", linestyle="--")
-        ax_l.plot([tau], [loss], "o", color="tab:orange")
-        ax_l.set_xscale("log")
-        ax_l.set_xlabel("temperature (dotted: log(K + 1))", fontsize=8)
-        ax_l.set_title(f"(c) InfoNCE loss = {loss:.3f} at temperature {tau:.3f}", fontsize=9)
-        ax_l.grid(alpha=0.3)
-        snap = circle["snapshot"]
-        trained_at = "untrained" if circle["temperature"] is None else f"temperature {circle['temperature']:.3f}"
-        _draw_circle(ax_c, snap, f"(d) circle toy, step {snap.step}\n"
-                                 f"align {snap.alignment:.2f}, uniform {snap.uniformity:.2f}")
-        circle_state = {"step": snap.step, "temperature": circle["temperature"], "alignment": snap.alignment,
-                        "uniformity": snap.uniformity}
-        state = {"temperature": tau, "loss": loss, "p": p, "weights": weights, "p_positive": float(p[0]),
-                 "hardness_share": share, "n_negatives": len(s) - 1, "negative_mean": float(s[1:].mean()),
-                 "circle": circle_state}
-        text = (f"temperature {tau:.3f}, K = {len(s) - 1} negatives of mean similarity {float(s[1:].mean()):.2f}: "
-                f"loss {loss:.3f} (log(K + 1) = {math.log(len(s)):.3f}), p(positive) {float(p[0]):.3f}, "
-                f"pull on the positive {float(weights[0]):.2f}, the hardest negative takes {100 * share:.1f}% "
-                f"of the push (uniform would be {100 / (len(s) - 1):.1f}%). Circle toy ({trained_at}, step "
-                f"{snap.step}): alignment {snap.alignment:.3f}, uniformity {snap.uniformity:.3f} "
-                f"(an even spread: {math.log(math.exp(-4) * float(np.i0(4))):.3f})")
-        return fig, state, text
+        snap = shown_snapshot()
+        run_temperature = float(widget.circle_key) if widget.circle_key in runs else None
+        trained_at = "untrained" if run_temperature is None else f"trained at temperature {run_temperature:.3f}"
+        widget.text = (
+            f"temperature {tau:.3f}, K = {len(s) - 1} negatives of mean similarity {float(s[1:].mean()):.2f}: "
+            f"loss {loss:.3f} (log(K + 1) = {math.log(len(s)):.3f}), p(positive) {float(p[0]):.3f}, "
+            f"pull on the positive {float(weights[0]):.2f}, the hardest negative takes {100 * share:.1f}% "
+            f"of the push (uniform would be {100 / (len(s) - 1):.1f}%). Circle toy ({trained_at}, step "
+            f"{snap.step}): alignment {snap.alignment:.3f}, uniformity {snap.uniformity:.3f} "
+            f"(an even spread: {widget.even_uniformity:.3f})")
+        return {"temperature": tau, "loss": loss, "p": p, "weights": weights, "similarities": s,
+                "p_positive": float(p[0]), "hardness_share": share, "n_negatives": len(s) - 1,
+                "negative_mean": float(s[1:].mean()), "trained_at": trained_at,
+                "circle": {"step": snap.step, "temperature": run_temperature, "alignment": snap.alignment,
+                           "uniformity": snap.uniformity}}
 
-    explorer = _make_explorer(controls, render, rows=[
-        widgets.HBox([controls["temperature"], controls["train"]]),
-        widgets.HBox([controls["n_negatives"], controls["negative_mean"]]),
-    ])
+    def draw(state: dict):
+        sweep = tm.temperature_sweep(state["similarities"], temperatures)
+        return _temperature_figure(state, sweep, shown_snapshot(), state["trained_at"])
+
+    def put_k(k) -> int:
+        k = check_int("n_negatives", k, 1)
+        if k > 255:
+            raise ValueError(f"n_negatives={k} must be in 1..255 (the K slider's range)")
+        if k not in widget.k_options:
+            widget.draws = {**widget.draws, str(k): negative_draws(k)}
+            widget.k_options = sorted([*widget.k_options, k])
+        return k
+
+    def put_mean(mean) -> float:
+        tm.similarities_with(1, mean)  # validates
+        return float(mean)
 
     def train(_button=None) -> dict:
-        tau = float(controls["temperature"].value)
-        circle["temperature"] = tau
-        controls["train"].disabled = True
-        try:
-            for snapshot in tm.circle_training(tau, train_steps, n_points, every=max(1, train_steps // 6)):
-                circle["snapshot"] = snapshot
-                explorer.update()  # one redraw per snapshot: the learner watches the points spread
-        finally:
-            controls["train"].disabled = False
-        return explorer.state["circle"]
+        """Train the circle toy at the current temperature (``train_steps`` steps), sending each snapshot to the
+        browser as it comes (a run trained before is shown at once); returns ``state["circle"]``."""
+        tau = widget.temperature
+        key = repr(float(tau))
+        if key not in runs:
+            runs[key] = []
+            for snapshot in _circle_run(tau, train_steps, n_points):
+                runs[key].append(snapshot)
+                widget.circle_runs = {**widget.circle_runs, key: _circle_json(tau, runs[key])}
+                widget.circle_key, widget.circle_index = key, len(runs[key]) - 1
+        widget.circle_key, widget.circle_index = key, len(runs[key]) - 1
+        return widget.state["circle"]
 
-    def on_click(_button) -> None:
-        try:
+    def on_message(_widget, content, _buffers) -> None:
+        # The browser's "train" button: in a kernel the toy trains at exactly the slider's temperature.
+        if isinstance(content, dict) and content.get("event") == "train":
+            widget.temperature = check_temperature(content.get("temperature"))
             train()
-        except Exception:  # noqa: BLE001 - shown under the widget, as a slider's error is
-            if not _in_kernel():
-                raise
-            explorer.output.outputs = ({"output_type": "stream", "name": "stderr", "text": traceback.format_exc()},)
 
-    controls["train"].on_click(on_click)
-    explorer.train = train
-    explorer.update()
-    return explorer
+    disabled = fixed is not None
+    widget.controls = {
+        "temperature": BrowserControl(widget, "temperature", put=check_temperature, description="temperature",
+                                      min=low, max=high, base=10),
+        "n_negatives": BrowserControl(widget, "n_negatives", put=put_k, description="K negatives", min=1, max=255,
+                                      disabled=disabled),
+        "negative_mean": BrowserControl(widget, "negative_mean", put=put_mean, description="negative mean", min=-0.9,
+                                        max=0.9, disabled=disabled),
+        "train": BrowserControl(widget, "circle_key", description="train on the circle", click=train),
+    }
+    widget.train = train
+    widget.on_msg(on_message)
+    widget._start(compute, draw, ["temperature", "n_negatives", "negative_mean", "circle_key", "circle_index"])
+    return widget
 
 
-# ---------------------------------------------------------------------------------- 3. UMAP explorer
+# ---------------------------------------------------------------------------------- 3. map explorers
 def _check_colourings(colourings: dict, n_points: int) -> dict[str, np.ndarray]:
     if not isinstance(colourings, dict) or not colourings:
         raise ValueError("colourings must be a non-empty dict: name -> (N,) labels or floats, e.g. {'class': y}")
@@ -582,17 +802,6 @@ def _check_colourings(colourings: dict, n_points: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _animated_slider(description: str, keys: list):
-    """A selection slider over ``keys`` (starting at the last) and a Play button that steps through it."""
-    import ipywidgets as widgets
-
-    slider = widgets.SelectionSlider(options=[(str(k), k) for k in keys], value=keys[-1], description=description,
-                                     continuous_update=False, layout=widgets.Layout(width="420px"))
-    play = widgets.Play(min=0, max=max(len(keys) - 1, 0), value=len(keys) - 1, interval=900, description="animate")
-    widgets.jslink((play, "value"), (slider, "index"))
-    return slider, play
-
-
 def _names_by_colouring(names, first_colouring: str) -> dict:
     # names: None, a dict colouring -> class names, or a sequence of class names for the first colouring.
     if names is None or isinstance(names, dict):
@@ -600,15 +809,91 @@ def _names_by_colouring(names, first_colouring: str) -> dict:
     return {first_colouring: list(names)}
 
 
+def _colourings_json(colours: dict[str, np.ndarray], names_by_colouring: dict) -> dict:
+    out = {}
+    for name, values in colours.items():
+        if np.issubdtype(values.dtype, np.integer):
+            out[name] = {"kind": "class", "values": [int(v) for v in values],
+                         "names": [str(n) for n in names_by_colouring.get(name, [])], "range": []}
+        else:
+            values = values.astype(np.float64)
+            out[name] = {"kind": "value", "values": _rounded(values), "names": [],
+                         "range": [float(values.min()), float(values.max())]}
+    return out
+
+
+def _limits(maps) -> list[float]:
+    everything = np.concatenate(list(maps))  # (S*N, 2)
+    low, high = everything.min(axis=0), everything.max(axis=0)
+    margin = 0.05 * np.maximum(high - low, 1e-9)
+    return [float(v) for v in (*(low - margin), *(high + margin))]
+
+
+def _maps_figure(panels: list[tuple[str, np.ndarray]], values: np.ndarray, label_names, limits):
+    """Scatter plots of 2-D maps side by side on shared axes, the legend on the last (the PNG of ``w.png``)."""
+    from crl_helpers.plots import scatter_2d
+
+    fig = _new_figure(5.0 * len(panels) + 1.0, 4.6 if len(panels) == 1 else 4.4)
+    axes = np.atleast_1d(fig.subplots(1, len(panels), sharex=True, sharey=True))
+    for i, (ax, (title, points)) in enumerate(zip(axes, panels)):
+        scatter_2d(ax, points, values, label_names if i == len(panels) - 1 else None, title=title)
+        ax.set_xlim(limits[0], limits[2])
+        ax.set_ylim(limits[1], limits[3])
+    return fig
+
+
+def _maps_widget(aligned: dict, colourings: dict, names, *, key_label: str, left: str, right: str, shared: dict,
+                 k: int):
+    """The browser map explorer over ``aligned`` (run -> key -> (N, 2)); one panel, or two when ``shared``."""
+    runs = list(aligned)
+    keys = list(aligned[runs[0]])
+    colours = _check_colourings(colourings, len(aligned[runs[0]][keys[0]]))
+    first_colouring = next(iter(colours))
+    names_by_colouring = _names_by_colouring(names, first_colouring)
+    widget = _browser_classes()["maps"](
+        panels=2 if shared else 1, runs=runs, steps=keys, key_label=key_label,
+        points={run: [_rounded(aligned[run][key]) for key in keys] for run in runs},
+        limits=_limits(m for run in runs for m in aligned[run].values()),
+        colourings=_colourings_json(colours, names_by_colouring), shared=shared, k=k, left=left, right=right,
+        index=len(keys) - 1, colouring=first_colouring)
+
+    def put_key(key) -> int:
+        if key not in keys:
+            raise ValueError(f"{key!r} is not one of the {key_label}s {keys}")
+        return keys.index(key)
+
+    def put_colouring(name) -> str:
+        if name not in colours:
+            raise ValueError(f"colouring {name!r} is not one of {list(colours)}")
+        return name
+
+    def put_run(run) -> str:
+        if run not in aligned:
+            raise ValueError(f"run {run!r} is not one of the runs {runs}")
+        return run
+
+    widget.controls = {
+        key_label: BrowserControl(widget, "index", get=lambda i: keys[i], put=put_key, options=keys,
+                                  description=key_label),
+        "colour": BrowserControl(widget, "colouring", put=put_colouring, options=list(colours), description="colour by"),
+        "play": BrowserControl(widget, "index", min=0, max=len(keys) - 1, description="animate"),
+    }
+    if shared:
+        widget.controls["left"] = BrowserControl(widget, "left", put=put_run, options=runs, description="left run")
+        widget.controls["right"] = BrowserControl(widget, "right", put=put_run, options=runs, description="right run")
+    widget.names_by_colouring, widget.colours = names_by_colouring, colours
+    return widget
+
+
 def umap_explorer(snapshots: dict, colourings: dict, names=None, align: bool = True):
     """Step through 2-D maps of an embedding (epochs, temperatures ...) coloured by class or a nuisance.
 
-    ``w.controls["snapshot"]`` (a selection slider over the snapshot keys, with a
-    ``w.controls["play"]`` button that animates it) picks the map; ``w.controls["colour"]`` (a
-    dropdown) picks the colouring: integer labels get a legend, floats (e.g. ``object_hue``) a
-    colour bar (:func:`crl_helpers.plots.scatter_2d`). Maps are aligned to each other first
-    (:func:`crl_helpers.plots.align_snapshots`) and share axis limits, so motion on screen is
-    motion of the points, not UMAP's arbitrary rotations.
+    Drawn by JavaScript in the browser (``widgets_js/maps.js``, an anywidget), so it works in JupyterLab and
+    on a static page without a kernel: ``w.controls["snapshot"]`` (a slider over the snapshot keys, with an
+    "animate" button, ``w.controls["play"]``) picks the map; ``w.controls["colour"]`` picks the colouring:
+    integer labels get tab10 colours and a legend, floats (e.g. ``object_hue``) a hue scale. Maps are
+    aligned to each other first (:func:`crl_helpers.plots.align_snapshots`) and share axis limits, so
+    motion on screen is motion of the points, not UMAP's arbitrary rotations.
 
     Args:
         snapshots: key -> (N, 2) map coordinates (UMAP of the same N points), in display order.
@@ -618,50 +903,53 @@ def umap_explorer(snapshots: dict, colourings: dict, names=None, align: bool = T
         align: Procrustes-align the maps (turn off for maps that are already comparable).
 
     Returns:
-        An :class:`Explorer`; ``w.state`` holds ``snapshot``, ``colouring`` and ``points`` (N, 2).
+        An :class:`Explorer` (an ``anywidget.AnyWidget``); ``w.state`` holds ``snapshot``, ``colouring``
+        and ``points`` (N, 2); ``w.text`` the caption; ``w.png`` a matplotlib rendering.
 
     Raises:
         ValueError: as :func:`crl_helpers.plots.align_snapshots`, or colourings of the wrong length.
-    """
-    import ipywidgets as widgets
 
-    from crl_helpers.plots import align_snapshots, scatter_2d
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> w = umap_explorer({"epoch 0": rng.normal(size=(20, 2)), "epoch 1": rng.normal(size=(20, 2))},
+        ...                   {"class": rng.integers(0, 3, 20)})
+        >>> w.state["snapshot"], w.controls["snapshot"].options
+        ('epoch 1', ['epoch 0', 'epoch 1'])
+    """
+    from crl_helpers.plots import align_snapshots
 
     maps = align_snapshots(snapshots) if align else {k: np.asarray(v, dtype=np.float64) for k, v in snapshots.items()}
     if not align:
         align_snapshots(snapshots)  # the same validation
+    widget = _maps_widget({"map": maps}, colourings, names, key_label="snapshot", left="map", right="map", shared={},
+                          k=0)
     keys = list(maps)
-    n_points = len(next(iter(maps.values())))
-    colours = _check_colourings(colourings, n_points)
-    first_colouring = next(iter(colours))
-    names_by_colouring = _names_by_colouring(names, first_colouring)
-    everything = np.concatenate(list(maps.values()))  # (S*N, 2)
-    low, high = everything.min(axis=0), everything.max(axis=0)
-    margin = 0.05 * np.maximum(high - low, 1e-9)
-    limits = (low - margin, high + margin)
 
-    slider, play = _animated_slider("snapshot", keys)
-    controls = {"snapshot": slider,
-                "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
-                "play": play}
+    def compute() -> dict:
+        key, colouring = keys[widget.index], widget.colouring
+        widget.text = f"snapshot {key} ({widget.index + 1} of {len(keys)}), colour: {colouring}"
+        return {"snapshot": key, "colouring": colouring, "points": maps[key]}
 
-    def render():
-        key, colouring = controls["snapshot"].value, controls["colour"].value
-        points = maps[key]
-        values = colours[colouring]
-        fig = _new_figure(6.0, 4.6)
-        ax = fig.add_subplot(1, 1, 1)
-        label_names = names_by_colouring.get(colouring) if np.issubdtype(values.dtype, np.integer) else None
-        scatter_2d(ax, points, values, label_names, title=f"{key}: coloured by {colouring}")
-        ax.set_xlim(limits[0][0], limits[1][0])
-        ax.set_ylim(limits[0][1], limits[1][1])
-        state = {"snapshot": key, "colouring": colouring, "points": points}
-        return fig, state, f"snapshot <b>{key}</b> ({keys.index(key) + 1} of {len(keys)}), colour: {colouring}"
+    def draw(state: dict):
+        values = widget.colours[state["colouring"]]
+        label_names = widget.names_by_colouring.get(state["colouring"]) if np.issubdtype(values.dtype, np.integer) else None
+        return _maps_figure([(f"{state['snapshot']}: coloured by {state['colouring']}", state["points"])], values,
+                            label_names, widget.limits)
 
-    rows = [widgets.HBox([controls["play"], controls["snapshot"]]), controls["colour"]]
-    explorer = _make_explorer(controls, render, rows=rows)
-    explorer.update()
-    return explorer
+    widget._start(compute, draw, ["index", "colouring"])
+    return widget
+
+
+def _neighbours(points: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) indices of each point's k nearest other points in a 2-D map (stable order on ties)."""
+    distances = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)  # (N, N)
+    np.fill_diagonal(distances, np.inf)  # a point is not its own neighbour
+    return np.argsort(distances, axis=1, kind="stable")[:, :k]  # (N, k)
+
+
+def _shared_share(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over points of |N_a(i) ∩ N_b(i)| / k for two (N, k) neighbour tables."""
+    return float(np.mean([len(set(x) & set(y)) / a.shape[1] for x, y in zip(a, b)]))
 
 
 def compare_maps(left, right, reference=None, k: int = 10) -> dict:
@@ -710,30 +998,24 @@ def compare_maps(left, right, reference=None, k: int = 10) -> dict:
     if n < 2:
         raise ValueError(f"the maps have {n} point(s); neighbourhoods need at least 2")
     k = min(int(k), n - 1)
-
-    def neighbours(points: np.ndarray) -> np.ndarray:
-        distances = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)  # (N, N)
-        np.fill_diagonal(distances, np.inf)  # a point is not its own neighbour
-        return np.argsort(distances, axis=1, kind="stable")[:, :k]  # (N, k)
-
-    shared = [len(set(a) & set(b)) / k for a, b in zip(neighbours(left), neighbours(right))]
     both = np.concatenate([left, right])  # (2N, 2)
     low, high = both.min(axis=0), both.max(axis=0)
     margin = 0.05 * np.maximum(high - low, 1e-9)
     return {"left": left, "right": right, "limits": (low - margin, high + margin),
-            "shared_neighbours": float(np.mean(shared))}
+            "shared_neighbours": _shared_share(_neighbours(left, k), _neighbours(right, k))}
 
 
 def run_comparison_explorer(maps: dict, colourings: dict, names=None, left=None, right=None, k: int = 10):
     """Two runs side by side, epoch by epoch: the same N points mapped by each run's encoder, on one colouring.
 
     ``maps`` holds, for every run (the arms of an ablation, the temperatures of a sweep ...), the
-    2-D maps of its features after the same epochs. ``w.controls["left"]`` and ``w.controls["right"]``
-    (dropdowns) pick the two runs, ``w.controls["epoch"]`` (a selection slider, animated by
-    ``w.controls["play"]``) the epoch, ``w.controls["colour"]`` the colouring, shared by both panels
-    (:func:`crl_helpers.plots.scatter_2d`). Every map is aligned onto one reference (the first run's
-    last map) and both panels share their axes (:func:`compare_maps`); the caption gives the
-    share of nearest neighbours the two maps agree on.
+    2-D maps of its features after the same epochs. Drawn by JavaScript in the browser (``widgets_js/maps.js``,
+    an anywidget), so it works on a static page without a kernel: ``w.controls["left"]`` and
+    ``w.controls["right"]`` pick the two runs, ``w.controls["epoch"]`` (a slider, animated by
+    ``w.controls["play"]``) the epoch, ``w.controls["colour"]`` the colouring, shared by both panels.
+    Every map is aligned onto one reference (the first run's last map) and all panels share their axes;
+    the caption gives the share of nearest neighbours the two maps agree on (:func:`compare_maps`),
+    computed here in Python for every pair of runs and every epoch.
 
     Args:
         maps: run -> (epoch key -> (N, 2) map), every run with the same epoch keys, in display order.
@@ -743,19 +1025,20 @@ def run_comparison_explorer(maps: dict, colourings: dict, names=None, left=None,
         k: neighbours per point for the agreement.
 
     Returns:
-        An :class:`Explorer`; ``w.state`` holds ``left``, ``right``, ``epoch``, ``colouring``,
-        ``points`` (the two aligned (N, 2) maps) and ``shared_neighbours``.
+        An :class:`Explorer` (an ``anywidget.AnyWidget``); ``w.state`` holds ``left``, ``right``, ``epoch``,
+        ``colouring``, ``points`` (the two aligned (N, 2) maps) and ``shared_neighbours``; ``w.text`` the
+        caption; ``w.png`` a matplotlib rendering.
 
     Raises:
         ValueError: no runs, runs with different epoch keys, an unknown ``left``/``right``, maps of
-            different N, or colourings of the wrong length.
+            different N, colourings of the wrong length, or k < 1.
     """
-    import ipywidgets as widgets
-
-    from crl_helpers.plots import align_snapshots, scatter_2d
+    from crl_helpers.plots import align_snapshots
 
     if not isinstance(maps, dict) or not maps or not all(isinstance(m, dict) and m for m in maps.values()):
         raise ValueError("maps must be a non-empty dict: run -> {epoch key -> (N, 2) map}, e.g. {'crop only': maps}")
+    if not (isinstance(k, (int, np.integer)) and k >= 1):
+        raise ValueError(f"k={k!r} must be an int >= 1 (neighbours per point)")
     runs = list(maps)
     epochs = list(maps[runs[0]])
     for run in runs:
@@ -770,39 +1053,28 @@ def run_comparison_explorer(maps: dict, colourings: dict, names=None, left=None,
     reference = align_snapshots(maps[runs[0]])[epochs[-1]]  # validates the first run's maps too
     aligned = {run: {epoch: align_snapshots({"reference": reference, "map": points})["map"]
                      for epoch, points in maps[run].items()} for run in runs}
-    colours = _check_colourings(colourings, len(reference))
-    first_colouring = next(iter(colours))
-    names_by_colouring = _names_by_colouring(names, first_colouring)
-    slider, play = _animated_slider("epoch", epochs)
-    controls = {"left": widgets.Dropdown(options=runs, value=left, description="left run"),
-                "right": widgets.Dropdown(options=runs, value=right, description="right run"),
-                "epoch": slider,
-                "colour": widgets.Dropdown(options=list(colours), value=first_colouring, description="colour by"),
-                "play": play}
+    if len(reference) < 2:
+        raise ValueError(f"the maps have {len(reference)} point(s); neighbourhoods need at least 2")
+    k = min(int(k), len(reference) - 1)
+    # Neighbourhoods ignore rotations, mirrors, shifts and a common scale: one table per map serves every pair.
+    tables = {run: [_neighbours(aligned[run][epoch], k) for epoch in epochs] for run in runs}
+    shared = {f"{a}\t{b}": [_shared_share(x, y) for x, y in zip(tables[a], tables[b])] for a in runs for b in runs}
+    widget = _maps_widget(aligned, colourings, names, key_label="epoch", left=left, right=right, shared=shared, k=k)
 
-    def render():
-        run_a, run_b = controls["left"].value, controls["right"].value
-        epoch, colouring = controls["epoch"].value, controls["colour"].value
-        pair = compare_maps(aligned[run_a][epoch], aligned[run_b][epoch], k=k)
-        values = colours[colouring]
-        label_names = names_by_colouring.get(colouring) if np.issubdtype(values.dtype, np.integer) else None
-        fig = _new_figure(10.0, 4.4)
-        axes = fig.subplots(1, 2, sharex=True, sharey=True)
-        for ax, run, points, legend in ((axes[0], run_a, pair["left"], None), (axes[1], run_b, pair["right"],
-                                                                                 label_names)):
-            scatter_2d(ax, points, values, legend, title=f"{run}, {epoch}")
-            ax.set_xlim(pair["limits"][0][0], pair["limits"][1][0])
-            ax.set_ylim(pair["limits"][0][1], pair["limits"][1][1])
-        if axes[0].get_legend() is not None:
-            axes[0].get_legend().remove()
-        state = {"left": run_a, "right": run_b, "epoch": epoch, "colouring": colouring,
-                 "points": (pair["left"], pair["right"]), "shared_neighbours": pair["shared_neighbours"]}
-        text = (f"<b>{run_a}</b> vs <b>{run_b}</b> at {epoch}, coloured by {colouring}: the two maps agree on "
-                f"{100 * pair['shared_neighbours']:.0f}% of each point's {min(k, len(values) - 1)} nearest neighbours")
-        return fig, state, text
+    def compute() -> dict:
+        run_a, run_b, epoch, colouring = widget.left, widget.right, epochs[widget.index], widget.colouring
+        share = widget.shared[f"{run_a}\t{run_b}"][widget.index]
+        widget.text = (f"{run_a} vs {run_b} at {epoch}, coloured by {colouring}: the two maps agree on "
+                       f"{100 * share:.0f}% of each point's {k} nearest neighbours")
+        return {"left": run_a, "right": run_b, "epoch": epoch, "colouring": colouring,
+                "points": (aligned[run_a][epoch], aligned[run_b][epoch]), "shared_neighbours": share}
 
-    rows = [widgets.HBox([controls["left"], controls["right"], controls["colour"]]),
-            widgets.HBox([controls["play"], controls["epoch"]])]
-    explorer = _make_explorer(controls, render, rows=rows)
-    explorer.update()
-    return explorer
+    def draw(state: dict):
+        values = widget.colours[state["colouring"]]
+        label_names = widget.names_by_colouring.get(state["colouring"]) if np.issubdtype(values.dtype, np.integer) else None
+        return _maps_figure([(f"{state['left']}, {state['epoch']}", state["points"][0]),
+                             (f"{state['right']}, {state['epoch']}", state["points"][1])], values, label_names,
+                            widget.limits)
+
+    widget._start(compute, draw, ["index", "colouring", "left", "right"])
+    return widget

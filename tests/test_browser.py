@@ -132,9 +132,11 @@ def _start_lab(tmp_path: Path, notebook: dict, name: str) -> tuple[subprocess.Po
 
 
 @contextlib.contextmanager
-def explorer_page(tmp_path: Path, source: str, what: str, width: int = 1400):
+def explorer_page(tmp_path: Path, source: str, what: str, width: int = 1400, browser_drawn: bool = False):
     """JupyterLab in headless Chromium running a one-cell notebook of ``source``; yields ``(page, figure)``
-    once the explorer's first figure (a PNG data URL) is shown. Skips when Chromium or Playwright is missing."""
+    once the explorer's first figure (a PNG data URL) is shown, or for an explorer drawn in the browser
+    (``browser_drawn``: an anywidget of crl_helpers.widgets) ``(page, caption)`` once its caption shows.
+    Skips when Chromium or Playwright is missing."""
     if not (Path(CHROMIUM).exists() or shutil.which("chromium")):
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (CI installs it)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download needed)")
@@ -169,6 +171,9 @@ def explorer_page(tmp_path: Path, source: str, what: str, width: int = 1400):
                     if never_ran and time.monotonic() - last_run[0] > 30:
                         run_all(page)
                         last_run[0] = time.monotonic()
+                    if browser_drawn:
+                        caption = page.locator(".jp-OutputArea-output .crl-explorer .crl-caption")
+                        return caption.first.inner_text() if caption.count() and caption.first.inner_text() else None
                     src = _figure_src(page) or ""
                     return src if src.startswith("data:image/png") else None
 
@@ -235,6 +240,15 @@ def test_augmentation_explorer_perspective_and_meters_in_jupyterlab(tmp_path):
         assert "perspective 0.50" in _caption(page)
 
 
+def _browser_caption(page) -> str:
+    return page.locator(".jp-OutputArea-output .crl-explorer .crl-caption").first.inner_text()
+
+
+def _wait_caption(page, text: str, shots: Path) -> str:
+    return _wait_until(lambda: text in _browser_caption(page) and _browser_caption(page), REDRAW_SECONDS,
+                       f"the caption to show {text!r}", page, shots)
+
+
 @pytest.mark.browser
 def test_run_comparison_explorer_redraws_when_another_run_is_picked(tmp_path):
     source = ("import numpy as np\n"
@@ -245,22 +259,24 @@ def test_run_comparison_explorer_redraws_when_another_run_is_picked(tmp_path):
               "colourings = {'class': rng.integers(0, 3, 60), 'object_hue': rng.random(60)}\n"
               "explorer = run_comparison_explorer(maps, colourings, names=['a', 'b', 'c'])\n"
               "explorer")
-    with explorer_page(tmp_path, source, "run comparison") as (page, first):
-        assert "crop only" in _caption(page) and "colour only" in _caption(page)
-        right = page.locator(".widget-dropdown", has=page.locator("label", has_text="right run")).first
-        right.locator("select").select_option("crop + colour")
-        redrawn(page, first, "picking another run", tmp_path)
-        assert "crop + colour" in _caption(page)
+    with explorer_page(tmp_path, source, "run comparison", browser_drawn=True) as (page, first):
+        assert "crop only vs colour only at epoch 3" in first
+        page.locator(".crl-maps select[data-control=right]").select_option("crop + colour")
+        _wait_caption(page, "crop only vs crop + colour at epoch 3", tmp_path)
+        page.locator(".crl-maps input[data-control=snapshot]").fill("0")
+        _wait_caption(page, "crop only vs crop + colour at epoch 0", tmp_path)
 
 
 @pytest.mark.browser
 def test_temperature_explorer_redraws_in_jupyterlab(tmp_path):
-    """Typing a new K into the temperature explorer's slider redraws its figure and caption."""
+    """Moving the temperature explorer's K slider redraws it in the browser; the kernel's state follows."""
     source = ("from crl_helpers.widgets import temperature_explorer\n"
               "explorer = temperature_explorer(temperature=0.5, train_steps=10, n_points=16)\n"
               "explorer")
-    with explorer_page(tmp_path, source, "temperature explorer", width=1600) as (page, first):
-        assert "K = 15 negatives" in _caption(page)
-        set_readout(page, "K negatives", "63")
-        redrawn(page, first, "setting K", tmp_path)
-        assert "K = 63 negatives" in _caption(page)
+    with explorer_page(tmp_path, source, "temperature explorer", width=1600, browser_drawn=True) as (page, first):
+        assert "K = 15 negatives" in first
+        k_input = page.locator(".crl-temperature input[data-control=n_negatives]")
+        options = json.loads(k_input.get_attribute("data-options"))
+        k_input.fill(str(options.index(63)))
+        _wait_caption(page, "K = 63 negatives", tmp_path)
+        assert page.locator(".crl-temperature [data-readout=n_negatives]").inner_text() == "63"

@@ -8,6 +8,10 @@ figures are images (as many loaded ``<img>`` as the executed notebook has image 
 an error, the printed numbers are there, the exercises are the learner's (NOT YET, never PASSED), and
 MathJax has typeset every formula (an SVG in each) without a TeX error.
 
+The explorers that compute in the browser (crl_helpers.widgets: temperature, run comparison) are driven on
+the static pages, with no kernel: a slider moved, the numbers shown must be crl_helpers.temperature's. The
+lecture page (``crl lecture``) is built from the same executed notebooks and driven the same way.
+
 Needs Chromium (``/usr/bin/chromium``), the ``playwright`` package (no ``playwright install``) and the
 site's packages (``pip install -e ".[site]"``) and npm (MathJax is fetched once); skips with the reason when one is missing.
 """
@@ -27,6 +31,8 @@ PAGE_SECONDS = 60  # load and typeset one page on a busy 2-core machine
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/svg+xml", "image/gif")
 LOCAL_SCHEMES = {"file", "data", "blob", "about"}
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+WIDGET_SECONDS = 60  # the widget manager renders every widget of a page from its saved state
 
 pytestmark = pytest.mark.site
 
@@ -80,6 +86,14 @@ MATH_DONE = """() => {
     const math = document.querySelectorAll('.math.notranslate');
     if (math.length === 0) return true;
     return [...math].every(m => m.querySelector('mjx-container svg'));
+}"""
+
+
+# The html-manager puts a div.widget-subarea before each widget's view script and draws the widget into it.
+WIDGETS_DONE = """() => {
+    const views = document.querySelectorAll('script[type="application/vnd.jupyter.widget-view+json"]');
+    return [...views].every(v => v.previousElementSibling && v.previousElementSibling.classList.contains('widget-subarea')
+                                 && v.previousElementSibling.childElementCount > 0);
 }"""
 
 
@@ -138,13 +152,23 @@ def test_every_page_renders_offline_with_its_figures_and_math(site):
                                            ".map(c => c.parentElement.textContent.slice(0, 80))")
                 problems += [f"{name}: TeX error near {tex!r}" for tex in tex_errors]
                 nb = executed.get(path.stem) if path.parent.name == "notebooks" else None
+                if nb is not None and any(WIDGET_VIEW in out.get("data", {}) for cell in nb.cells
+                                          for out in cell.get("outputs", [])):
+                    page.wait_for_function(WIDGETS_DONE, timeout=WIDGET_SECONDS * 1000)
                 if nb is not None:
-                    images = page.locator(".cell_output img")
-                    loaded = page.evaluate("() => [...document.querySelectorAll('.cell_output img')]"
-                                           ".filter(i => i.complete && i.naturalWidth > 0).length")
+                    # Images of the notebook's outputs, not those a widget draws (an Output widget's last figure).
+                    images, loaded = page.evaluate(
+                        "() => { const i = [...document.querySelectorAll('.cell_output img')]"
+                        ".filter(i => !i.closest('.widget-subarea'));"
+                        " return [i.length, i.filter(i => i.complete && i.naturalWidth > 0).length]; }")
                     expected = _image_outputs(nb)
-                    if images.count() != expected or loaded != expected:
-                        problems.append(f"{name}: {images.count()} <img> ({loaded} loaded) for {expected} image outputs")
+                    if images != expected or loaded != expected:
+                        problems.append(f"{name}: {images} <img> ({loaded} loaded) for {expected} image outputs")
+                    views = sum(WIDGET_VIEW in out.get("data", {}) for cell in nb.cells
+                                for out in cell.get("outputs", []))
+                    drawn = page.locator(".widget-subarea").count()
+                    if drawn != views:
+                        problems.append(f"{name}: {drawn} widgets drawn for {views} widget outputs")
                     if page.locator(".cell_output .traceback, .cell_output .output.error").count():
                         problems.append(f"{name}: a cell shows an error")
                     printed = "\n".join(page.locator(".cell_output").all_inner_texts())
@@ -161,3 +185,163 @@ def test_every_page_renders_offline_with_its_figures_and_math(site):
         finally:
             browser.close()
     assert not problems, "\n".join(problems)
+
+
+# ---------------------------------------------------------------------------- the browser explorers, offline
+def _launch(playwright):
+    return playwright.chromium.launch(executable_path=_chromium(), headless=True, args=CHROMIUM_ARGS)
+
+
+def _saved_model(nb, trait: str) -> dict:
+    """The saved state of the notebook's anywidget that has ``trait`` (the explorer the page draws)."""
+    models = nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    found = [m["state"] for m in models.values() if m.get("model_module") == "anywidget" and trait in m["state"]]
+    assert found, f"no explorer with {trait!r} in the notebook's saved widget state"
+    return found[-1]
+
+
+def _check_temperature_explorer(page) -> None:
+    """Move the temperature, K and negative-mean sliders of the page's temperature explorer (no kernel) and
+    check what it shows against crl_helpers.temperature."""
+    import json
+
+    import torch
+
+    from crl_helpers import temperature as tm
+
+    root = page.locator(".crl-temperature").first
+    root.wait_for(timeout=WIDGET_SECONDS * 1000)
+    caption = root.locator(".crl-caption")
+
+    def check(temperature: float, k: int, mean: float) -> None:
+        s = tm.similarities_with(k, mean)
+        loss = tm.info_nce_from_similarities(s, temperature)
+        page.wait_for_function("([el, k]) => el.dataset.nNegatives === String(k)", arg=[root.element_handle(), k])
+        shown = {key: root.get_attribute(f"data-{key}") for key in ("temperature", "loss", "p", "weights")}
+        where = f"temperature {temperature}, K {k}, negative mean {mean}: {shown['loss']}"
+        assert float(shown["temperature"]) == pytest.approx(temperature, rel=1e-12), where
+        assert float(shown["loss"]) == pytest.approx(loss, abs=1e-6), where
+        torch.testing.assert_close(torch.tensor(json.loads(shown["p"]), dtype=torch.float64),
+                                   tm.key_distribution(s, temperature), atol=1e-6, rtol=0)
+        torch.testing.assert_close(torch.tensor(json.loads(shown["weights"]), dtype=torch.float64),
+                                   tm.gradient_weights(s, temperature), atol=1e-6, rtol=1e-9)
+        text = caption.inner_text()
+        assert f"K = {k} negatives" in text and f"loss {loss:.3f}" in text, text
+
+    temperature_input = root.locator("input[data-control=temperature]")
+    k_input = root.locator("input[data-control=n_negatives]")
+    mean_input = root.locator("input[data-control=negative_mean]")
+    options = json.loads(k_input.get_attribute("data-options"))
+    k, mean = int(root.get_attribute("data-n-negatives")), float(mean_input.input_value())
+    check(float(root.get_attribute("data-temperature")), k, mean)
+    temperature_input.fill("0")  # log10: temperature 1
+    check(1.0, k, mean)
+    k_input.fill(str(options.index(63)))
+    check(1.0, 63, mean)
+    mean_input.fill("0.75")
+    check(1.0, 63, 0.75)
+    temperature_input.fill("-1.3")
+    check(10 ** -1.3, 63, 0.75)
+    root.locator("button[data-control=train]").click()  # replays the circle run nearest 0.05 (trained in Python)
+    page.wait_for_function("el => el.textContent.includes('trained at temperature 0.050')",
+                           arg=caption.element_handle(), timeout=30_000)
+
+
+def test_temperature_explorer_computes_on_the_static_site(site):
+    from playwright.sync_api import sync_playwright
+
+    path = site.index.parent / "notebooks" / "04_infonce_and_temperature.html"
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page, errors, outside = _open(browser, path)
+            _check_temperature_explorer(page)
+            assert not errors and not outside, errors + outside
+        finally:
+            browser.close()
+
+
+def test_run_comparison_explorer_steps_on_the_static_site(site):
+    import nbformat
+    from playwright.sync_api import sync_playwright
+
+    stem = "05_training"
+    nb = nbformat.read(next(p for p in site.executed if p.stem == stem), as_version=4)
+    model = _saved_model(nb, "shared")
+    runs, steps = model["runs"], model["steps"]
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page, errors, outside = _open(browser, site.index.parent / "notebooks" / f"{stem}.html")
+            root = page.locator(".crl-maps").first
+            root.wait_for(timeout=WIDGET_SECONDS * 1000)
+            n_points = len(model["points"][runs[0]][0]) // 2
+            assert root.locator("svg circle").count() >= 2 * n_points  # two panels of points
+            root.locator("input[data-control=snapshot]").fill("0")
+            other = next(run for run in runs if run != model["left"])
+            root.locator("select[data-control=right]").select_option(other)
+            page.wait_for_function("([el, key, run]) => el.dataset.key === key && el.dataset.runs.includes(run)",
+                                   arg=[root.element_handle(), steps[0], other])
+            share = model["shared"][f"{model['left']}\t{other}"][0]  # computed in Python (crl_helpers.widgets)
+            assert float(root.get_attribute("data-shared")) == pytest.approx(share, abs=1e-12)
+            text = root.locator(".crl-caption").inner_text()
+            assert f"{model['left']} vs {other} at {steps[0]}" in text and f"agree on {100 * share:.0f}%" in text, text
+            assert not errors and not outside, errors + outside
+        finally:
+            browser.close()
+
+
+def test_lecture_page_shows_only_the_explorers_and_they_compute(site):
+    from playwright.sync_api import sync_playwright
+
+    from crl_helpers.site import build_lecture
+
+    out = site.index.parent.parent / "lecture"
+    lecture = build_lecture("smoke", out, executed=list(site.executed), work_dir=site.index.parent.parent / "work",
+                            log=lambda line: None)
+    assert lecture.index == out / "index.html" and lecture.index.exists()
+    # A second Sphinx app in one process re-registers docutils' node classes: not a problem of the page.
+    warnings = [w for w in lecture.warnings if "is already registered" not in w]
+    assert not warnings, "sphinx warned:\n" + "\n".join(warnings)
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page, errors, outside = _open(browser, lecture.index)
+            page.wait_for_function(WIDGETS_DONE, timeout=WIDGET_SECONDS * 1000)
+            assert page.locator(".crl-temperature").count() == 1 and page.locator(".crl-maps").count() >= 1
+            assert page.locator(".cell_input").count() == 0, "the lecture page shows code"
+            _check_temperature_explorer(page)
+            assert not errors and not outside, errors + outside
+        finally:
+            browser.close()
+
+
+def test_lecture_notebook_keeps_only_the_browser_explorers(tmp_path):
+    import nbformat
+
+    from crl_helpers.site import lecture_notebook
+
+    def executed(name: str, title: str, models: dict) -> Path:
+        views = [nbformat.v4.new_output("display_data", {WIDGET_VIEW: {"model_id": m}, "text/plain": "w"})
+                 for m in models]
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_markdown_cell(f"# {title}\n\ntext"),
+            nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", text="1\n")]),
+            *[nbformat.v4.new_code_cell("explorer", outputs=[view]) for view in views]])
+        nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
+            "version_major": 2, "version_minor": 0,
+            "state": {m: {"model_module": module, "model_name": "M", "model_module_version": "1", "state": {}}
+                      for m, module in models.items()}}}
+        nbformat.write(nb, tmp_path / name)
+        return tmp_path / name
+
+    plain = executed("01_a.ipynb", "Augmentations", {"vbox": "@jupyter-widgets/controls"})
+    temperature = executed("04_b.ipynb", "Temperature", {"t": "anywidget", "layout": "@jupyter-widgets/base"})
+    lecture = lecture_notebook([plain, temperature], "cpu")
+    code = [cell for cell in lecture.cells if cell.cell_type == "code"]
+    assert len(code) == 1 and code[0].source == "explorer" and code[0].metadata["tags"] == ["remove-input"]
+    assert code[0].outputs[0]["data"][WIDGET_VIEW] == {"model_id": "t"}
+    assert "## Temperature" in lecture.cells[1].source and "cpu tier" in lecture.cells[0].source
+    assert set(lecture.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]) == {"t", "layout"}
+    with pytest.raises(ValueError, match="no browser explorer in the 1 executed notebooks"):
+        lecture_notebook([plain])

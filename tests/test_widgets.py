@@ -5,22 +5,30 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import anywidget
 import numpy as np
 import pytest
 import torch
 
 from crl_helpers.plots import align_snapshots, embed_2d, pca_embed
 from crl_helpers.views import NO_AUGMENTATION, SIMCLR
+from crl_helpers.temperature import similarities_with
 from crl_helpers.widgets import (
+    CIRCLE_TEMPERATURES,
     CONTROL_FIELDS,
+    K_CHOICES,
     augmentation_explorer,
     augmentation_grid,
+    compare_maps,
     config_from_controls,
+    explorer_module,
+    run_comparison_explorer,
     temperature_explorer,
     umap_explorer,
 )
 
 ipywidgets = pytest.importorskip("ipywidgets")
+
 
 
 def _images(k: int = 3, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -113,9 +121,9 @@ def test_augmentation_explorer_rejects_bad_images():
 
 def test_temperature_explorer_state_matches_oracle_and_slider_redraws():
     s = [0.7, 0.5, 0.1, -0.2]
-    w = temperature_explorer(torch.tensor(s), temperature=0.5)
+    w = temperature_explorer(torch.tensor(s), temperature=0.5, train_steps=4, n_points=8)
     slider = w.controls["temperature"]
-    assert isinstance(slider, ipywidgets.FloatLogSlider)
+    assert isinstance(w, anywidget.AnyWidget) and w.controls["n_negatives"].disabled
 
     def oracle(tau):
         exps = [math.exp(v / tau) for v in s]
@@ -125,20 +133,53 @@ def test_temperature_explorer_state_matches_oracle_and_slider_redraws():
     assert w.state["loss"] == pytest.approx(loss) and w.state["hardness_share"] == pytest.approx(share)
     before = w.png
     slider.value = 0.05
-    loss, share = oracle(w.state["temperature"])
-    assert w.state["temperature"] == pytest.approx(0.05, rel=0.05)
+    loss, share = oracle(0.05)
+    assert w.temperature == 0.05 and w.state["temperature"] == 0.05  # the synced trait the browser draws from
     assert w.state["loss"] == pytest.approx(loss) and w.state["hardness_share"] == pytest.approx(share)
     assert w.png != before
-    assert "loss" in w.caption.value
+    assert f"loss {loss:.3f}" in w.text
+    with pytest.raises(ValueError, match="temperature"):
+        slider.value = 0.0
+
+
+def test_temperature_explorer_ships_draws_and_circle_runs_for_the_browser():
+    w = temperature_explorer(temperature=0.3, n_negatives=9, train_steps=6, n_points=8)
+    assert 9 in w.k_options and set(K_CHOICES) <= set(w.k_options)
+    for k in w.k_options:  # the browser rebuilds similarities_with(K, mean) from these draws
+        z = torch.tensor(w.draws[str(k)], dtype=torch.float64)
+        expected = similarities_with(k, 0.45)
+        torch.testing.assert_close(torch.cat([expected[:1], (0.45 + 0.1 * z).clamp(-1, 1)]), expected, atol=0, rtol=0)
+    assert sorted(float(key) for key in w.circle_runs) == sorted({*CIRCLE_TEMPERATURES, 0.3})
+    run = w.circle_runs[repr(0.3)]
+    assert [snap["step"] for snap in run["snapshots"]][-1] == 6 and len(run["snapshots"][0]["z1"]) == 16
+    assert w.state["circle"]["step"] == 0 and "untrained" in w.text
+    w.controls["n_negatives"].value = 100  # a K the slider does not offer: its draws are added
+    assert w.state["n_negatives"] == 100 and str(100) in w.draws and 100 in w.k_options
+    w.temperature = 0.2  # what the browser's slider does
+    circle = w.train()  # trained at 0.2 already: shown, not retrained
+    assert circle == {**circle, "step": 6, "temperature": 0.2}
+    assert "trained at temperature 0.200" in w.text
+    w._handle_custom_msg({"event": "train", "temperature": 0.7}, [])  # the browser's button, with a kernel
+    assert w.state["circle"] == {**w.state["circle"], "step": 6, "temperature": 0.7}
+    assert [snap["step"] for snap in w.circle_runs[repr(0.7)]["snapshots"]] == [0, 1, 2, 3, 4, 5, 6]
 
 
 def test_temperature_explorer_defaults_and_range():
-    w = temperature_explorer()
+    w = temperature_explorer(train_steps=2, n_points=4)
     assert w.state["p"].shape == (16,)
-    wide = temperature_explorer([0.5, 0.1], temperature=50.0)
-    assert wide.controls["temperature"].max >= 2 and wide.state["temperature"] == pytest.approx(50.0, rel=0.05)
+    wide = temperature_explorer([0.5, 0.1], temperature=50.0, train_steps=2, n_points=4)
+    assert wide.controls["temperature"].max >= 2 and wide.state["temperature"] == pytest.approx(50.0)
     with pytest.raises(ValueError, match="temperature"):
         temperature_explorer([0.5, 0.1], temperature=0.0)
+    with pytest.raises(ValueError, match="1..255"):
+        temperature_explorer(n_negatives=256)
+
+
+def test_explorer_module_is_common_then_the_explorer():
+    module = explorer_module("maps")
+    assert module.index("export function node") < module.index("export function pointColour")
+    with pytest.raises(ValueError, match="no browser explorer named 'common'; use one of maps, temperature"):
+        explorer_module("common")
 
 
 def test_umap_explorer_aligns_and_switches():
@@ -150,12 +191,17 @@ def test_umap_explorer_aligns_and_switches():
     w = umap_explorer(snapshots, {"class": labels, "object_hue": rng.random(40)}, names=["a", "b", "c"])
     assert w.state["snapshot"] == "epoch 3"  # starts at the last snapshot
     np.testing.assert_allclose(w.state["points"], base, atol=1e-9)  # the mirror image was undone
+    np.testing.assert_allclose(np.reshape(w.points["map"][1], (40, 2)), base, atol=1e-4)  # what the browser draws
     before = w.png
     w.controls["snapshot"].value = "epoch 2"
+    assert w.index == 1
     np.testing.assert_allclose(w.state["points"], base, atol=1e-9)  # rotation and shift undone
     w.controls["colour"].value = "object_hue"
     assert w.state["colouring"] == "object_hue" and w.png != before
-    assert isinstance(w.controls["play"], ipywidgets.Play) and w.controls["play"].max == 2
+    assert w.colourings["class"] == {"kind": "class", "values": labels.tolist(), "names": ["a", "b", "c"], "range": []}
+    assert w.controls["play"].max == 2 and w.text == "snapshot epoch 2 (2 of 3), colour: object_hue"
+    with pytest.raises(ValueError, match="not one of the snapshots"):
+        w.controls["snapshot"].value = "epoch 9"
 
 
 def test_umap_explorer_validates_colourings():
@@ -163,6 +209,25 @@ def test_umap_explorer_validates_colourings():
         umap_explorer({"a": np.zeros((5, 2))}, {"class": np.zeros(4, dtype=int)})
     with pytest.raises(ValueError, match="non-empty"):
         umap_explorer({"a": np.zeros((5, 2))}, {})
+
+
+def test_run_comparison_explorer_shares_neighbours_as_compare_maps():
+    rng = np.random.default_rng(1)
+    maps = {run: {f"epoch {e}": rng.normal(size=(30, 2)) for e in (0, 2)} for run in ("a", "b", "c")}
+    maps["c"] = {key: points @ np.array([[0.0, 1.0], [1.0, 0.0]]) * 3 for key, points in maps["a"].items()}  # a mirrored
+    w = run_comparison_explorer(maps, {"class": rng.integers(0, 2, 30)}, k=5)
+    assert (w.state["left"], w.state["right"], w.state["epoch"]) == ("a", "b", "epoch 2")
+    for a in maps:  # the browser's table is compare_maps for every pair and epoch
+        for b in maps:
+            for index, epoch in enumerate(maps[a]):
+                expected = compare_maps(maps[a][epoch], maps[b][epoch], k=5)["shared_neighbours"]
+                assert w.shared[f"{a}\t{b}"][index] == pytest.approx(expected, abs=1e-12), (a, b, epoch)
+    before = w.png
+    w.controls["right"].value = "c"
+    assert w.state["shared_neighbours"] == pytest.approx(1.0) and w.png != before
+    assert "agree on 100% of each point's 5 nearest neighbours" in w.text
+    with pytest.raises(ValueError, match="not one of the runs"):
+        w.controls["left"].value = "d"
 
 
 # --------------------------------------------------------------------------- plots: align_snapshots, pca_embed

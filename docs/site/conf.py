@@ -1,6 +1,6 @@
 """Sphinx configuration of the course's static site; build it with ``crl site`` (crl_helpers.site), which
 assembles the source folder (README as index.md, the executed notebooks) and adds MathJax's folder to
-``html_static_path``.
+``html_static_path`` (with the widget manager's folder).
 
 Everything a page loads is served from the site itself: no CDN, no web fonts from another host.
 """
@@ -15,9 +15,14 @@ suppress_warnings = ["myst.header"]  # a notebook may step from # to ### (a page
 # The notebooks arrive executed (crl_helpers.site.execute_notebooks); Sphinx only renders them.
 nb_execution_mode = "off"
 nb_merge_streams = True  # one block per cell for printed text, as JupyterLab shows it
-# myst-nb's widget manager comes from cdn.jsdelivr.net and require.js from cdnjs: not loaded, so widget
-# outputs fall back to their text form. A local @jupyter-widgets/html-manager would be listed here.
-nb_ipywidgets_js = {}
+# Widgets render from the state saved in the executed notebooks, by a local @jupyter-widgets/html-manager
+# (crl_helpers.site fetches it, require.js and anywidget from npm into _static/widgets/); crl-widgets.js points
+# require.js at the local anywidget. myst-nb adds these scripts, in this order, to pages that hold widgets.
+nb_ipywidgets_js = {
+    "widgets/require.js": {},
+    "crl-widgets.js": {},
+    "widgets/html-manager/embed-amd.js": {},
+}
 myst_enable_extensions = ["dollarmath", "amsmath"]
 myst_heading_anchors = 3
 
