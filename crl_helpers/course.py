@@ -316,3 +316,77 @@ def find_cifar10(split: str = "test", n: int | None = None) -> ImageData | None:
     if root is None:
         return None
     return load_dataset("cifar10", split, root=root, n=n, download=False)
+
+
+# ------------------------------------------------------------------ the setup cell for hosted runtimes
+#: Where a fresh hosted runtime (Colab and the like) installs the package from when the notebook is not inside
+#: a clone of the course: a pip requirement, e.g. ``"crl-helpers @ git+https://<host>/<owner>/<repo>"``. Empty
+#: until the course is published; ``CRL_COURSE_SOURCE`` in the environment overrides it. After changing it,
+#: :func:`stamp_setup_cells` writes the new cell into every notebook.
+COURSE_SOURCE = ""
+SETUP_CELL_TAG = "setup"  # the cell's tag in the notebooks' metadata
+
+_SETUP_CELL = '''\
+# Setup for a fresh hosted runtime (Colab and the like). Where crl_helpers is installed, this cell does nothing.
+# Elsewhere it installs the course package from the clone this notebook sits in (or from CRL_COURSE_SOURCE),
+# and pins the runtime's own torch and torchvision, so that pip never replaces them.
+import importlib.metadata, importlib.util, os, pathlib, subprocess, sys
+
+if importlib.util.find_spec("crl_helpers") is None:
+    clone = pathlib.Path.cwd().parent
+    in_clone = (clone / "crl_helpers").is_dir() and (clone / "pyproject.toml").is_file()
+    source = str(clone) if in_clone else os.environ.get("CRL_COURSE_SOURCE", {source})
+    if not source:
+        raise RuntimeError("crl_helpers is not installed and this notebook is not inside a clone of the course: "
+                           "clone the course and open this notebook from its notebooks/ folder")
+    pins = []
+    for name in ("torch", "torchvision"):
+        try:
+            pins.append(f"{{name}}=={{importlib.metadata.version(name)}}")  # the runtime's build, CUDA included
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", source, *pins], check=True)
+    importlib.invalidate_caches()'''
+
+
+def setup_cell_source(source: str = COURSE_SOURCE) -> str:
+    """The first code cell of every notebook: installs ``crl_helpers`` in a fresh hosted runtime, never torch.
+
+    Self-contained (the package it installs is not importable yet). It does nothing where ``crl_helpers``
+    imports; otherwise it ``pip install``-s the clone the notebook sits in (``notebooks/..``), else
+    ``CRL_COURSE_SOURCE`` or ``source``, together with ``torch==<installed>`` and
+    ``torchvision==<installed>``: requirements the runtime already meets, so pip keeps its torch build (a
+    package needing another torch fails to resolve instead of replacing it).
+
+    Example:
+        >>> "find_spec" in setup_cell_source() and "torchvision" in setup_cell_source()
+        True
+    """
+    return _SETUP_CELL.format(source=json.dumps(str(source)))
+
+
+def stamp_setup_cells(notebooks_dir: str | os.PathLike = "notebooks", source: str = COURSE_SOURCE) -> list[str]:
+    """Write :func:`setup_cell_source` as the first code cell of every notebook in ``notebooks_dir``.
+
+    The cell tagged ``"setup"`` is replaced; a notebook without one gets it before its first code cell.
+    Returns the names of the notebooks that changed (outputs are never written).
+    """
+    import nbformat
+
+    changed = []
+    for path in sorted(Path(notebooks_dir).glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        text = setup_cell_source(source)
+        tagged = [c for c in nb.cells if SETUP_CELL_TAG in c.metadata.get("tags", [])]
+        if tagged and tagged[0].source == text:
+            continue
+        if tagged:
+            tagged[0].source = text
+        else:
+            first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+            cell = nbformat.v4.new_code_cell(text, metadata={"tags": [SETUP_CELL_TAG]})
+            cell.id = SETUP_CELL_TAG
+            nb.cells.insert(first_code, cell)
+        nbformat.write(nb, path)
+        changed.append(path.name)
+    return changed
