@@ -51,7 +51,7 @@ function render({ model, el }) {
     + `{${crops.map((v) => v.toFixed(2)).join(", ")}}, jitter_strength in {${jitters.map((v) => v.toFixed(2)).join(", ")}} `
     + `and ${seeds.length} seeds; held here: ${fixed}. Run the notebook in Jupyter to move every control.` }, root);
   const meters = { kept: meter(root, "object kept"), shortcut: meter(root, "colour shortcut") };
-  const caption = node("html:div", { class: "crl-caption" }, root);
+  const caption = node("html:div", { class: "crl-caption", "data-caption": "" }, root);
   const figure = node("html:div", { class: "crl-figure crl-tiles" }, root);
 
   const side = model.get("side");
