@@ -13,8 +13,11 @@
    loads anything from another host. Widgets are rendered from the state the executed notebooks saved by
    ``@jupyter-widgets/html-manager`` (with require.js and anywidget's AMD build, fetched from npm with
    MathJax and served from ``_static/widgets/``): the browser explorers of :mod:`crl_helpers.widgets`
-   (temperature, UMAP, run comparison) compute in JavaScript and stay interactive without a kernel; the
-   augmentation explorer shows its controls and its last figure.
+   (temperature, UMAP, run comparison) compute in JavaScript and stay interactive without a kernel. The
+   notebooks' kernels run with ``CRL_STATIC_WIDGETS=1`` (:data:`crl_helpers.widgets.STATIC_WIDGETS_ENV`), so
+   the augmentation explorer, whose views only Python can draw, is its static version: views, meters and
+   captions precomputed for a grid of slider values, which its sliders step through on the page (the same
+   notebook in JupyterLab, without the variable, gets the live explorer with every control).
 
 ``crl lecture --tier cpu --out lecture/`` (:func:`build_lecture`) renders, from the same executed copies, one
 page holding only the browser explorers, without code (:func:`lecture_notebook`), for showing in a lecture.
@@ -83,6 +86,9 @@ def _kernel_env(tier: str, cache_dir: Path) -> dict[str, str]:
     env = dict(os.environ, CRL_CACHE=str(cache_dir))
     # The kernel imports the same crl_helpers as this process (a worktree's copy, not an installed one).
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    # Explorers whose figures only a kernel can draw become their precomputed versions: the variable is
+    # crl_helpers.widgets.STATIC_WIDGETS_ENV (not imported: it would load torch with this module).
+    env["CRL_STATIC_WIDGETS"] = "1"
     env.pop("CRL_SMOKE", None)
     if tier == "smoke":
         env["CRL_SMOKE"] = "1"
@@ -123,7 +129,9 @@ def execute_notebooks(tier: str, executed_dir: str | os.PathLike, notebooks_dir:
     """Execute a copy of every ``*.ipynb`` in ``notebooks_dir`` into ``executed_dir``, in name order.
 
     Each kernel runs in ``notebooks_dir`` (as in JupyterLab) with ``CRL_CACHE=cache_dir`` (default:
-    ``<executed_dir>/../cache``) and the tier's environment (``CRL_SMOKE=1`` for smoke; no CUDA for cpu).
+    ``<executed_dir>/../cache``), ``CRL_STATIC_WIDGETS=1`` (explorers that work without a kernel, see
+    :func:`crl_helpers.widgets.augmentation_explorer`) and the tier's environment (``CRL_SMOKE=1`` for smoke;
+    no CUDA for cpu).
     A copy whose :func:`notebook_fingerprint` matches is kept as it is.
 
     Returns:
@@ -349,9 +357,10 @@ def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", noteboo
 # ------------------------------------------------------------------------------------------ lecture mode
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-LECTURE_INTRO = ("The course's interactive explorers, without the code around them: every slider computes in "
-                 "this page (no Python kernel runs behind it). Each comes from the notebook named in its heading, "
-                 "executed in the {tier} tier.")
+LECTURE_INTRO = ("The course's interactive explorers, without the code around them: every slider works in this "
+                 "page, with no Python kernel behind it (the augmentation explorer steps through views drawn ahead "
+                 "for a grid of settings; the others compute in the page). Each comes from the notebook named in "
+                 "its heading, executed in the {tier} tier.")
 
 
 def _title(nb) -> str:

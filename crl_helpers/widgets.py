@@ -14,10 +14,12 @@ Every explorer is an :class:`Explorer` with its controls in ``w.controls`` (a di
 shows in ``w.state``, the last ``matplotlib`` figure of them in ``w.figure``, its PNG bytes in
 ``w.png``, and ``w.update()`` to redraw (changing a control's value redraws by itself; tests and the
 smoke run call ``update()`` to be sure). The augmentation explorer is an ``ipywidgets.VBox`` whose
-figure (a PNG in ``w.output``) is drawn in Python, so it needs a kernel. The other three are browser
-explorers (anywidget): JavaScript in ``widgets_js/`` draws them (SVG) and computes what they show from
-numbers Python supplies, so they stay interactive on a static page without a kernel (``crl site``,
-``crl lecture``); their ``w.figure`` is drawn in Python on demand from the same numbers.
+figure (a PNG in ``w.output``) is drawn in Python, so it needs a kernel; where :data:`STATIC_WIDGETS_ENV`
+is set (``crl site`` sets it while it executes the notebooks) the same call returns its static version, a
+browser explorer holding views, meters and captions drawn ahead for a grid of slider values. The other
+three are browser explorers (anywidget): JavaScript in ``widgets_js/`` draws them (SVG) and computes what
+they show from numbers Python supplies, so they stay interactive on a static page without a kernel
+(``crl site``, ``crl lecture``); their ``w.figure`` is drawn in Python on demand from the same numbers.
 
 Example:
     >>> import torch
@@ -38,6 +40,7 @@ import functools
 import io
 import math
 import traceback
+import types
 from pathlib import Path
 from typing import Callable
 
@@ -54,6 +57,12 @@ __all__ = [
     "config_from_controls",
     "augmentation_grid",
     "augmentation_explorer",
+    "STATIC_WIDGETS_ENV",
+    "STATIC_CROP_SCALES",
+    "STATIC_JITTER_STRENGTHS",
+    "STATIC_SEEDS",
+    "STATIC_VIEW_SIDE",
+    "static_widgets",
     "JS_DIR",
     "explorer_module",
     "BrowserControl",
@@ -293,8 +302,100 @@ def _to_display(x: torch.Tensor) -> np.ndarray:
     return x.clamp(0, 1).permute(1, 2, 0).cpu().numpy()  # (H, W, 3)
 
 
+def _control_values(config: ViewConfig) -> dict[str, float]:
+    """The value of each of :data:`CONTROL_FIELDS` that ``config`` (and flat views) stand for."""
+    # hue_shift may be None in a config (hue follows the strength): the control shows the amplitude in force.
+    return {"crop_scale_min": config.crop_scale[0], "crop_ratio_max": max(config.crop_ratio[1], 1 / config.crop_ratio[0]),
+            "flip_p": config.flip_p, "jitter_strength": config.jitter_strength, "hue_shift": config.hue,
+            "jitter_p": config.jitter_p, "grayscale_p": config.grayscale_p, "blur_p": config.blur_p, "perspective": 0.0}
+
+
+def _augmentation_state(images: torch.Tensor, masks: torch.Tensor, config: ViewConfig, n_views: int, seed: int,
+                        perspective: float) -> dict:
+    """The views of one setting of the augmentation explorer and its two meters (``w.state``)."""
+    from crl_helpers.pairs import crop_object_fraction, histogram_shortcut
+
+    grid, params = _views_and_params(images, config, n_views, seed, perspective)  # (K, V, 3, S, S)
+    kept = torch.stack([crop_object_fraction(masks, p.top, p.left, p.height, p.width) for p in params], dim=1)  # (K, V)
+    shortcut = histogram_shortcut(grid, images)  # (K, V) bool
+    return {"config": config, "perspective": float(perspective), "seed": int(seed), "grid": grid,
+            "grid_shape": tuple(grid.shape), "object_kept": kept, "shortcut": shortcut,
+            "object_kept_mean": float(kept.mean()), "shortcut_rate": float(shortcut.float().mean())}
+
+
+_MARKS = {True: "\u2713", False: "\u2717"}  # a view matched to its own image by colour histogram, or not
+
+
+def _augmentation_texts(state: dict, known: torch.Tensor) -> dict:
+    """The explorer's words for ``state``: the two meters' lines, the caption, and a label per view (K, V)."""
+    current, kept_mean, rate, k = state["config"], state["object_kept_mean"], state["shortcut_rate"], len(known)
+    return {
+        "object kept": (f"{kept_mean:.0%} of the object inside the crop, mean over views"
+                        + ("" if known.all() else " (crop area where no mask is known)")),
+        "colour shortcut": f"{rate:.0%} of views matched to their own image by colour histogram alone (chance {1 / k:.0%})",
+        "caption": (f"crop scale [{current.crop_scale[0]:.2f}, {current.crop_scale[1]:.2f}] of the area, "
+                    f"aspect ratio [{current.crop_ratio[0]:.2f}, {current.crop_ratio[1]:.2f}], "
+                    f"flip p={current.flip_p:.2f}, colour jitter s={current.jitter_strength:.2f} "
+                    f"(hue shift up to {current.hue:.2f} of a turn) with p={current.jitter_p:.2f}, "
+                    f"grayscale p={current.grayscale_p:.2f}, "
+                    f"blur p={current.blur_p:.2f}, perspective {state['perspective']:.2f} | seed {state['seed']} | "
+                    f"object kept {kept_mean:.0%}, colour shortcut {rate:.0%}"),
+        "labels": [[f"{'obj' if known[i] else 'area'} {float(kept):.0%} | hist {_MARKS[hit]}"
+                    for kept, hit in zip(state["object_kept"][i].tolist(), state["shortcut"][i].tolist())]
+                   for i in range(k)],
+    }
+
+
+def _augmentation_figure(images: torch.Tensor, state: dict, known: torch.Tensor):
+    """The augmentation explorer's figure: a row per image, the original then its views, each labelled with its meters."""
+    grid, labels = state["grid"], _augmentation_texts(state, known)["labels"]
+    k, n_views = grid.shape[:2]
+    height = 1.45 * k + 0.45  # inches: a row per image with room for the meters' labels, a title line
+    fig = _new_figure(1.25 * (n_views + 1), height, layout=None)
+    axes = fig.subplots(k, n_views + 1, squeeze=False)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.17 / height, top=1 - 0.28 / height, wspace=0.06, hspace=0.3)
+    for i in range(k):
+        axes[i, 0].imshow(_to_display(images[i]), interpolation="nearest")
+        for j in range(n_views):
+            axes[i, j + 1].imshow(_to_display(grid[i, j]), interpolation="nearest")
+            axes[i, j + 1].set_xlabel(labels[i][j], fontsize=7, labelpad=1,
+                                      color="tab:red" if state["shortcut"][i, j] else "black")
+    for j, ax in enumerate(axes[0]):
+        ax.set_title("original x" if j == 0 else f"view {j}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return fig
+
+
+#: The environment variable that asks for explorers that work on a static page: set (to anything but "" or "0"),
+#: :func:`augmentation_explorer` returns its precomputed browser version. ``crl site`` sets it in the kernels
+#: that execute the notebooks (:func:`crl_helpers.site.execute_notebooks`).
+STATIC_WIDGETS_ENV = "CRL_STATIC_WIDGETS"
+#: The static augmentation explorer's grid: crop scales (the slider's minimum, SimCLR's 0.08, whole-image crops ...)
+#: and jitter strengths (none to strong), each with the config's own value added, and this many seeds (re-sample).
+STATIC_CROP_SCALES = (0.05, 0.08, 0.2, 0.6, 1.0)
+STATIC_JITTER_STRENGTHS = (0.0, 1.0, 2.0)
+STATIC_SEEDS = 3
+#: The side (pixels) of the static explorer's stored views (larger images are scaled down; the browser scales up).
+STATIC_VIEW_SIDE = 48
+
+
+def static_widgets() -> bool:
+    """Whether explorers should be the versions that work without a kernel (:data:`STATIC_WIDGETS_ENV` is set).
+
+    Example:
+        >>> import os
+        >>> static_widgets() == (os.environ.get("CRL_STATIC_WIDGETS", "") not in ("", "0"))
+        True
+    """
+    import os
+
+    return os.environ.get(STATIC_WIDGETS_ENV, "") not in ("", "0")
+
+
 def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_views: int = 4, seed: int = 0,
-                          masks: torch.Tensor | None = None):
+                          masks: torch.Tensor | None = None, static: bool | None = None):
     """Sliders for SimCLR's augmentations over a grid of views, with two live meters (Chen et al. 2020, Appendix A).
 
     Rows are the ``K`` images (the original first), columns ``n_views`` random views drawn with
@@ -309,6 +410,20 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
     the image area, labelled "area"); **colour shortcut**, whether the view's colour histogram alone
     finds its source among the ``K`` images (:func:`~crl_helpers.pairs.histogram_shortcut`, chance 1/K).
 
+    Two versions, one call (``static``; by default :func:`static_widgets`, i.e. the environment variable
+    ``CRL_STATIC_WIDGETS``, which ``crl site`` sets while it executes the notebooks):
+
+    * live (``static=False``, JupyterLab): an ``ipywidgets.VBox`` whose callbacks redraw a matplotlib figure
+      in the kernel, for any value of all nine controls;
+    * static (``static=True``, the site and the lecture page): an anywidget (``widgets_js/augment.js``) that
+      holds views drawn ahead, here, for a grid of settings: ``crop_scale_min`` in :data:`STATIC_CROP_SCALES`
+      and ``jitter_strength`` in :data:`STATIC_JITTER_STRENGTHS` (each with ``config``'s value added), and
+      :data:`STATIC_SEEDS` seeds from ``seed`` (re-sample steps through them); the other seven controls stay
+      at ``config``'s values. The browser snaps its two sliders to the grid and only looks up what it shows:
+      views (stored at :data:`STATIC_VIEW_SIDE` pixels at most), meters and caption are computed by the same
+      functions as the live version's, so a grid point shows the numbers the live explorer shows for it.
+      Setting a control from Python to a value off the grid raises ValueError (naming the grid's values).
+
     Args:
         images: ``(K, 3, H, W)`` uint8 or [0, 1] float; K of 2 to 8 reads best.
         config: the starting settings.
@@ -316,18 +431,28 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
         seed: the first seed.
         masks: ``(K, H, W)`` object masks in [0, 1] (e.g. :func:`crl_helpers.pairs.object_masks`), an
             all-ones row for an image whose object is unknown; None: all unknown.
+        static: the version: True the precomputed browser one, False the live one, None from the environment.
 
     Returns:
-        An :class:`Explorer` (an ``ipywidgets.VBox``); ``w.state`` holds ``config``, ``perspective``,
-        ``seed``, ``grid`` (the views), ``grid_shape``, ``object_kept`` (K, V), ``shortcut`` (K, V) bool,
-        and their means ``object_kept_mean`` and ``shortcut_rate``; ``w.meters`` the two bars.
+        An :class:`Explorer` (an ``ipywidgets.VBox``, or an ``anywidget.AnyWidget`` when static); ``w.controls``
+        holds the nine controls and ``resample``; ``w.state`` holds ``config``, ``perspective``, ``seed``,
+        ``grid`` (the views), ``grid_shape``, ``object_kept`` (K, V), ``shortcut`` (K, V) bool, and their means
+        ``object_kept_mean`` and ``shortcut_rate``; ``w.caption.value`` the caption; ``w.png`` the figure;
+        ``w.resample()`` draws new views (the next seed). The live version has ``w.meters``, the two bars;
+        the static one ``w.text`` (the caption, as the other browser explorers) and ``w.grid_points``.
 
     Raises:
         TypeError, ValueError: bad images, config, n_views or masks.
-    """
-    import ipywidgets as widgets
 
-    from crl_helpers.pairs import crop_object_fraction, histogram_shortcut
+    Example:
+        >>> x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+        >>> w = augmentation_explorer(x, n_views=2, static=True)
+        >>> w.controls["crop_scale_min"].options
+        [0.05, 0.08, 0.2, 0.6, 1.0]
+        >>> w.controls["crop_scale_min"].value = 1.0  # a grid value: the state is the live explorer's for it
+        >>> w.state["object_kept_mean"]
+        1.0
+    """
     from crl_helpers.validate import check_images, check_int
 
     images = check_images("images", images, channels=3, unit_range=True)
@@ -340,12 +465,14 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
         raise ValueError(f"masks has shape {tuple(masks.shape)}; pass one (H, W) mask per image: "
                          f"{(k, *images.shape[-2:])} (all ones where the object is unknown)")
     known = ~(masks == 1).flatten(1).all(dim=1)  # (K,) rows with a real object mask
+    if static_widgets() if static is None else static:
+        return _static_augmentation_explorer(images, masks, known, base, n_views, int(seed))
+    import ipywidgets as widgets
+
     controls = {}
     for name, (low, high, step) in CONTROL_FIELDS.items():
-        # hue_shift may be None in a config (hue follows the strength): the slider shows the amplitude in force.
-        value = {"crop_scale_min": base.crop_scale[0], "hue_shift": base.hue, "perspective": 0.0,
-                 "crop_ratio_max": max(base.crop_ratio[1], 1 / base.crop_ratio[0])}.get(name, getattr(base, name, None))
-        controls[name] = widgets.FloatSlider(value=value, min=low, max=high, step=step, description=name,
+        controls[name] = widgets.FloatSlider(value=_control_values(base)[name], min=low, max=high, step=step,
+                                             description=name,
                                              continuous_update=False, readout_format=".2f",
                                              style={"description_width": "105px"},
                                              layout=widgets.Layout(width="320px"))
@@ -361,46 +488,12 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
 
     def render():
         values = {name: controls[name].value for name in CONTROL_FIELDS if name != "perspective"}
-        current = config_from_controls(base, **values)
-        perspective = float(controls["perspective"].value)
-        grid, params = _views_and_params(images, current, n_views, seed_box["seed"], perspective)  # (K, V, 3, S, S)
-        kept = torch.stack([crop_object_fraction(masks, p.top, p.left, p.height, p.width) for p in params], dim=1)
-        shortcut = histogram_shortcut(grid, images)  # (K, V) bool
-        height = 1.45 * k + 0.45  # inches: a row per image with room for the meters' labels, a title line
-        fig = _new_figure(1.25 * (n_views + 1), height, layout=None)
-        axes = fig.subplots(k, n_views + 1, squeeze=False)
-        fig.subplots_adjust(left=0.01, right=0.99, bottom=0.17 / height, top=1 - 0.28 / height, wspace=0.06,
-                            hspace=0.3)
-        for i in range(k):
-            axes[i, 0].imshow(_to_display(images[i]), interpolation="nearest")
-            what = "obj" if known[i] else "area"
-            for j in range(n_views):
-                axes[i, j + 1].imshow(_to_display(grid[i, j]), interpolation="nearest")
-                mark = "\u2713" if shortcut[i, j] else "\u2717"
-                axes[i, j + 1].set_xlabel(f"{what} {kept[i, j]:.0%} | hist {mark}", fontsize=7, labelpad=1,
-                                          color="tab:red" if shortcut[i, j] else "black")
-        for j, ax in enumerate(axes[0]):
-            ax.set_title("original x" if j == 0 else f"view {j}", fontsize=8)
-        for ax in axes.flat:
-            ax.set_xticks([])
-            ax.set_yticks([])
-        kept_mean, rate = float(kept.mean()), float(shortcut.float().mean())
-        meters["object kept"].value, meters["colour shortcut"].value = kept_mean, rate
-        meter_text["object kept"].value = (f"{kept_mean:.0%} of the object inside the crop, mean over views"
-                                           + ("" if known.all() else " (crop area where no mask is known)"))
-        meter_text["colour shortcut"].value = (f"{rate:.0%} of views matched to their own image by colour "
-                                               f"histogram alone (chance {1 / k:.0%})")
-        state = {"config": current, "perspective": perspective, "seed": seed_box["seed"], "grid": grid,
-                 "grid_shape": tuple(grid.shape), "object_kept": kept, "shortcut": shortcut,
-                 "object_kept_mean": kept_mean, "shortcut_rate": rate}
-        text = (f"crop scale [{current.crop_scale[0]:.2f}, {current.crop_scale[1]:.2f}] of the area, "
-                f"aspect ratio [{current.crop_ratio[0]:.2f}, {current.crop_ratio[1]:.2f}], "
-                f"flip p={current.flip_p:.2f}, colour jitter s={current.jitter_strength:.2f} "
-                f"(hue shift up to {current.hue:.2f} of a turn) with p={current.jitter_p:.2f}, "
-                f"grayscale p={current.grayscale_p:.2f}, "
-                f"blur p={current.blur_p:.2f}, perspective {perspective:.2f} | seed {seed_box['seed']} | "
-                f"object kept {kept_mean:.0%}, colour shortcut {rate:.0%}")
-        return fig, state, text
+        state = _augmentation_state(images, masks, config_from_controls(base, **values), n_views, seed_box["seed"],
+                                    float(controls["perspective"].value))
+        texts = _augmentation_texts(state, known)
+        meters["object kept"].value, meters["colour shortcut"].value = state["object_kept_mean"], state["shortcut_rate"]
+        meter_text["object kept"].value, meter_text["colour shortcut"].value = texts["object kept"], texts["colour shortcut"]
+        return _augmentation_figure(images, state, known), state, texts["caption"]
 
     sliders = [controls[name] for name in CONTROL_FIELDS]
     rows = [widgets.HBox(sliders[:3]), widgets.HBox(sliders[3:6]), widgets.HBox(sliders[6:] + [controls["resample"]]),
@@ -416,6 +509,105 @@ def augmentation_explorer(images: torch.Tensor, config: ViewConfig = SIMCLR, n_v
     explorer.resample = resample
     explorer.update()
     return explorer
+
+
+def _tiles_url(tiles: torch.Tensor, side: int, image_format: str = "WEBP") -> str:
+    """A ``(R, C, 3, S, S)`` grid of [0, 1] (or uint8) images as one mosaic image (R rows, C columns of
+    ``side`` pixels), a base64 data URL: how the static augmentation explorer ships its views."""
+    from PIL import Image
+
+    rows, cols = tiles.shape[:2]
+    x = tiles.flatten(0, 1)  # (R*C, 3, S, S)
+    x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
+    if x.shape[-1] != side:
+        x = torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+    x = (x.clamp(0, 1) * 255).round().to(torch.uint8)  # (R*C, 3, side, side)
+    mosaic = x.reshape(rows, cols, 3, side, side).permute(0, 3, 1, 4, 2).reshape(rows * side, cols * side, 3)
+    buffer = io.BytesIO()
+    options = {"WEBP": {"quality": 80, "method": 6}, "PNG": {"optimize": True}}.get(image_format, {"quality": 85})
+    Image.fromarray(mosaic.numpy()).save(buffer, format=image_format, **options)
+    return f"data:image/{image_format.lower()};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _static_augmentation_explorer(images: torch.Tensor, masks: torch.Tensor, known: torch.Tensor, base: ViewConfig,
+                                  n_views: int, seed: int):
+    """The augmentation explorer for a page without a kernel (see :func:`augmentation_explorer`, ``static=True``)."""
+    fixed = _control_values(base)
+    grid_values = {"crop_scale_min": sorted({*STATIC_CROP_SCALES, round(fixed["crop_scale_min"], 6)}),
+                   "jitter_strength": sorted({*STATIC_JITTER_STRENGTHS, round(fixed["jitter_strength"], 6)})}
+    crops, jitters = grid_values["crop_scale_min"], grid_values["jitter_strength"]
+    seeds = [seed + i for i in range(STATIC_SEEDS)]
+    side = min(int(images.shape[-1]), STATIC_VIEW_SIDE)
+
+    def state_at(crop: float, jitter: float, seed_: int) -> dict:
+        # The live explorer's config at these slider values, the other sliders at the config's.
+        values = {name: v for name, v in fixed.items() if name != "perspective"}
+        config = config_from_controls(base, **{**values, "crop_scale_min": crop, "jitter_strength": jitter})
+        return _augmentation_state(images, masks, config, n_views, seed_, fixed["perspective"])
+
+    def point(state: dict) -> dict:
+        texts = _augmentation_texts(state, known)
+        return {"views": _tiles_url(state["grid"], side), "labels": texts["labels"],
+                "matched": state["shortcut"].tolist(), "object_kept": state["object_kept_mean"],
+                "shortcut_rate": state["shortcut_rate"], "object_kept_text": texts["object kept"],
+                "shortcut_text": texts["colour shortcut"], "caption": texts["caption"]}
+
+    threads = torch.get_num_threads()
+    # Many small tensors: one thread does them as fast, and threads waiting on a busy machine's cores cost far more.
+    torch.set_num_threads(1)
+    try:
+        points = [[[point(state_at(c, j, s)) for s in seeds] for j in jitters] for c in crops]
+    finally:
+        torch.set_num_threads(threads)
+    widget = _browser_classes()["augment"](
+        crop_values=crops, jitter_values=jitters, seeds=seeds, crop_index=crops.index(round(fixed["crop_scale_min"], 6)),
+        jitter_index=jitters.index(round(fixed["jitter_strength"], 6)), seed_index=0, side=side,
+        originals=_tiles_url(images[:, None], side), points=points,
+        fixed={name: float(v) for name, v in fixed.items() if name not in grid_values})
+
+    def on_grid(name: str):
+        def put(value) -> int:
+            for i, v in enumerate(grid_values[name]):
+                if abs(float(value) - v) < 1e-6:
+                    return i
+            raise ValueError(f"{name}={value!r} is not on the static explorer's grid {grid_values[name]}; "
+                             "use one of those (run the notebook in Jupyter for any value)")
+        return put
+
+    def keep_fixed(name: str):
+        def put(value) -> dict:
+            if abs(float(value) - widget.fixed[name]) > 1e-6:
+                raise ValueError(f"{name}={value!r}: the static explorer holds {name} at {widget.fixed[name]:.2f} "
+                                 "(views drawn ahead for crop_scale_min and jitter_strength only); run the notebook "
+                                 "in Jupyter to move it")
+            return dict(widget.fixed)
+        return put
+
+    def resample(_button=None) -> None:
+        widget.seed_index = (widget.seed_index + 1) % len(seeds)
+
+    controls = {}
+    for name, (low, high, _step) in CONTROL_FIELDS.items():
+        if name in grid_values:
+            controls[name] = BrowserControl(widget, "crop_index" if name == "crop_scale_min" else "jitter_index",
+                                            get=grid_values[name].__getitem__, put=on_grid(name),
+                                            options=grid_values[name], description=name, min=low, max=high)
+        else:
+            controls[name] = BrowserControl(widget, "fixed", get=lambda d, n=name: d[n], put=keep_fixed(name),
+                                            description=name, disabled=True, min=low, max=high)
+    controls["resample"] = BrowserControl(widget, "seed_index", get=seeds.__getitem__, options=seeds,
+                                          description="re-sample", click=resample)
+    widget.controls, widget.resample = controls, resample
+    widget.grid_points = len(crops) * len(jitters) * len(seeds)
+
+    def compute() -> dict:
+        state = state_at(crops[widget.crop_index], jitters[widget.jitter_index], seeds[widget.seed_index])
+        widget.text = _augmentation_texts(state, known)["caption"]
+        return state
+
+    widget._start(compute, lambda state: _augmentation_figure(images, state, known),
+                  ["crop_index", "jitter_index", "seed_index"])
+    return widget
 
 
 # -------------------------------------------------------------------- the browser explorers' machinery
@@ -540,7 +732,25 @@ def _browser_classes() -> dict:
         index = t.Int(0).tag(sync=True)
         colouring = t.Unicode("").tag(sync=True)
 
-    return {"temperature": TemperatureWidget, "maps": MapsWidget}
+    class AugmentWidget(BrowserExplorer):
+        _esm = explorer_module("augment")
+        crop_values = t.List().tag(sync=True)  # the crop_scale_min grid
+        jitter_values = t.List().tag(sync=True)  # the jitter_strength grid
+        seeds = t.List().tag(sync=True)  # re-sample steps through these
+        crop_index = t.Int(0).tag(sync=True)
+        jitter_index = t.Int(0).tag(sync=True)
+        seed_index = t.Int(0).tag(sync=True)
+        side = t.Int(32).tag(sync=True)  # the stored tiles' side in pixels
+        originals = t.Unicode("").tag(sync=True)  # data URL: the K images, one column of tiles
+        points = t.List().tag(sync=True)  # [crop][jitter][seed] -> {views (K x V mosaic), labels, meters, caption}
+        fixed = t.Dict().tag(sync=True)  # the other controls' values, which the static explorer holds
+
+        @property
+        def caption(self):
+            """The caption, read as the live explorer's (``w.caption.value``)."""
+            return types.SimpleNamespace(value=self.text)
+
+    return {"temperature": TemperatureWidget, "maps": MapsWidget, "augment": AugmentWidget}
 
 
 def _rounded(values, digits: int = 4) -> list[float]:

@@ -10,6 +10,8 @@ MathJax has typeset every formula (an SVG in each) without a TeX error.
 
 The explorers that compute in the browser (crl_helpers.widgets: temperature, run comparison) are driven on
 the static pages, with no kernel: a slider moved, the numbers shown must be crl_helpers.temperature's. The
+augmentation explorer (its static version: the site's kernels run with CRL_STATIC_WIDGETS=1) looks up views
+and meters drawn ahead: a slider moved, it must show the numbers Python saved for that grid point. The
 lecture page (``crl lecture``) is built from the same executed notebooks and driven the same way.
 
 Needs Chromium (``/usr/bin/chromium``), the ``playwright`` package (no ``playwright install``) and the
@@ -247,6 +249,65 @@ def _check_temperature_explorer(page) -> None:
                            arg=caption.element_handle(), timeout=30_000)
 
 
+def _check_augmentation_explorer(page, model: dict) -> None:
+    """Move the crop slider and press re-sample on the page's augmentation explorer (no kernel): the meters,
+    caption and view labels shown must be those Python computed for that grid point (the saved widget state),
+    and the views must be drawn."""
+    root = page.locator(".crl-augment").first
+    root.wait_for(timeout=WIDGET_SECONDS * 1000)
+    crops, seeds, j = model["crop_values"], model["seeds"], model["jitter_index"]
+
+    def check(c: int, s: int) -> None:
+        point = model["points"][c][j][s]
+        page.wait_for_function("([el, crop, seed]) => Number(el.dataset.cropScaleMin) === crop "
+                               "&& Number(el.dataset.seed) === seed", arg=[root.element_handle(), crops[c], seeds[s]])
+        where = f"crop_scale_min {crops[c]}, seed {seeds[s]}"
+        assert float(root.get_attribute("data-object-kept")) == point["object_kept"], where
+        assert float(root.get_attribute("data-shortcut-rate")) == point["shortcut_rate"], where
+        assert root.locator("[data-meter='object kept'] .crl-meter-text").inner_text() == point["object_kept_text"]
+        assert root.locator("[data-meter='colour shortcut'] .crl-meter-text").inner_text() == point["shortcut_text"]
+        assert root.locator("[data-caption]").inner_text() == point["caption"], where
+        labels = root.locator(".crl-tile-label:not(:empty)").all_inner_texts()
+        assert [t for t in labels if t.strip()] == [t for row in point["labels"] for t in row], where
+        # The views are drawn: the first view's canvas has opaque pixels once its mosaic has loaded.
+        page.wait_for_function("el => { const c = el.querySelectorAll('canvas')[1];"
+                               " return c.getContext('2d').getImageData(0, 0, c.width, c.height).data"
+                               ".some((v, i) => i % 4 === 3 && v > 0); }", arg=root.element_handle())
+
+    crop_input = root.locator("input[data-control=crop_scale_min]")
+    check(model["crop_index"], model["seed_index"])
+    whole = crops.index(1.0)  # whole-image crops: every object kept
+    assert whole != model["crop_index"], "the saved explorer already shows crop_scale_min 1.0: move to another value"
+    crop_input.fill(str(whole))
+    check(whole, model["seed_index"])
+    assert model["points"][whole][j][model["seed_index"]]["object_kept"] == 1.0
+    root.locator("button[data-control=resample]").click()
+    check(whole, (model["seed_index"] + 1) % len(seeds))
+    crop_input.fill("0")
+    check(0, (model["seed_index"] + 1) % len(seeds))
+
+
+def _augmentation_model(site) -> dict:
+    import nbformat
+
+    nb = nbformat.read(next(p for p in site.executed if p.stem == "01_pairs_and_augmentations"), as_version=4)
+    return _saved_model(nb, "crop_values")
+
+
+def test_augmentation_explorer_steps_through_its_grid_on_the_static_site(site):
+    from playwright.sync_api import sync_playwright
+
+    model = _augmentation_model(site)
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            page, errors, outside = _open(browser, site.index.parent / "notebooks" / "01_pairs_and_augmentations.html")
+            _check_augmentation_explorer(page, model)
+            assert not errors and not outside, errors + outside
+        finally:
+            browser.close()
+
+
 def test_temperature_explorer_computes_on_the_static_site(site):
     from playwright.sync_api import sync_playwright
 
@@ -309,8 +370,12 @@ def test_lecture_page_shows_only_the_explorers_and_they_compute(site):
             page, errors, outside = _open(browser, lecture.index)
             page.wait_for_function(WIDGETS_DONE, timeout=WIDGET_SECONDS * 1000)
             assert page.locator(".crl-temperature").count() == 1 and page.locator(".crl-maps").count() >= 1
+            assert page.locator(".crl-augment").count() == 1
             assert page.locator(".cell_input").count() == 0, "the lecture page shows code"
+            headings = page.locator("h2").all_inner_texts()
+            assert headings and headings[0].startswith("01"), headings  # in course order: augmentations first
             _check_temperature_explorer(page)
+            _check_augmentation_explorer(page, _augmentation_model(site))
             assert not errors and not outside, errors + outside
         finally:
             browser.close()

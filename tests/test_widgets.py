@@ -17,6 +17,10 @@ from crl_helpers.widgets import (
     CIRCLE_TEMPERATURES,
     CONTROL_FIELDS,
     K_CHOICES,
+    STATIC_CROP_SCALES,
+    STATIC_JITTER_STRENGTHS,
+    STATIC_SEEDS,
+    STATIC_WIDGETS_ENV,
     augmentation_explorer,
     augmentation_grid,
     compare_maps,
@@ -119,6 +123,122 @@ def test_augmentation_explorer_rejects_bad_images():
         augmentation_explorer(torch.zeros(3, 8, 8, dtype=torch.uint8))
 
 
+# ------------------------------------------------------------------ the static (precomputed) augmentation explorer
+def _explorer_inputs():
+    """Shapes images with their object masks, the first image's mask unknown (its meter is the crop's area)."""
+    from crl_helpers.pairs import object_masks
+    from crl_helpers.shapes import make_shapes
+
+    data = make_shapes(3, seed=0)
+    masks = object_masks(data)
+    masks[0] = 1.0
+    return data.x, masks
+
+
+STATIC_CONFIG = dataclasses.replace(SIMCLR, crop_scale=(0.4, 1.0), jitter_strength=0.5, hue_shift=0.5)
+
+
+def test_static_augmentation_grid_is_the_pure_functions_and_the_live_explorer():
+    """Every grid point ships the meters that crop_object_fraction and histogram_shortcut give for its views
+    (the oracle), and the live explorer shows the same numbers and caption at the same settings and seed."""
+    from crl_helpers.pairs import crop_object_fraction, histogram_shortcut
+    from crl_helpers.widgets import _views_and_params
+
+    x, masks = _explorer_inputs()
+    w = augmentation_explorer(x, config=STATIC_CONFIG, n_views=3, seed=7, masks=masks, static=True)
+    assert isinstance(w, anywidget.AnyWidget)
+    crops, jitters = w.controls["crop_scale_min"].options, w.controls["jitter_strength"].options
+    assert crops == sorted({*STATIC_CROP_SCALES, 0.4}) and jitters == sorted({*STATIC_JITTER_STRENGTHS, 0.5})
+    assert w.controls["resample"].options == [7 + i for i in range(STATIC_SEEDS)]
+    assert w.grid_points == len(crops) * len(jitters) * STATIC_SEEDS
+    assert (w.controls["crop_scale_min"].value, w.controls["jitter_strength"].value) == (0.4, 0.5)  # the config's
+    for c, crop in enumerate(crops):
+        for j, jitter in enumerate(jitters):
+            for s, seed in enumerate(w.seeds):
+                config = dataclasses.replace(STATIC_CONFIG, image_size=32, crop_scale=(crop, 1.0),
+                                             jitter_strength=jitter)
+                grid, params = _views_and_params(x, config, 3, seed, 0.0)
+                kept = torch.stack([crop_object_fraction(masks, p.top, p.left, p.height, p.width) for p in params], 1)
+                shortcut = histogram_shortcut(grid, x)
+                point = w.points[c][j][s]
+                assert point["object_kept"] == pytest.approx(kept.mean().item(), abs=1e-12)
+                assert point["shortcut_rate"] == pytest.approx(shortcut.float().mean().item(), abs=1e-12)
+                assert point["matched"] == shortcut.tolist()
+                assert point["labels"][1][0] == f"obj {kept[1, 0].item():.0%} | hist {'✓' if shortcut[1, 0] else '✗'}"
+                assert point["labels"][0][0].startswith(f"area {kept[0, 0].item():.0%}")
+                assert point["object_kept_text"].startswith(f"{kept.mean().item():.0%} of the object inside the crop")
+                assert point["caption"].startswith(f"crop scale [{crop:.2f}, 1.00]") and f"| seed {seed} |" in point["caption"]
+    live = augmentation_explorer(x, config=STATIC_CONFIG, n_views=3, seed=7, masks=masks, static=False)
+    for s, (crop, jitter) in enumerate(((0.05, 2.0), (1.0, 0.0), (0.4, 0.5))):  # seeds 7, 8, 9
+        for name, value in (("crop_scale_min", crop), ("jitter_strength", jitter)):
+            live.controls[name].value = w.controls[name].value = value
+        if s:
+            live.resample()
+            w.resample()
+        assert w.state["seed"] == live.state["seed"] == 7 + s
+        torch.testing.assert_close(w.state["grid"], live.state["grid"], atol=0, rtol=0)
+        torch.testing.assert_close(w.state["object_kept"], live.state["object_kept"], atol=0, rtol=0)
+        assert torch.equal(w.state["shortcut"], live.state["shortcut"]) and w.state["config"] == live.state["config"]
+        assert w.caption.value == w.text == live.caption.value
+        point = w.points[crops.index(crop)][jitters.index(jitter)][s]
+        assert (point["object_kept"], point["caption"]) == (live.meters["object kept"].value, live.caption.value)
+        assert point["shortcut_rate"] == live.meters["colour shortcut"].value
+
+
+def test_static_augmentation_explorer_ships_its_views_small():
+    import base64
+    import io
+
+    from PIL import Image
+
+    x, masks = _explorer_inputs()
+    w = augmentation_explorer(x, config=STATIC_CONFIG, n_views=3, seed=0, masks=masks, static=True)
+    w.controls["crop_scale_min"].value = 0.2
+    header, data = w.points[w.crop_index][w.jitter_index][0]["views"].split(",", 1)
+    assert header == "data:image/webp;base64"
+    mosaic = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"), dtype=np.float64) / 255
+    assert mosaic.shape == (3 * 32, 3 * 32, 3) and w.side == 32  # K rows, V columns of 32 px tiles
+    shown = w.state["grid"].permute(0, 3, 1, 4, 2).reshape(96, 96, 3).numpy()  # (K*S, V*S, 3)
+    assert np.abs(mosaic - shown).mean() < 0.03  # lossy, but the same views
+    payload = len(w.originals) + sum(len(p["views"]) for c in w.points for j in c for p in j)
+    assert payload < 250_000, payload  # 3 shapes x 3 views at 32 px, every grid point
+
+
+def test_static_augmentation_explorer_controls():
+    x, masks = _explorer_inputs()
+    w = augmentation_explorer(x, config=STATIC_CONFIG, n_views=2, seed=0, masks=masks, static=True)
+    assert set(w.controls) == set(CONTROL_FIELDS) | {"resample"}
+    before = w.png
+    w.controls["jitter_strength"].value = 2.0
+    assert w.state["config"].jitter_strength == 2.0 and w.png != before and "colour jitter s=2.00" in w.text
+    w.controls["perspective"].value = 0.0  # the value it holds: accepted
+    assert w.controls["flip_p"].value == 0.5 and w.controls["flip_p"].disabled
+    with pytest.raises(ValueError, match=r"crop_scale_min=0\.3 is not on the static explorer's grid \[0\.05, 0\.08"):
+        w.controls["crop_scale_min"].value = 0.3
+    with pytest.raises(ValueError, match="the static explorer holds perspective at 0.00"):
+        w.controls["perspective"].value = 0.4
+    seeds = []
+    for _ in range(STATIC_SEEDS + 1):
+        seeds.append(w.state["seed"])
+        w.controls["resample"].click()
+    assert seeds == [*range(STATIC_SEEDS), 0]  # re-sample steps through the seeds drawn ahead, then starts again
+
+
+def test_augmentation_explorer_version_follows_the_environment(monkeypatch):
+    from crl_helpers.site import _kernel_env
+
+    x = _images(2)
+    monkeypatch.delenv(STATIC_WIDGETS_ENV, raising=False)
+    assert isinstance(augmentation_explorer(x, n_views=2), ipywidgets.VBox)  # JupyterLab: the live explorer
+    monkeypatch.setenv(STATIC_WIDGETS_ENV, "0")
+    assert isinstance(augmentation_explorer(x, n_views=2), ipywidgets.VBox)
+    monkeypatch.setenv(STATIC_WIDGETS_ENV, "1")
+    assert isinstance(augmentation_explorer(x, n_views=2), anywidget.AnyWidget)
+    assert isinstance(augmentation_explorer(x, n_views=2, static=False), ipywidgets.VBox)  # the argument wins
+    monkeypatch.delenv(STATIC_WIDGETS_ENV)
+    assert _kernel_env("smoke", __import__("pathlib").Path("cache"))[STATIC_WIDGETS_ENV] == "1"  # crl site's kernels
+
+
 def test_temperature_explorer_state_matches_oracle_and_slider_redraws():
     s = [0.7, 0.5, 0.1, -0.2]
     w = temperature_explorer(torch.tensor(s), temperature=0.5, train_steps=4, n_points=8)
@@ -178,7 +298,7 @@ def test_temperature_explorer_defaults_and_range():
 def test_explorer_module_is_common_then_the_explorer():
     module = explorer_module("maps")
     assert module.index("export function node") < module.index("export function pointColour")
-    with pytest.raises(ValueError, match="no browser explorer named 'common'; use one of maps, temperature"):
+    with pytest.raises(ValueError, match="no browser explorer named 'common'; use one of augment, maps, temperature"):
         explorer_module("common")
 
 

@@ -183,3 +183,18 @@ def test_maps_render_draws_the_python_state_and_follows_its_controls(tmp_path):
     w.controls["right"].value, w.controls["epoch"].value, w.controls["colour"].value = "c", "epoch 0", "hue"
     assert got["after"] == w.text and got["shared"] == pytest.approx(w.state["shared_neighbours"], abs=1e-12)
     assert got["points"] >= 2 * 12
+
+
+def test_augmentation_explorer_looks_up_the_grid_point_python_nested(tmp_path):
+    """The static augmentation explorer computes nothing: its module loads and picks points[crop][jitter][seed],
+    the nesting crl_helpers.widgets ships."""
+    from crl_helpers.widgets import augmentation_explorer
+
+    w = augmentation_explorer(torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8), n_views=2, static=True)
+    picks = [(c, j, s) for c in range(len(w.crop_values)) for j in range(len(w.jitter_values)) for s in range(len(w.seeds))]
+    got = _run_js(tmp_path, "augment", f"""
+        const points = {json.dumps(w.points)};
+        result = {json.dumps(picks)}.map(([c, j, s]) => m.pointAt(points, c, j, s).caption);""")
+    for (c, j, s), caption in zip(picks, got):
+        w.crop_index, w.jitter_index, w.seed_index = c, j, s
+        assert caption == w.text

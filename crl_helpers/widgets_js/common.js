@@ -105,3 +105,12 @@ export function button(parent, text, onClick, name) {
   b.addEventListener("click", onClick);
   return b;
 }
+
+/** Send the model's changes to the kernel; a static page has none, and the change stays in the page, which is all it needs. */
+export function save(model) {
+  try {
+    model.save_changes();
+  } catch (err) {
+    // no kernel to sync with
+  }
+}

@@ -17,14 +17,6 @@ export function captionText({ runs, key, index, count, colouring, shared, k }) {
     + `${(100 * shared).toFixed(0)}% of each point's ${k} nearest neighbours`;
 }
 
-function save(model) {
-  try {
-    model.save_changes();
-  } catch (err) {
-    // A static page has no kernel to sync with: the change stays in the page.
-  }
-}
-
 function scatter(parent, { points, colouring, limits, title, legend }) {
   const p = panel(parent, { width: legend ? 390 : 310, height: 330, margin: [24, legend ? 90 : 10, 6, 10], title });
   const { svg, box } = p;

@@ -62,14 +62,6 @@ function currentSimilarities(model) {
   return similaritiesFromDraws(draws, model.get("negative_mean"), model.get("positive"), model.get("spread"));
 }
 
-function save(model) {
-  try {
-    model.save_changes();
-  } catch (err) {
-    // A static page has no kernel to sync with: the change stays in the page, which is all it needs.
-  }
-}
-
 function bars(p, values, colours, { title, yMin, yMax, similarities }) {
   const { svg, box } = p;
   p.heading.textContent = title;
