@@ -2,7 +2,7 @@
 
 Three measurements on whatever CPU runs it:
 
-1. **The step, side by side.** The default job's SimCLR step (SmallConvNet, 2 x 128 views) as
+1. **The step, side by side.** The default job's SimCLR step (SmallConvNet, 2 x 64 views of 24 pixels) as
    most tutorials run it (float32, NCHW tensors, OpenMP threads that spin while they wait) and as
    ``crl train`` runs it here (``--precision auto``: bf16 autocast and channels_last where the CPU
    has bfloat16 units, float32 and channels_last elsewhere; idle threads spin briefly, then sleep:
@@ -74,7 +74,8 @@ def worker(precision: str, channels_last: bool, steps: int) -> float:
     step = TrainStep(model, SimCLR(CPU.temperature), build_optimizer(model, CPU, cpu), CPU, cpu,
                      channels_last=channels_last)
     step.objective.amp = autocast_dtype(cpu, precision)
-    views = torch.randn(2 * CPU.batch_size, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    side = CPU.view_size or 32  # the default job's views
+    views = torch.randn(2 * CPU.batch_size, 3, side, side, generator=torch.Generator().manual_seed(1))  # (2B, 3, S, S)
     step(views, lr=1e-3)  # warm-up: allocations, oneDNN's kernel choice
     t0 = time.perf_counter()
     for _ in range(steps):
@@ -126,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from crl_helpers.device import cpu_has_native_bf16, describe_precision
+    from crl_helpers.train import CPU
 
     cpu = torch.device("cpu")
     print(f"CPU: {_cpu_name()}; {os.cpu_count()} cores; native bf16: {cpu_has_native_bf16()}; torch {torch.__version__}")
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             loop.kill()
             loop.wait()
-    images = 128  # source images per step of the default job
+    images = CPU.batch_size  # source images per step of the default job
     results = {"cpu": _cpu_name(), "native_bf16": cpu_has_native_bf16(), "step_seconds": idle,
                "busy_core_step_seconds": busy, "speedup_chosen_vs_plain": idle[PLAIN] / idle[CHOSEN],
                "busy_share_of_idle": {k: idle[k] / v for k, v in busy.items()}}

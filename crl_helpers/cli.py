@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--device", help="auto (default: CUDA, then MPS, then CPU), cpu, cuda, mps")
     t.add_argument("--out", help="output directory (default: runs/<preset>)")
     t.add_argument("--seed", type=_int_at_least(0, 0, high=2**32))
+    t.add_argument("--view-size", type=_int_at_least(8, 24),
+                   help="side of the training views in pixels (default: 24 for the cpu preset, the images' own for "
+                        "cifar10-gpu); evaluation always reads the images at their own size")
     t.add_argument("--n-train", type=_int_at_least(2, 5000), help="use only this many training images")
     t.add_argument("--n-test", type=_int_at_least(1, 2000), help="use only this many test images")
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")

@@ -27,9 +27,11 @@ Example:
 """
 from __future__ import annotations
 
+import functools
+
 import torch
+
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from crl_helpers.validate import check_embeddings, check_int
@@ -93,58 +95,72 @@ class SmallConvNet(nn.Module):
         return self.fc(h)  # (N, feature_dim)
 
 
-class ResNet18Encoder(torchvision.models.ResNet):
-    """torchvision's ResNet-18 as an encoder ``x (N, 3, H, W) -> v (N, 512)`` (He et al. 2016).
+@functools.cache
+def _resnet18_encoder_class() -> type:
+    """``ResNet18Encoder``, built on first use: torchvision takes seconds to import, and the CPU path needs none of it."""
+    import torchvision
 
-    ``fc`` is replaced by ``nn.Identity()`` so the output is the 512-d pooled
-    feature. ``stem="cifar"`` is the SimCLR paper's CIFAR-10 variant (appendix
-    B.9): the 7x7 stride-2 conv becomes a 3x3 stride-1 conv and the max-pool is
-    removed, so a 32x32 image is not shrunk to 8x8 before the first residual
-    block. ``stem="imagenet"`` keeps the standard stem (meant for 224x224).
-    Being a ``torchvision.models.ResNet`` subclass, its ``state_dict`` keys are
-    torchvision's.
+    class ResNet18Encoder(torchvision.models.ResNet):
+        """torchvision's ResNet-18 as an encoder ``x (N, 3, H, W) -> v (N, 512)`` (He et al. 2016).
 
-    Raises:
-        ValueError: ``stem`` is not ``"cifar"`` or ``"imagenet"``.
+        ``fc`` is replaced by ``nn.Identity()`` so the output is the 512-d pooled
+        feature. ``stem="cifar"`` is the SimCLR paper's CIFAR-10 variant (appendix
+        B.9): the 7x7 stride-2 conv becomes a 3x3 stride-1 conv and the max-pool is
+        removed, so a 32x32 image is not shrunk to 8x8 before the first residual
+        block. ``stem="imagenet"`` keeps the standard stem (meant for 224x224).
+        Being a ``torchvision.models.ResNet`` subclass, its ``state_dict`` keys are
+        torchvision's.
 
-    Example:
-        >>> encoder = ResNet18Encoder(stem="cifar")
-        >>> encoder.conv1.kernel_size, encoder.conv1.stride, encoder.feature_dim
-        ((3, 3), (1, 1), 512)
-    """
+        Raises:
+            ValueError: ``stem`` is not ``"cifar"`` or ``"imagenet"``.
 
-    feature_dim = 512
+        Example:
+            >>> encoder = ResNet18Encoder(stem="cifar")
+            >>> encoder.conv1.kernel_size, encoder.conv1.stride, encoder.feature_dim
+            ((3, 3), (1, 1), 512)
+        """
 
-    def __init__(self, stem: str = "cifar") -> None:
-        if stem not in ("cifar", "imagenet"):
-            raise ValueError(f"stem={stem!r} is not a ResNet stem; use 'cifar' (32x32 images) or 'imagenet' (224x224)")
-        super().__init__(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
-        self.stem = stem
-        if stem == "cifar":
-            self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
-            self.maxpool = nn.Identity()
-        self.fc = nn.Identity()
+        feature_dim = 512
+
+        def __init__(self, stem: str = "cifar") -> None:
+            if stem not in ("cifar", "imagenet"):
+                raise ValueError(f"stem={stem!r} is not a ResNet stem; use 'cifar' (32x32 images) or 'imagenet' (224x224)")
+            super().__init__(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2])
+            self.stem = stem
+            if stem == "cifar":
+                self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+                nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+                self.maxpool = nn.Identity()
+            self.fc = nn.Identity()
+
+    ResNet18Encoder.__module__, ResNet18Encoder.__qualname__ = __name__, "ResNet18Encoder"  # picklable by name
+    return ResNet18Encoder
 
 
-def resnet18_cifar() -> ResNet18Encoder:
+def __getattr__(name: str):
+    if name == "ResNet18Encoder":  # torchvision's ResNet-18 as an encoder; see _resnet18_encoder_class
+        return _resnet18_encoder_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def resnet18_cifar() -> nn.Module:
     """ResNet-18 with the CIFAR stem (3x3 stride-1 conv, no max-pool), ``v`` in R^512.
 
     Example:
         >>> resnet18_cifar().maxpool
         Identity()
     """
-    return ResNet18Encoder(stem="cifar")
+    return _resnet18_encoder_class()(stem="cifar")
 
 
-def resnet18_imagenet() -> ResNet18Encoder:
+def resnet18_imagenet() -> nn.Module:
     """ResNet-18 with the standard ImageNet stem (7x7 stride-2 conv, max-pool), ``v`` in R^512.
 
     Example:
         >>> resnet18_imagenet().conv1.kernel_size
         (7, 7)
     """
-    return ResNet18Encoder(stem="imagenet")
+    return _resnet18_encoder_class()(stem="imagenet")
 
 
 def build_encoder(name: str, **kw) -> nn.Module:

@@ -24,7 +24,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-from torchvision.transforms import v2
 
 __all__ = [
     "ViewConfig",
@@ -196,7 +195,7 @@ def blur_kernel_size(image_size: int) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def view_transform(config: ViewConfig = SIMCLR) -> v2.Compose:
+def view_transform(config: ViewConfig = SIMCLR) -> "torchvision.transforms.v2.Compose":
     """The torchvision v2 pipeline that draws ONE view of one image (SimCLR, Chen et al. 2020).
 
     Args:
@@ -215,6 +214,8 @@ def view_transform(config: ViewConfig = SIMCLR) -> v2.Compose:
         >>> view_transform(ViewConfig(image_size=24))(x).shape
         torch.Size([3, 24, 24])
     """
+    from torchvision.transforms import v2  # here, not at the top: torchvision takes seconds to import
+
     check_view_config(config)
     steps: list = [
         # RGBA/palette/grayscale PIL images (and 1-channel tensors) become RGB, which every later step assumes.

@@ -53,6 +53,8 @@ BAD_FLAGS = [
     (["--preset", "tpu"], ["--preset 'tpu' is unknown", "choose one of cpu, cifar10-gpu"]),
     (["--optimizer", "lars"], ["--optimizer 'lars' must be 'adamw' or 'sgd'"]),
     (["--device", "tpu"], ["--device 'tpu' is not a device name", "'auto', 'cpu'"]),
+    (["--view-size", "4"], ["--view-size", "4 must be >= 8", "e.g. 24"]),
+    (["--view-size", "2000"], ["--view-size 2000 must be an int in [8, 1024]"]),
     (["--frobnicate"], ["unrecognized arguments: --frobnicate", "crl --help"]),
     (["--epochs"], ["--epochs: expected one argument"]),
 ]

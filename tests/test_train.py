@@ -30,10 +30,27 @@ def test_cosine_schedule_without_warmup_starts_at_base():
     ("epochs", 0, "epochs=0"), ("batch_size", 1, "batch_size=1"), ("temperature", 0.0, "temperature=0.0"),
     ("temperature", float("nan"), "temperature=nan"), ("dataset", "mnist", "dataset='mnist'"),
     ("encoder", "vit", "encoder='vit'"), ("lr", -1.0, "lr=-1.0"), ("optimizer", "lars", "optimizer='lars'"),
+    ("view_size", 7, "view_size=7"), ("view_size", 24.0, "view_size=24.0"), ("view_size", True, "view_size=True"),
 ])
 def test_config_validation_names_the_value(field, value, fragment):
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
         replace(CPU, **{field: value})
+
+
+def test_views_are_made_at_view_size_and_evaluation_reads_full_images():
+    from crl_helpers.distributed import DistributedContext
+    from crl_helpers.train import build_run, load_data
+    from crl_helpers.views_batched import ViewAugmenter
+
+    config = replace(CPU, view_size=16, n_train=64, n_test=32, batch_size=32, epochs=1, out_dir=None, progress=False)
+    train_data, _ = load_data(config)
+    run = build_run(config, DistributedContext(), train_data)
+    assert run.views.image_size == 16 and train_data.image_size == 32
+    views = ViewAugmenter(run.views, "cpu").manual_seed(0)(train_data.x[:4])
+    assert views.shape == (8, 3, 16, 16)
+    assert build_run(replace(config, view_size=None), DistributedContext(), train_data).views.image_size == 32
+    result = train(config)
+    assert result.history[-1]["epoch"] == 1  # the encoder trained on 16-pixel views reads 32-pixel images
 
 
 def test_config_roundtrip_through_dict():
@@ -92,9 +109,9 @@ def test_random_init_baseline_uses_the_untrained_weights():
 
 @pytest.mark.slow
 def test_main_job_meets_its_target(tmp_path):
-    """The issue's target for `crl train` (default config): kNN >= 0.80 and >= 0.40 above random init."""
+    """The default `crl train` job: kNN >= 0.85 and >= 0.40 above random init (seed 0 measured 0.859 and 0.230)."""
     metrics = train_and_evaluate(replace(CPU, out_dir=str(tmp_path / "run"), progress=False)).metrics
-    assert metrics["knn_acc"] >= 0.80, metrics
+    assert metrics["knn_acc"] >= 0.85, metrics
     assert metrics["knn_acc"] - metrics["knn_acc_random_init"] >= 0.40, metrics
     assert (tmp_path / "run" / "curves.png").exists() and not (tmp_path / "run" / "umap.png").exists()
 
