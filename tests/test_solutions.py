@@ -21,6 +21,22 @@ def test_every_checker_has_a_solution_that_passes_it(name, capsys):
     assert checker(reference(checker.solution)), f"{name}: its own reference solution fails"
 
 
+def stub(*args, **kwargs):  # what an exercise cell defines before the learner writes anything
+    return None
+
+
+def raises(*args, **kwargs):
+    raise NotImplementedError("write me")
+
+
+@pytest.mark.parametrize("name", CHECKERS)
+@pytest.mark.parametrize("answer", [stub, raises])
+def test_unfinished_answers_fail_gracefully(name, answer, capsys):
+    result = getattr(exercises, name)(answer)
+    assert not result
+    assert "[NOT YET]" in capsys.readouterr().out
+
+
 def test_every_solution_belongs_to_a_checker():
     used = {getattr(exercises, name).solution for name in CHECKERS}
     assert set(solution_names()) <= used, f"solutions without a checker: {set(solution_names()) - used}"
