@@ -49,8 +49,18 @@ def test_views_are_made_at_view_size_and_evaluation_reads_full_images():
     views = ViewAugmenter(run.views, "cpu").manual_seed(0)(train_data.x[:4])
     assert views.shape == (8, 3, 16, 16)
     assert build_run(replace(config, view_size=None), DistributedContext(), train_data).views.image_size == 32
-    result = train(config)
-    assert result.history[-1]["epoch"] == 1  # the encoder trained on 16-pixel views reads 32-pixel images
+    sides = []  # the side of every batch the encoder sees, in training and then in evaluation
+
+    def watch(model, inputs):
+        sides.append(inputs[0].shape[-1])
+
+    def hook_once(epoch, model, row):
+        if epoch == 1:
+            model.encoder.register_forward_pre_hook(watch)
+
+    train_and_evaluate(replace(config, epochs=2), callback=hook_once)  # hooked after epoch 1: epoch 2, evaluation
+    assert sides[0] == 16 and set(sides[:2]) == {16}, sides  # epoch 2 trains on 16-pixel views
+    assert sides[-1] == 32 and 32 in sides, sides  # the kNN and the probe read whole 32-pixel images
 
 
 def test_config_roundtrip_through_dict():
