@@ -7,7 +7,9 @@ Cheap numbers to log during contrastive training, next to the loss:
 * :func:`alignment` and :func:`uniformity` -- the two halves of the contrastive loss
   (Wang & Isola 2020);
 * :func:`cosine_stats` -- where positive and negative similarities sit;
-* :func:`embedding_std` -- the collapse check of SimSiam (Chen & He 2021).
+* :func:`embedding_std` -- the collapse check of SimSiam (Chen & He 2021): a collapse to one point;
+* :func:`effective_rank` -- how many directions the embeddings use (RankMe, Garrido et al. 2023):
+  also a *dimensional* collapse, where the embeddings spread but over a few directions only.
 
 Every function L2-normalises its inputs (:func:`crl_helpers.losses.normalize_rows`), runs
 without building a graph, and returns Python floats (friendlier for logging than tensors).
@@ -25,8 +27,8 @@ from torch import Tensor
 from crl_helpers.losses import normalize_rows
 from crl_helpers.validate import check_embedding_pair, check_embeddings, check_positive
 
-__all__ = ["alignment", "contrastive_accuracy", "contrastive_accuracy_tensor", "cosine_stats", "embedding_std",
-           "uniformity"]
+__all__ = ["alignment", "contrastive_accuracy", "contrastive_accuracy_tensor", "cosine_stats", "effective_rank",
+           "embedding_std", "uniformity"]
 
 # Every statistic here compares rows with each other (or spreads over them): one row says nothing.
 _WHY_TWO_ROWS = "these statistics need N >= 2"
@@ -238,3 +240,37 @@ def embedding_std(z: Tensor) -> float:
     z = _check("z", z)
     with _measuring(z):
         return _normalize(z).std(dim=0).mean().item()
+
+
+def effective_rank(z: Tensor) -> float:
+    """How many directions the L2-normalised embeddings use: ``exp`` of the entropy of their singular values.
+
+    RankMe (Garrido et al. 2023, eq. 1), the effective rank of Roy & Vetterli (2007) applied to the
+    embedding matrix: with ``sigma`` the singular values of the (N, d) matrix of unit rows (not centred)
+    and ``p_k = sigma_k / sum(sigma)``, ``exp(-sum_k p_k log p_k)``. It lies in ``[1, min(N, d)]``: 1 when
+    every row points the same way (a collapse to one point), ``k`` when the rows spread evenly over ``k``
+    orthogonal directions. Unlike :func:`embedding_std`, it also sees a *dimensional* collapse (Jing et al.
+    2022), where the rows spread but only within a few directions. Computed in float64.
+
+    Args:
+        z: (N, d) embeddings; normalised here.
+
+    Returns:
+        A float in ``[1, min(N, d)]``.
+
+    Raises:
+        TypeError: a non-tensor or non-floating input.
+        ValueError: a non-2-D input or N < 2.
+
+    Example:
+        >>> round(effective_rank(torch.eye(4)), 6)  # four orthogonal directions
+        4.0
+        >>> round(effective_rank(torch.ones(5, 8)), 6)  # one direction
+        1.0
+    """
+    z = _check("z", z)
+    with _measuring(z):
+        sigma = torch.linalg.svdvals(_normalize(z).double())  # (min(N, d),)
+        p = sigma / sigma.sum()
+        p = p[p > 0]  # 0 log 0 = 0
+        return math.exp(-(p * p.log()).sum().item())

@@ -7,7 +7,7 @@ import statistics
 import pytest
 import torch
 
-from crl_helpers.metrics import alignment, contrastive_accuracy, cosine_stats, embedding_std, uniformity
+from crl_helpers.metrics import alignment, contrastive_accuracy, cosine_stats, effective_rank, embedding_std, uniformity
 
 
 # ---------------------------------------------------------------- oracles
@@ -215,3 +215,29 @@ def test_contrastive_accuracy_tensor_traces_into_one_graph():
 def test_metrics_refuse_integer_embeddings():
     with pytest.raises(TypeError, match="z1 has dtype torch.int64; pass floating-point"):
         contrastive_accuracy(torch.ones(3, 2, dtype=torch.long), torch.ones(3, 2))
+
+
+# ---------------------------------------------------------------- effective_rank
+def _effective_rank_oracle(z: torch.Tensor) -> float:
+    # Eigenvalues of the Gram matrix of the unit rows are the squared singular values (float64).
+    u = torch.tensor(_unit_rows(z), dtype=torch.float64)
+    eig = torch.linalg.eigvalsh(u.T @ u).clamp_min(0)
+    sigma = [math.sqrt(e) for e in eig.tolist() if e > 1e-24]
+    total = sum(sigma)
+    return math.exp(-sum(s / total * math.log(s / total) for s in sigma))
+
+
+def test_effective_rank_matches_eigenvalue_oracle():
+    z = torch.randn(40, 12, generator=torch.Generator().manual_seed(3))
+    assert effective_rank(z) == pytest.approx(_effective_rank_oracle(z), rel=1e-6)
+
+
+def test_effective_rank_sees_dimensional_collapse_that_embedding_std_misses():
+    # Rows spread evenly over 3 of 64 directions: std looks healthy, the rank says 3.
+    g = torch.Generator().manual_seed(0)
+    z = torch.zeros(300, 64)
+    z[:, :3] = torch.randn(300, 3, generator=g)
+    assert effective_rank(z) == pytest.approx(3, abs=0.2)
+    assert effective_rank(torch.randn(300, 64, generator=g)) > 50
+    assert effective_rank(torch.ones(6, 64)) == pytest.approx(1)
+    assert effective_rank(10.0 * torch.eye(5)) == pytest.approx(5)  # scale-free: rows are normalised
