@@ -168,7 +168,7 @@ class ThreadTuner:
         ...                     set_threads=counts.append, get_threads=lambda: 2)
         >>> tuner.begin()
         >>> for step in range(12):  # 2 threads take 1 s a step, 1 thread 2 s: the tuner climbs to 2
-        ...     clock[0] += 1.0 if tuner.threads == 2 else 2.0
+        ...     clock[0] += 1.0 if counts[-1] == 2 else 2.0  # counts[-1]: the count set last
         ...     tuner.step_done(64)
         >>> counts, tuner.summary()["changes"]
         ([1, 2], 1)
