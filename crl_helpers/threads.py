@@ -131,6 +131,13 @@ def available_cpus(root: str | os.PathLike = "/sys/fs/cgroup", proc_cgroup: str 
     return max(1, cpus)
 
 
+def check_threads(threads: int | None) -> int | None:
+    """``threads`` if it is None or an integer >= 1 (a fixed count), else ValueError naming it and the fix."""
+    if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
+        raise ValueError(f"threads={threads!r} must be an integer >= 1 (or None to choose by measuring)")
+    return threads
+
+
 class ThreadTuner:
     """Picks torch's intra-op thread count while a run trains, from the measured speed of its steps.
 
@@ -220,9 +227,7 @@ class ThreadTuner:
             '--threads'
         """
         get_threads = kwargs.get("get_threads", torch.get_num_threads)
-        if threads is not None:
-            if not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
-                raise ValueError(f"threads={threads!r} must be an integer >= 1 (or None to choose by measuring)")
+        if check_threads(threads) is not None:
             return cls._fixed(threads, "--threads", **kwargs)
         if os.environ.get("OMP_NUM_THREADS", "").strip():
             return cls._fixed(get_threads(), "OMP_NUM_THREADS", **kwargs)

@@ -43,7 +43,7 @@ from crl_helpers.metrics import alignment, contrastive_accuracy_tensor, embeddin
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
 from crl_helpers.objectives import METHODS, Objective, ObjectiveConfig, SimCLR, build_objective
 from crl_helpers.evaluate import extract_embeddings, knn_accuracy
-from crl_helpers.threads import ThreadTuner
+from crl_helpers.threads import ThreadTuner, check_threads
 from crl_helpers.views import ViewConfig
 from crl_helpers.views_batched import ViewAugmenter
 
@@ -269,7 +269,7 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
             trained with another config (only ``epochs`` may change).
         RunDirInUse: another process is running into ``out_dir``.
         ValueError: a bad device; under torchrun a ``batch_size`` not divisible by the world size,
-            or a method other than SimCLR.
+            or a method other than SimCLR; ``threads`` not an integer >= 1.
 
     Under torchrun (``WORLD_SIZE > 1``, see :mod:`crl_helpers.distributed`) the model is wrapped in
     DistributedDataParallel and each rank trains on its slice of every global batch of
@@ -277,6 +277,7 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
     history holds metrics averaged over ranks. Only rank 0 writes files, shows progress and
     calls ``callback``.
     """
+    check_threads(threads)
     context = setup_distributed(config.device)
     try:
         with contextlib.ExitStack() as stack:
