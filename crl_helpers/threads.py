@@ -202,12 +202,14 @@ class ThreadTuner:
         self.changes = self.probes = 0
         self.steps_at: dict[int, int] = {}
         self._wait = period[0]  # the current wait between probes (doubles after each lost probe)
-        # The first probe comes after a window or two: early enough for a short run to gain from it.
-        self._until_probe = self._draw(window)
+        # The first probe comes within a few windows, early enough for a short run to gain from it; where the
+        # windows start and when the probe comes are drawn, so that runs started together probe apart.
+        self._until_probe = self._draw(2 * window)
         self._up = True  # the direction of the next probe, where both rungs exist
         self._reference: float | None = None  # images/s of the last full window at self.threads
         self._trial: int | None = None  # the count being probed, or None
-        self._skip = 1  # the run's first step (allocations, lazy initialisation) is measured by nobody
+        # The run's first step (allocations, lazy initialisation) is measured by nobody; then 0 to window - 1 more.
+        self._skip = 1 + self.rng.randrange(window) if jitter else 1
         self._last: float | None = None
         self._reset_window()
         self._set_threads(start)

@@ -138,7 +138,7 @@ BUSY = {1: 1.0, 2: 5.0}  # beside a busy process, 2 threads wait a time slice pe
 def test_alone_it_climbs_to_all_threads_and_stays():
     tuner, ran, _ = _simulate(lambda n, step: ALONE[n], 400)
     assert tuner.threads == 2 and tuner.changes == 1
-    assert ran.index(2) < 12  # the first probe comes within a few windows
+    assert ran.index(2) < 20  # the first probe comes within a few windows
     assert ran.count(1) / len(ran) < 0.1  # the later probes of 1 thread cost little: the waits double
 
 
