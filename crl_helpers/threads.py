@@ -2,9 +2,9 @@
 
 PyTorch's intra-op pool has one thread per core, and every op ends in a barrier. When another
 process takes one of the cores, every op waits a scheduler time slice for the thread that lost its
-core: on 2 cores, the default job beside one busy process ran at 0.15 of its speed alone, and two
-runs at once at 0.05 together, while one thread each kept them near full speed. That is the normal
-state of a classroom server, a laptop with a browser open, and CI. Three parts:
+core: on 2 cores at torch's default count (2026-12-05), the default job beside one busy process ran at
+0.15 of its speed alone, and two runs at once at 0.05 together. That is the normal state of a
+classroom server, a laptop with a browser open, and CI. Three parts:
 
 - :func:`available_cpus`: the CPUs this process may really use, from its affinity and its cgroup
   CPU quota (a container's ``--cpus``, a JupyterHub's per-user limit), which torch ignores.
