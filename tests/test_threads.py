@@ -268,3 +268,26 @@ def test_limit_sets_torch_and_blas_and_restores_both():
         assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
     assert torch.get_num_threads() == before
     assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == blas_before
+
+
+def test_the_evaluation_runs_at_the_count_training_ended_with(monkeypatch):
+    from crl_helpers import report
+    from crl_helpers.train import load_data
+
+    data = load_data(TINY)
+    result = train(TINY, data=data, threads=1)
+    seen = []
+    real_knn = report.knn_accuracy
+    monkeypatch.setattr(report, "knn_accuracy", lambda *a, **k: (seen.append(torch.get_num_threads()), real_knn(*a, **k))[1])
+    before = torch.get_num_threads()
+    metrics = report.evaluate_run(result, *data, TINY)
+    assert seen == [1, 1] and metrics["threads"] == result.threads  # trained and random-init kNN
+    assert torch.get_num_threads() == before
+
+
+def test_numba_limit_sets_numbas_count_in_this_thread_and_restores_it():
+    numba = pytest.importorskip("numba")
+    before = numba.get_num_threads()
+    with threads.numba_limit(1):
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == before
