@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "a process compiles for ~20 s on 2 cores)")
     t.add_argument("--precision", help="auto (default: bf16 on CUDA and on CPUs with bfloat16 units, else fp32), "
                                        "bf16, fp32")
+    t.add_argument("--threads", type=_int_at_least(1, 1),
+                   help="CPU threads for training and evaluation (default: measured while training, from 1 up to "
+                        "the CPUs this process may use; OMP_NUM_THREADS also fixes it)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
     i = sub.add_parser("instructor", help="write the instructor version of the notebooks (solutions inline)",
@@ -241,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(f"crl: {describe_precision(device, config.precision)}")
         _check_fresh(out, args.resume, args.overwrite)
-        result = train_and_evaluate(config, resume=args.resume)
+        result = train_and_evaluate(config, resume=args.resume, threads=args.threads)
     except KeyboardInterrupt:
         if rank0:
             saved = out is not None and (Path(out) / "checkpoint.pt").exists()

@@ -29,6 +29,7 @@ from crl_helpers import run_dir
 from crl_helpers.data import ImageData
 from crl_helpers.evaluate import ProbeConfig, knn_accuracy, linear_probe_on_features
 from crl_helpers.models import SimCLRModel, build_encoder
+from crl_helpers.threads import limit, numba_limit
 from crl_helpers.train import TrainConfig, TrainResult, load_data, split_features, train
 
 __all__ = ["train_and_evaluate", "evaluate_run"]
@@ -36,11 +37,11 @@ __all__ = ["train_and_evaluate", "evaluate_run"]
 
 def train_and_evaluate(config: TrainConfig, resume: bool = False, data: tuple[ImageData, ImageData] | None = None,
                        callback: Callable[[int, SimCLRModel, dict], None] | None = None,
-                       evaluate: bool = True) -> TrainResult:
+                       evaluate: bool = True, threads: int | None = None) -> TrainResult:
     """Train ``config`` (:func:`crl_helpers.train.train`), then evaluate it and write its files.
 
     Args:
-        config, resume, data, callback: as for :func:`crl_helpers.train.train`.
+        config, resume, data, callback, threads: as for :func:`crl_helpers.train.train`.
         evaluate: run :func:`evaluate_run` (kNN, random-init kNN, linear probe, plots, ``metrics.json``);
             without it the folder holds what training writes (``checkpoint.pt``, ``history.csv``).
 
@@ -59,7 +60,7 @@ def train_and_evaluate(config: TrainConfig, resume: bool = False, data: tuple[Im
         train_data, test_data = data if data is not None else load_data(config)
         stages["data"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        result = train(config, resume=resume, data=(train_data, test_data), callback=callback)
+        result = train(config, resume=resume, data=(train_data, test_data), callback=callback, threads=threads)
         stages["training"] = time.perf_counter() - t0  # model build, epochs, the kNN monitor, checkpoints
         if not is_main_process():
             return result
@@ -137,7 +138,9 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
     Returns:
         ``{"knn_acc", "knn_acc_random_init", "linear_acc", "epochs", "train_seconds",
         "images_per_second", "final_loss", "device", "dataset", "encoder", "method",
-        "negatives_per_query", "n_train", "n_test", "eval_seconds", "stage_seconds"}``.
+        "negatives_per_query", "n_train", "n_test", "eval_seconds", "stage_seconds"}``, and ``"threads"``
+        (the CPU thread counts training used, :meth:`~crl_helpers.threads.ThreadTuner.summary`) when known:
+        the evaluation then runs torch, BLAS and UMAP's numba at the count training ended with.
     """
     t_eval = time.perf_counter()
     stage_seconds = dict(stages or {})
@@ -148,14 +151,22 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
     encoder = result.model.encoder
     device = next(encoder.parameters()).device
     knn = dict(k=config.knn_k, temperature=config.knn_temperature)
+    threads = result.threads.get("final")  # the count training measured best (None: training did not say)
+    pools = contextlib.ExitStack()
     try:
+        if threads:
+            pools.enter_context(limit(threads))
         with stage("features"):
             v_train, v_test = split_features(encoder, train_data, test_data, result.mean, result.std)  # (N, D), (M, D)
         umap_points = None
         if out is not None and config.umap:
             from crl_helpers.plots import umap_embed
 
-            umap_points = _Background(lambda: umap_embed(v_test, seed=config.seed, n_epochs=UMAP_EPOCHS))
+            def embed():
+                with numba_limit(threads) if threads else contextlib.nullcontext():  # numba's count is per thread
+                    return umap_embed(v_test, seed=config.seed, n_epochs=UMAP_EPOCHS)
+
+            umap_points = _Background(embed)
         with stage("knn"):
             metrics = {"knn_acc": knn_accuracy(v_train, train_data.y, v_test, test_data.y, **knn)}
         with stage("random_init_knn"):
@@ -195,6 +206,9 @@ def evaluate_run(result: TrainResult, train_data: ImageData, test_data: ImageDat
                               points=umap_points.result())
     finally:
         stage.close()
+        pools.close()
+    if result.threads:
+        metrics["threads"] = result.threads
     metrics["eval_seconds"] = time.perf_counter() - t_eval
     metrics["stage_seconds"] = {k: round(v, 3) for k, v in stage_seconds.items()}
     if out is not None:

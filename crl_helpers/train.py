@@ -43,6 +43,7 @@ from crl_helpers.metrics import alignment, contrastive_accuracy_tensor, embeddin
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
 from crl_helpers.objectives import METHODS, Objective, ObjectiveConfig, SimCLR, build_objective
 from crl_helpers.evaluate import extract_embeddings, knn_accuracy
+from crl_helpers.threads import ThreadTuner, check_threads
 from crl_helpers.views import ViewConfig
 from crl_helpers.views_batched import ViewAugmenter
 
@@ -196,6 +197,7 @@ class TrainResult:
     std: tuple[float, ...] = ()
     objective: Objective | None = None  # with its state: the memory bank, MoCo's queue and key model
     initial_encoder: dict | None = None  # the encoder's weights before training: the random-init baseline
+    threads: dict = field(default_factory=dict)  # the CPU thread counts used (threads.ThreadTuner.summary)
 
 
 def build_model(config: TrainConfig) -> SimCLRModel:
@@ -241,7 +243,7 @@ def config_from_dict(d: dict) -> TrainConfig:
 
 
 def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData, ImageData] | None = None,
-          callback: Callable[[int, SimCLRModel, dict], None] | None = None) -> TrainResult:
+          callback: Callable[[int, SimCLRModel, dict], None] | None = None, threads: int | None = None) -> TrainResult:
     """Pretrain an encoder and head with ``config.method``'s objective; the table of contents of a run.
 
     Args:
@@ -251,6 +253,10 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
         data: (train, test) already in memory; default :func:`load_data`.
         callback: called as ``callback(epoch, model, row)`` after each epoch (epoch counts from 1,
             ``row`` is that epoch's history dict); for live curves or embedding snapshots.
+        threads: CPU threads for the whole run; None (default) measures the best count while training
+            (:class:`~crl_helpers.threads.ThreadTuner`), unless ``OMP_NUM_THREADS`` or an earlier
+            ``torch.set_num_threads`` fixed it. The counts used are in ``result.threads``; torch's count
+            is restored afterwards.
 
     Returns:
         A :class:`TrainResult` with an empty ``metrics``: :func:`crl_helpers.report.train_and_evaluate`
@@ -263,7 +269,7 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
             trained with another config (only ``epochs`` may change).
         RunDirInUse: another process is running into ``out_dir``.
         ValueError: a bad device; under torchrun a ``batch_size`` not divisible by the world size,
-            or a method other than SimCLR.
+            or a method other than SimCLR; ``threads`` not an integer >= 1.
 
     Under torchrun (``WORLD_SIZE > 1``, see :mod:`crl_helpers.distributed`) the model is wrapped in
     DistributedDataParallel and each rank trains on its slice of every global batch of
@@ -271,18 +277,20 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
     history holds metrics averaged over ranks. Only rank 0 writes files, shows progress and
     calls ``callback``.
     """
+    check_threads(threads)
     context = setup_distributed(config.device)
     try:
         with contextlib.ExitStack() as stack:
             if config.out_dir and context.is_main:
                 stack.enter_context(run_dir.hold(config.out_dir))  # one run per folder, for the run's lifetime
-            return _train(config, context, resume, data, callback)
+            return _train(config, context, resume, data, callback, threads)
     finally:
         cleanup_distributed(context)
 
 
 def _train(config: TrainConfig, context: DistributedContext, resume: bool,
-           data: tuple[ImageData, ImageData] | None, callback: Callable | None) -> TrainResult:
+           data: tuple[ImageData, ImageData] | None, callback: Callable | None, threads: int | None = None
+           ) -> TrainResult:
     train_data, test_data = data if data is not None else load_data(config)
     run = build_run(config, context, train_data)
     if resume:
@@ -295,9 +303,10 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
                             compile=config.compile and on_cuda, channels_last=uses_channels_last(context.device))
     x_train, y_train = train_data.x.to(context.device), train_data.y.to(context.device)  # uint8 images on the device
     progress = _progress_bar(config, run.start_epoch, run.steps_per_epoch) if context.is_main else None
+    tuner = ThreadTuner.for_run(threads, context.device.type, context.world_size)  # the user's count wins
     try:
         for epoch in range(run.start_epoch, config.epochs):
-            row = train_one_epoch(step, augment, x_train, y_train, epoch, run, config, context, progress)
+            row = train_one_epoch(step, augment, x_train, y_train, epoch, run, config, context, progress, tuner)
             knn_due = config.knn_every and (epoch + 1) % config.knn_every == 0 and epoch + 1 < config.epochs
             if knn_due and context.is_main:  # needs no collective, so the other ranks need not wait for it
                 v_train, v_test = split_features(run.model.encoder, train_data, test_data, run.mean, run.std)
@@ -309,10 +318,11 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
             if config.out_dir and context.is_main:  # one writer: rank 0
                 save_run(run, config, epoch + 1)
     finally:
+        tuner.restore()
         if progress is not None:
             progress.close()
     return TrainResult(model=run.model, history=run.history, mean=run.mean, std=run.std,
-                       objective=run.objective, initial_encoder=run.initial_encoder)
+                       objective=run.objective, initial_encoder=run.initial_encoder, threads=tuner.summary())
 
 
 # Per-rank view generators are seeded this far apart, so no two (rank, epoch) pairs share a stream.
@@ -465,7 +475,8 @@ def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
 
 
 def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Tensor, y_train: torch.Tensor,
-                    epoch: int, run: Run, config: TrainConfig, context: DistributedContext, progress=None) -> dict:
+                    epoch: int, run: Run, config: TrainConfig, context: DistributedContext, progress=None,
+                    tuner: ThreadTuner | None = None) -> dict:
     """One pass over the training set (0-based ``epoch``); returns its history row.
 
     The batch order and the views are drawn from seeds of (seed, epoch), so a resumed run
@@ -481,6 +492,8 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
     sums = step.sums.zero_()  # running (loss, contrastive accuracy), no per-step host sync
     steps, batch = run.steps_per_epoch, config.batch_size
     t0 = time.perf_counter()
+    if tuner is not None:
+        tuner.begin()
     for i in range(steps):
         start = i * batch + context.rank * run.local_batch  # this rank's slice of the global batch
         index = order[start:start + run.local_batch]  # (B,), B = batch_size / world_size
@@ -489,6 +502,8 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
         lr = float(run.lr_schedule[epoch * steps + i])  # numpy scalars fail weights_only loads
         labels = y_train[index] if run.objective.uses_labels else None  # (B,) only for supervised objectives
         z1, z2 = step(views, index, labels, lr=lr)
+        if tuner is not None:
+            tuner.step_done(len(index))
         if progress is not None and (i % 10 == 9 or i == steps - 1):
             loss_avg, acc_avg = (sums / (i + 1)).tolist()  # host sync only every 10 steps
             progress.set_postfix(epoch=epoch + 1, loss=f"{loss_avg:.3f}", acc=f"{acc_avg:.2f}",

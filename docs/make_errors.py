@@ -227,7 +227,7 @@ CLI_ROWS = [
         ("--lr", "-1"), ("--lr", "inf"), ("--seed", "-1"), ("--dataset", "imagenet"), ("--encoder", "vit"),
         ("--preset", "tpu"), ("--optimizer", "lars"), ("--device", "tpu"), ("--device", "meta"),
         ("--lr", "1e39"), ("--epochs", "1000000000"), ("--n-train", "1000000000"), ("--method", "byol"),
-        ("--precision", "fp8"),
+        ("--precision", "fp8"), ("--threads", "0"),
     ]),
     CliRow("`--out ''` (an unset shell variable)", ("--out", "")),
     CliRow("`--out <folder another crl train is writing to>`", ("--out", "{tmp}/busy"), patch=_folder_in_use),
@@ -579,7 +579,8 @@ def _config_rows() -> list[tuple[str, str, Callable]]:
            ("n_train", 1), ("n_test", 0), ("seed", -1), ("out_dir", ""), ("method", "byol"),
            ("precision", "fp8"), ("epochs", 10**9), ("lr", 1e39)]
     rows += [("TrainConfig", "n_test=2, umap=True", lambda: train_module.TrainConfig(n_test=2, umap=True))]
-    return rows + [("TrainConfig", f"{k}={v!r}", lambda k=k, v=v: train_module.TrainConfig(**{k: v})) for k, v in bad]
+    rows += [("TrainConfig", f"{k}={v!r}", lambda k=k, v=v: train_module.TrainConfig(**{k: v})) for k, v in bad]
+    return rows + [("train", "threads=0", lambda: train_module.train(threads=0))]
 
 
 def _call_without_cuda(f: Callable, *args):
