@@ -128,7 +128,8 @@ def test_main_job_meets_its_target(tmp_path):
 
 # ------------------------------------------------------------------ the step object
 def _sgd_config():
-    return replace(CPU, optimizer="sgd", lr=0.1, weight_decay=5e-4, batch_size=8)
+    # fp32: "auto" is bf16 on a CPU with bf16 units, and the oracle step is written in float32.
+    return replace(CPU, optimizer="sgd", lr=0.1, weight_decay=5e-4, batch_size=8, precision="fp32")
 
 
 def test_simclr_step_is_the_textbook_step():
