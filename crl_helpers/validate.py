@@ -31,7 +31,7 @@ MIN_TEMPERATURE = 1e-8
 # float16's largest finite value.
 _FLOAT16_MAX = 65504.0
 # The gradient of InfoNCE / NT-Xent with respect to a unit-norm embedding row is at most 2 / temperature
-# in norm (derived in crl_helpers.losses), so float16 embeddings hold it for temperature >= 2 / 65504 ~ 3.05e-5.
+# in norm (derived in docs/numerics.md), so float16 embeddings hold it for temperature >= 2 / 65504 ~ 3.05e-5.
 FLOAT16_MIN_TEMPERATURE = 2.0 / _FLOAT16_MAX
 # Floating images may stray this far outside [0, 1] (resampling round-off) before they are refused.
 _RANGE_SLACK = 1e-3
@@ -106,7 +106,7 @@ def check_temperature(temperature: object, *embeddings: Tensor) -> float:
     :data:`FLOAT16_MIN_TEMPERATURE` ``= 2 / 65504``: a loss computed in float32 still sends its
     gradient back to a float16 input in float16, whose largest value is 65504, and the gradient of
     InfoNCE / NT-Xent with respect to a unit-norm row reaches ``2 / temperature`` (derived in
-    :mod:`crl_helpers.losses`), whatever precision the loss is computed in.
+    docs/numerics.md), whatever precision the loss is computed in.
 
     Args:
         temperature: the value to check.
