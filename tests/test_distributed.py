@@ -211,7 +211,8 @@ def test_train_splits_batches_and_only_rank_0_writes(ranks):
     # Metrics are reduced over ranks, so both ranks log the same numbers.
     assert ranks[0]["train_losses"] == pytest.approx(ranks[1]["train_losses"], rel=1e-6)
     for seen in ranks:
-        assert "batch_size=31" in seen["odd_batch_error"] and "--batch-size 30" in seen["odd_batch_error"]
+        assert "TrainConfig.batch_size=31" in seen["odd_batch_error"]
+        assert "use TrainConfig.batch_size=30" in seen["odd_batch_error"]
 
 
 def test_torchrun_cli_trains_two_epochs(tmp_path):

@@ -33,8 +33,18 @@ def test_cosine_schedule_without_warmup_starts_at_base():
     ("view_size", 7, "view_size=7"), ("view_size", 24.0, "view_size=24.0"), ("view_size", True, "view_size=True"),
 ])
 def test_config_validation_names_the_value(field, value, fragment):
-    with pytest.raises(ValueError, match=fragment.replace("(", r"\(").replace(".", r"\.")):
+    # Python words: the field as TrainConfig spells it (the CLI turns them into flags); a wrong type is a TypeError.
+    with pytest.raises((ValueError, TypeError), match="TrainConfig." + fragment.replace("(", r"\(").replace(".", r"\.")):
         replace(CPU, **{field: value})
+
+
+def test_config_bounds_are_stated_in_python_words():
+    with pytest.raises(ValueError, match=r"^TrainConfig\.lr=500\.0 must be <= 100; try 5e-3"):
+        replace(CPU, lr=500.0)
+    with pytest.raises(ValueError, match=r"^TrainConfig\.epochs=0 must be an int in \[1, 100000\]$"):
+        replace(CPU, epochs=0)
+    with pytest.raises(ValueError, match=r"TrainConfig\.temperature=1e-09 is below 1e-08"):  # the losses' own rule
+        replace(CPU, temperature=1e-9)
 
 
 def test_views_are_made_at_view_size_and_evaluation_reads_full_images():
