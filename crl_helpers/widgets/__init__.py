@@ -26,11 +26,10 @@ they show from numbers Python supplies, so they stay interactive on a static pag
 (``crl site``, ``crl lecture``); their ``w.figure`` is drawn in Python on demand from the same numbers.
 
 Example:
-    >>> import torch
-    >>> images = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
-    >>> w = augmentation_explorer(images, n_views=3)
-    >>> sorted(w.controls)[:3], w.state["grid_shape"]
-    (['blur_p', 'crop_ratio_max', 'crop_scale_min'], (2, 3, 3, 16, 16))
+    The browser explorers' JavaScript ships inside the package, one ES module per explorer:
+
+    >>> sorted(path.stem for path in JS_DIR.glob("*.js"))
+    ['augment', 'common', 'maps', 'temperature']
 """
 from crl_helpers.widgets.augment import (
     CONTROL_FIELDS,
