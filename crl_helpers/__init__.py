@@ -1,8 +1,44 @@
 """crl_helpers: the package behind the contrastive representation learning course.
 
-The main pieces are re-exported here, flat (``from crl_helpers import nt_xent``);
-each lives in a module named after its chapter: data, views, models, losses,
-metrics, train, evaluate, plots, widgets.
+The main pieces are re-exported here, flat (``from crl_helpers import nt_xent``). The package map,
+one line per module, by layer:
+
+base
+    ``validate``      one argument rule per quantity, one message per rule
+    ``device``        the device (CUDA, then MPS, then the CPU) and the precision a run uses
+    ``files``         opening files without hanging: regular files only
+    ``threads``       how many CPU threads a run uses: affinity, cgroup quota, the load measured while it trains
+data
+    ``image_data``    ImageData, images and labels held in memory as uint8
+    ``data``          the data sets: the built-in shapes, CIFAR-10, STL-10, a folder of images
+    ``shapes``        the built-in data set: procedural shapes whose nuisances are not the label
+    ``pairs``         where positive and negative pairs come from; false negatives; what a positive pair shares
+views
+    ``views``         augmentation settings (ViewConfig) and the per-image pipeline
+    ``views_batched`` SimCLR's augmentations for a whole batch, on any device
+model
+    ``models``        encoders e(x) -> v and heads: projection h(v) -> z, context
+    ``pretrained``    encoders as small files, with the normalisation they were trained with
+objective
+    ``scores``        a contrastive loss is a scoring function times a loss form; InfoNCE's bound
+    ``losses``        NT-Xent, InfoNCE, the debiased loss
+    ``temperature``   what the temperature does to InfoNCE, seen from one anchor
+    ``objectives``    what a training step optimises: SimCLR, InstDisc, MoCo, SupCon, triplet, debiased, SimSiam
+loop
+    ``train``         the one training loop, its config and presets
+    ``distributed``   data-parallel SimCLR across processes (torchrun)
+    ``checkpoint``    checkpoints that survive interruption and load without executing code
+    ``run_dir``       a run's output folder: one run at a time
+evaluation
+    ``metrics``       diagnostics of an embedding space: alignment, uniformity, accuracy, collapse, rank
+    ``evaluate``      embeddings, kNN, linear probe, fine-tuning
+    ``report``        the end of a run: final kNN, random-init baseline, linear probe, files, plots
+    ``plots``         figures: training curves, 2-D maps of an embedding space
+course
+    ``widgets``       the interactive explorers (one module per explorer)
+    ``exercises``     the notebooks' auto-checked exercises, their solutions, the instructor version
+    ``course``        a notebook's cost tier, train-or-load caching
+    ``cli``           the ``crl`` command
 
 Example:
     >>> import torch

@@ -97,16 +97,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         f = open_regular_file(path)
     except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}; train without --resume first") from None
+        raise CheckpointError(f"no checkpoint at {path}; train without resume=True first") from None
     except OSError as err:  # NotARegularFile, a symlink loop, no permission
         raise CheckpointError(f"{path} is not a checkpoint file ({err.strerror or err}); delete it, "
-                              f"or point --out at a fresh folder") from None
+                              f"or point TrainConfig.out_dir at a fresh folder") from None
     with f:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_CHECKPOINT_BYTES:
             raise CheckpointError(f"{path} is {size / 2**30:.1f} GiB, more than a checkpoint can be "
                                   f"(MAX_CHECKPOINT_BYTES = {MAX_CHECKPOINT_BYTES / 2**30:g} GiB); it is not one "
-                                  f"that save_checkpoint wrote: delete it, or point --out at a fresh folder")
+                                  f"that save_checkpoint wrote: delete it, or point TrainConfig.out_dir at a fresh folder")
         return _load_open(path, f, map_location)
 
 
@@ -116,7 +116,7 @@ def _load_open(path: Path, f, map_location: str | torch.device) -> dict:
         # torch.save writes a zip archive; anything else (truncated, garbage, empty) would reach the
         # unpickler and be reported as "pickled objects", sending a student after an attacker, not a bad copy.
         raise CheckpointError(f"{path} is corrupt or truncated (not the zip archive torch.save writes); "
-                              f"delete it to start afresh, or point --out at a fresh folder")
+                              f"delete it to start afresh, or point TrainConfig.out_dir at a fresh folder")
     f.seek(0)
     try:
         state = torch.load(f, map_location=map_location, weights_only=True)
@@ -124,11 +124,11 @@ def _load_open(path: Path, f, map_location: str | torch.device) -> dict:
         raise CheckpointError(
             f"{path} was refused by torch.load(weights_only=True): besides tensors it carries pickled objects "
             f"({_culprit(err)}), and loading those would run code from the file. Do not load files you do not "
-            f"trust (and do not turn weights_only off for them); delete it or point --out at a fresh folder") from err
+            f"trust (and do not turn weights_only off for them); delete it or point TrainConfig.out_dir at a fresh folder") from err
     except (RuntimeError, EOFError, OSError, ValueError) as err:
         raise CheckpointError(
             f"{path} is corrupt or truncated ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-            f"delete it to start afresh, or point --out at a fresh folder") from err
+            f"delete it to start afresh, or point TrainConfig.out_dir at a fresh folder") from err
     if not isinstance(state, dict):
-        raise CheckpointError(f"{path} does not hold a checkpoint dict; delete it or point --out at a fresh folder")
+        raise CheckpointError(f"{path} does not hold a checkpoint dict; delete it or point TrainConfig.out_dir at a fresh folder")
     return state

@@ -23,6 +23,44 @@ from pathlib import Path
 
 from crl_helpers.data import DATASETS
 
+#: TrainConfig field -> the ``crl train`` flag that sets it: the one place where Python names meet flags.
+CLI_FLAGS = {
+    "dataset": "dataset", "data_root": "data-root", "encoder": "encoder", "epochs": "epochs",
+    "batch_size": "batch-size", "temperature": "temperature", "lr": "lr", "device": "device", "out_dir": "out",
+    "seed": "seed", "n_train": "n-train", "n_test": "n-test", "optimizer": "optimizer", "method": "method",
+    "precision": "precision", "view_size": "view-size",
+}
+# Settings that are a flag of their own rather than a field's value.
+_CLI_SWITCHES = {"TrainConfig.umap=False": "--no-umap", "TrainConfig.umap=True": "--umap",
+                 "TrainConfig.progress=False": "--quiet", "resume=True": "--resume", "resume=False": "--overwrite"}
+
+
+def cli_words(message: str) -> str:
+    """A message of the package in the command line's words: ``TrainConfig.lr`` becomes ``--lr``.
+
+    The package names what to change as Python spells it (``TrainConfig.lr=500.0``, ``resume=True``);
+    the ``crl`` user set flags, so every error the CLI prints passes through here. Fields without a
+    flag keep their Python name.
+
+    Example:
+        >>> cli_words("TrainConfig.lr=500.0 must be <= 100; lower TrainConfig.lr, or train without resume=True")
+        '--lr 500.0 must be <= 100; lower --lr, or train without --resume'
+        >>> cli_words("device='tpu' is not a device name")
+        "--device 'tpu' is not a device name"
+    """
+    for python, flag in _CLI_SWITCHES.items():
+        message = message.replace(python, flag)
+
+    def flag(match: re.Match) -> str:
+        field, assigned = match.group(1), match.group(2)
+        if field not in CLI_FLAGS:
+            return match.group(0)
+        return f"--{CLI_FLAGS[field]}" + (" " if assigned else "")
+
+    message = re.sub(r"TrainConfig\.(\w+)(=?)", flag, message)
+    return re.sub(r"^device=", "--device ", message)  # crl_helpers.device.pick_device names its argument
+
+
 class UsageError(ValueError):
     """A flag that argparse refused; :func:`main` prints it on one line and returns 2."""
 
@@ -123,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace):
     """The :class:`TrainConfig` that the parsed flags describe (raises ValueError on bad values)."""
-    from crl_helpers.train import CLI_FLAGS, PRESETS
+    from crl_helpers.train import PRESETS
 
     if args.preset not in PRESETS:
         raise ValueError(f"--preset {args.preset!r} is unknown; choose one of {', '.join(PRESETS)}")
@@ -133,16 +171,7 @@ def config_from_args(args: argparse.Namespace):
         changes["umap"] = args.umap
     if args.quiet:
         changes["progress"] = False
-    try:
-        return replace(PRESETS[args.preset], **changes)
-    except ValueError as err:
-        # TrainConfig names its field ("encoder='x' is unknown ..."); on the command line, name the flag.
-        message = str(err)
-        for field, flag in CLI_FLAGS.items():
-            if message.startswith(f"{field}="):
-                message = f"--{flag} {message[len(field) + 1:]}"
-                break
-        raise ValueError(message) from err
+    return replace(PRESETS[args.preset], **changes)  # TrainConfig's messages reach the user through cli_words
 
 
 def _summary(metrics: dict, out: str, umap: bool = True) -> str:
@@ -229,10 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
         config = config_from_args(args)
         out = config.out_dir
-        try:  # --device cuda without a GPU fails here, before any folder is made
-            device = pick_device(config.device)
-        except ValueError as err:
-            raise ValueError(re.sub(r"^device=", "--device ", str(err))) from err
+        device = pick_device(config.device)  # --device cuda without a GPU fails here, before any folder is made
         if device.type == "cpu" and config.encoder != "convnet" and rank0:
             # Not an error (it works, and --n-train makes it small), but hours for a full dataset on a laptop.
             # Measured on 2 cores: ResNet-18 ~16 source images/s, the convnet ~1,200.
@@ -264,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         if isinstance(err, (ValueError, DatasetUnavailable, CheckpointError, NonFiniteLossError)):
-            _fail(str(err), rank0)
+            _fail(cli_words(str(err)), rank0)
             return 2
         if isinstance(err, torch.cuda.OutOfMemoryError):  # the one crash a student can fix by a flag
             batch = config.batch_size

@@ -10,8 +10,8 @@ those of the single-process loss over the global batch:
   ``z`` is ``d(sum_r L_r)/dz``: backward all-reduces (sums) the incoming gradient over ranks and keeps its
   own slice. Implementations that return only the local slice of the local gradient (or that rescale it
   by the world size) silently train a different loss.
-* :func:`nt_xent_distributed` -- the one NT-Xent code path, :func:`crl_helpers.losses.nt_xent`, given the
-  all-gathered views as its keys and this rank's offset among them. Each rank's loss is the MEAN over its
+* :func:`nt_xent_distributed` -- the one NT-Xent code path, :func:`crl_helpers.losses.view_logits`, given
+  the all-gathered views as its keys and this rank's offset among them. Each rank's loss is the MEAN over its
   own ``2N_local`` anchors. DDP then
   AVERAGES the parameter gradients over the ``W`` ranks, so the step follows
   ``(1/W) d(sum_r L_r)/dtheta = d(mean over all 2N_global anchors)/dtheta``: exactly :func:`nt_xent` on
@@ -46,10 +46,11 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import Tensor
 
 from crl_helpers.device import pick_device
-from crl_helpers.losses import compute_dtype, nt_xent
+from crl_helpers.losses import compute_dtype, nt_xent, view_logits
 from crl_helpers.validate import check_embedding_pair, check_temperature
 
 __all__ = [
@@ -57,8 +58,6 @@ __all__ = [
     "all_reduce_mean",
     "cleanup_distributed",
     "gather_with_grad",
-    "get_rank",
-    "get_world_size",
     "is_distributed",
     "is_main_process",
     "nt_xent_distributed",
@@ -185,20 +184,6 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def get_rank() -> int:
-    """This process's rank: from the process group, else torchrun's ``RANK``, else 0."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank()
-    return int(os.environ.get("RANK", "0") or 0)
-
-
-def get_world_size() -> int:
-    """The number of processes: from the process group, else 1."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
 def is_main_process() -> bool:
     """True on rank 0 (and in any single-process run): the process that writes files and prints.
 
@@ -209,7 +194,9 @@ def is_main_process() -> bool:
         >>> is_main_process()
         True
     """
-    return get_rank() == 0
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0") or 0) == 0
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -291,9 +278,10 @@ def nt_xent_distributed(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, val
 
     Each rank holds ``N = N_global / W`` images (two views each). Its ``2N`` anchors are contrasted
     with all ``2N_global`` views, all-gathered with :func:`gather_with_grad` and handed to
-    :func:`crl_helpers.losses.nt_xent` as its ``keys``, with this rank's block at ``offset = rank * 2N``:
+    :func:`crl_helpers.losses.view_logits` as its ``keys``, with this rank's block at ``offset = rank * 2N``:
     the positive of anchor ``a`` sits at its partner's global index and the anchor itself is masked out
-    (one code path with the single-process loss). The result is the
+    (one code path with the single-process loss). The gathered keys hold every rank's block by
+    construction, once the ranks agree on shapes (checked with ``validate``). The result is the
     mean of :math:`\ell_a` over this rank's ``2N`` anchors, so the mean over ranks is :func:`nt_xent`
     of the global batch and, with DDP averaging gradients over ranks, so is the gradient.
 
@@ -334,8 +322,8 @@ def nt_xent_distributed(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, val
         raise ValueError(f"z1 and z2 have N={n} rows on this rank; every rank needs at least one image")
     views = torch.cat([z1, z2]).to(compute_dtype(z1, z2))  # (2N, d): cast first, so gradients are summed in float32
     keys = gather_with_grad(views)  # (W*2N, d): rank r's block is [z1_r; z2_r]
-    # validate=False: _check_ranks_agree has scanned every rank's inputs already.
-    return nt_xent(z1, z2, temperature, keys=keys, offset=dist.get_rank() * 2 * n, validate=False)
+    logits, targets = view_logits(z1, z2, temperature, keys=keys, offset=dist.get_rank() * 2 * n)  # (2N, W*2N)
+    return F.cross_entropy(logits, targets)
 
 
 def all_reduce_mean(value: Tensor | float) -> Tensor | float:

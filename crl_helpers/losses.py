@@ -1,42 +1,34 @@
-"""Contrastive losses: InfoNCE (van den Oord et al. 2018) and SimCLR's NT-Xent (Chen et al. 2020).
+r"""Contrastive losses: SimCLR's NT-Xent (Chen et al. 2020) and InfoNCE (van den Oord et al. 2018).
 
-Both losses are a softmax cross-entropy over cosine similarities divided by a
-``temperature``: each anchor must pick its one positive out of a set of candidates.
-They differ in where the candidates come from:
+For the 2N views ``z = [z1; z2]`` of N images (row ``i`` of ``z1`` and of ``z2`` come from image ``i``),
+with cosine similarity :math:`s(a, b)` and a temperature :math:`\tau`, anchor ``a`` with partner view
+``p(a)`` contributes
 
-* :func:`info_nce` -- a ``query`` against its ``positive_key`` and a set of
-  ``negative_keys`` (given, or the other queries' positive keys);
-* :func:`nt_xent` -- SimCLR's symmetric form over the 2N views of a batch: every
-  view is an anchor, its partner view is the positive, the other 2N-2 views are
-  the negatives. :func:`nt_xent_logits` is the piece it is built from. Both take
-  optional ``keys`` (the views of the GLOBAL batch) and the ``offset`` of this
-  process's views among them: :func:`crl_helpers.distributed.nt_xent_distributed`
-  all-gathers the keys and calls this same code path.
+.. math:: \ell_a = -\log \frac{\exp(s(a, p(a)) / \tau)}{\sum_{b \ne a} \exp(s(a, b) / \tau)}
 
-Embeddings are L2-normalised inside (:func:`normalize_rows`), and the logits are always
-computed in float32 (float64 for float64 inputs, :func:`compute_dtype`) with autocast
-switched off: at ``temperature=0.01`` a bf16 similarity error of 1e-2 becomes an error
-of 1 in the logits.
+and NT-Xent is the mean of :math:`\ell_a` over the 2N anchors: a softmax cross-entropy in which each
+view must pick its partner out of the 2N - 1 other views. In code, the lines of :func:`view_logits`
+and :func:`nt_xent`:
 
-Float16 inputs and small temperatures: the loss is computed in float32, but its gradient
-goes back to a float16 input in float16, which overflows above 65504. With unit-norm rows
-``u``, softmax probabilities ``p`` over an anchor's candidates and ``P = I - u u^T`` (the
-projection onto the sphere at ``u``), a row's gradient is the sum of
+    >>> z1, z2, temperature = torch.randn(4, 8), torch.randn(4, 8), 0.5
+    >>> n = len(z1)
+    >>> z = F.normalize(torch.cat([z1, z2]), dim=1)  # (2N, d) unit rows
+    >>> logits = z @ z.T / temperature  # (2N, 2N) cosine / temperature
+    >>> logits = logits.fill_diagonal_(float("-inf"))  # a view is not its own candidate
+    >>> targets = torch.cat([torch.arange(n) + n, torch.arange(n)])  # (2N,) each view's partner
+    >>> torch.testing.assert_close(F.cross_entropy(logits, targets), nt_xent(z1, z2, temperature))
 
-* its term as an anchor, ``P (sum_c p_c u_c - u_pos) / temperature``, of norm at most
-  ``2 (1 - p_pos) / temperature <= 2 / temperature``, and
-* its term as a candidate of another anchor ``a``, ``(p - [positive]) P u_a / temperature``,
-  at most ``1 / temperature`` per anchor that sees it,
+:func:`info_nce` is the same cross-entropy for a ``query`` against its ``positive_key`` and
+``negative_keys`` (given, or the other queries' positive keys); on precomputed scores it is
+:func:`crl_helpers.scores.info_nce_form`. :func:`debiased_nt_xent` corrects NT-Xent for false negatives.
 
-divided by the number of anchors the loss averages over. NT-Xent (2N anchors; a view is
-a candidate of the other 2N-1) stays within ``(2N + 1) / (2N temperature)``; InfoNCE's
-query within ``2 / (N temperature)``, a key (seen by up to N queries) within
-``1 / temperature``. The largest, ``2 / temperature``, is reached by one query (N = 1)
-whose positive and M negatives are orthogonal to it and point opposite ways:
-``2M / ((M + 1) temperature)``. So float16 embeddings need a temperature of at least
-``2 / 65504 ~ 3.05e-5`` (:data:`crl_helpers.validate.FLOAT16_MIN_TEMPERATURE`) and are
-refused below it. (A row of norm ``r`` has its gradient scaled by ``1 / r``: the bound is
-that of a projection head's unit-norm ``z``.)
+Numerics: embeddings are L2-normalised inside (:func:`normalize_rows`, whatever a row's scale), and the
+logits are computed in float32 (float64 for float64 inputs, :func:`compute_dtype`) with autocast
+switched off: at ``temperature=0.01`` a bf16 similarity error of 1e-2 becomes an error of 1 in the
+logits. Float16 embeddings need ``temperature >= 2 / 65504`` (their gradient, up to ``2 / temperature``,
+comes back in float16; docs/numerics.md derives the bound). A data-parallel run contrasts each
+process's views with the views of the whole batch: :func:`crl_helpers.distributed.nt_xent_distributed`
+gathers them and calls :func:`view_logits` with them as ``keys``, the same lines.
 """
 from __future__ import annotations
 
@@ -44,159 +36,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from crl_helpers.validate import check_embedding_pair, check_embeddings, check_fraction, check_int, check_temperature
+from crl_helpers.scores import info_nce_form, pair_scores
+from crl_helpers.validate import check_embedding_pair, check_embeddings, check_fraction, check_temperature
 
-__all__ = ["compute_dtype", "debiased_nt_xent", "info_nce", "normalize_rows", "nt_xent", "nt_xent_logits"]
-
-
-# F.normalize's default eps; also the smallest factor normalize_rows divides a row by (see there).
-_NORMALIZE_EPS = 1e-12
+__all__ = ["compute_dtype", "debiased_nt_xent", "info_nce", "normalize_rows", "nt_xent", "nt_xent_logits",
+           "view_logits"]
 
 
-def compute_dtype(*xs: Tensor) -> torch.dtype:
-    """The dtype the losses and metrics compute in: float64 if any input is float64, else float32.
-
-    float64 stays float64 (gradcheck needs it); bf16/fp16 are upcast, so that cosines near 1 are not
-    blurred by a low-precision matmul.
-
-    Example:
-        >>> compute_dtype(torch.ones(2, dtype=torch.bfloat16)), compute_dtype(torch.ones(2).double())
-        (torch.float32, torch.float64)
-    """
-    return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
-
-
-def normalize_rows(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    """Rows (last dimension) scaled to unit L2 norm in ``dtype``, whatever the scale of the row.
-
-    A row is first divided by its largest absolute entry, so that its sum of squares lies in
-    [1, d]: it cannot overflow or underflow (plain normalisation in float32 turns entries above ~1e19
-    into an infinite norm and a zero vector, and loses precision below ~1e-19, everything below ~1e-23). The
-    result does not depend on that factor, so it is detached: the gradient is plain normalisation's.
-    The factor is at least F.normalize's eps (1e-12): rows that tiny (1e-24 and below) fall back to
-    F.normalize's treatment, with finite values and gradients; an all-zero row stays zero.
-
-    Args:
-        x: (..., d) floating point.
-        dtype: the result's dtype; None takes :func:`compute_dtype` of ``x``.
-
-    Returns:
-        (..., d) in ``dtype``, unit rows (zero rows stay zero). No host sync, traceable by torch.compile.
-
-    Example:
-        >>> normalize_rows(torch.tensor([[3e30, 4e30], [0.0, 0.0]]))
-        tensor([[0.6000, 0.8000],
-                [0.0000, 0.0000]])
-    """
-    x = x.to(compute_dtype(x) if dtype is None else dtype)
-    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(_NORMALIZE_EPS)  # (..., 1)
-    return F.normalize(x / scale, dim=-1, eps=_NORMALIZE_EPS)
-
-
-def nt_xent_logits(
-    z1: Tensor, z2: Tensor, temperature: float, *, keys: Tensor | None = None, offset: int = 0,
-    validate: bool = True,
-) -> tuple[Tensor, Tensor]:
-    """The (2N, K) logits and the (2N,) targets of SimCLR's NT-Xent (Chen et al. 2020).
-
-    This process's 2N views are stacked as ``[z1; z2]`` and compared with the K ``keys``:
-    ``logits[a, b] = cos(view_a, key_b) / temperature``, with each view's similarity to itself
-    (``key offset + a``) set to ``-inf`` so that it never counts as a candidate. The target of
-    view ``i`` is its partner's key: ``offset + i + N`` for ``i < N``, ``offset + i - N``
-    otherwise. ``F.cross_entropy(logits, targets)`` is then :func:`nt_xent`.
-
-    Without ``keys`` the keys are the 2N views themselves (K = 2N, offset 0). A data-parallel
-    run passes the views of the GLOBAL batch, all-gathered in rank order, and the offset of this
-    rank's block, ``rank * 2N`` (as lightly's NTXentLoss does with ``labels = arange(B) + rank * B``).
-
-    Args:
-        z1, z2: (N, d) embeddings of the two views, row ``i`` of each from the same image;
-            normalised here.
-        temperature: > 0; divides the cosine similarities.
-        keys: (K, d) embeddings of every view of the global batch, holding ``[z1; z2]`` at rows
-            ``offset .. offset + 2N - 1``; normalised here. None: ``[z1; z2]``.
-        offset: where ``[z1; z2]`` sits among ``keys``; 0 without ``keys``.
-        validate: False skips the NaN/inf scan of the inputs, the one check that syncs a GPU
-            every step; a training loop that checks its loss for non-finite values can skip it.
-
-    Returns:
-        ``(logits, targets)``: logits (2N, K) in float32 (float64 for float64 inputs),
-        targets (2N,) int64.
-
-    Raises:
-        TypeError: a non-tensor, a non-floating dtype, or a non-numeric temperature.
-        ValueError: a non-2-D input, mismatched shapes, N < 2 (N < 1 with ``keys``), keys of
-            another d, an offset that does not place ``[z1; z2]`` inside ``keys``, NaN/inf in an
-            input (unless ``validate=False``), a temperature that is not finite and >= 1e-8, or
-            below 3.05e-5 with a float16 input.
-
-    Example:
-        >>> z1, z2 = torch.eye(2), torch.eye(2)
-        >>> logits, targets = nt_xent_logits(z1, z2, temperature=0.5)
-        >>> logits
-        tensor([[-inf, 0., 2., 0.],
-                [0., -inf, 0., 2.],
-                [2., 0., -inf, 0.],
-                [0., 2., 0., -inf]])
-        >>> targets
-        tensor([2, 3, 0, 1])
-        >>> logits, targets = nt_xent_logits(z1, z2, 0.5, keys=torch.eye(2).repeat(4, 1), offset=4)
-        >>> logits.shape, targets  # this process's 4 views against 8 keys, its own at rows 4..7
-        (torch.Size([4, 8]), tensor([6, 7, 4, 5]))
-    """
-    z1, z2 = check_embedding_pair("z1", z1, "z2", z2, finite=validate)
-    n = z1.shape[0]
-    if keys is None:
-        if offset != 0:
-            raise ValueError(f"offset={offset!r} without keys; the offset places [z1; z2] among keys, pass both")
-        temperature = check_temperature(temperature, z1, z2)
-        if n < 2:
-            raise ValueError(f"z1 and z2 have N={n} rows; NT-Xent needs N >= 2 so that each view has negatives")
-    else:
-        keys = check_embeddings("keys", keys, dim=z1.shape[1], finite=validate)
-        offset = check_int("offset", offset, 0, hint="it is this process's rank * 2N")
-        temperature = check_temperature(temperature, z1, z2, keys)
-        if n < 1:
-            raise ValueError("z1 and z2 have N=0 rows; every process needs at least one image")
-        if offset + 2 * n > keys.shape[0]:
-            raise ValueError(f"keys has K={keys.shape[0]} rows but offset={offset} + 2N={2 * n} exceeds it; "
-                             "keys must hold [z1; z2] at rows offset .. offset + 2N - 1")
-        if keys.shape[0] < 3:
-            raise ValueError(f"keys has K={keys.shape[0]} rows; each view needs its partner and at least one "
-                             "negative, so K >= 3")
-    dtype = compute_dtype(z1, z2) if keys is None else compute_dtype(z1, z2, keys)
-    with torch.autocast(device_type=z1.device.type, enabled=False):
-        z = normalize_rows(torch.cat([z1, z2], dim=0), dtype)  # (2N, d)
-        keys = z if keys is None else normalize_rows(keys, dtype)  # (K, d)
-        logits = z @ keys.T / temperature  # (2N, K)
-    own = offset + torch.arange(2 * n, device=z.device)  # (2N,): each view's own row among the keys
-    self_mask = own[:, None] == torch.arange(keys.shape[0], device=z.device)[None, :]  # (2N, K)
-    logits = logits.masked_fill(self_mask, float("-inf"))
-    arange = torch.arange(n, device=z.device)
-    targets = offset + torch.cat([arange + n, arange])  # (2N,): each view's partner among the keys
-    return logits, targets
-
-
-def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, keys: Tensor | None = None, offset: int = 0,
-            validate: bool = True) -> Tensor:
+def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, validate: bool = True) -> Tensor:
     r"""SimCLR's normalized temperature-scaled cross-entropy, NT-Xent (Chen et al. 2020, eq. 1).
 
-    For the 2N views ``z = [z1; z2]`` with cosine similarity ``s(a, b)``, anchor ``a``
-    with partner ``p(a)`` contributes
-
-    .. math:: \ell_a = -\log \frac{\exp(s(a, p(a)) / \tau)}{\sum_{b \ne a} \exp(s(a, b) / \tau)}
-
-    and the loss is the mean of :math:`\ell_a` over all 2N anchors. The 2N-2 negatives of
-    an anchor include the views on its own side, so this is NOT the mean of
-    ``info_nce(z1, z2)`` and ``info_nce(z2, z1)`` (those only see the other side).
+    The mean of :math:`\ell_a` (see the module) over all 2N anchors: ``F.cross_entropy`` of
+    :func:`nt_xent_logits`. The 2N-2 negatives of an anchor include the views on its own side, so
+    this is NOT the mean of ``info_nce(z1, z2)`` and ``info_nce(z2, z1)`` (those only see the other side).
 
     Args:
-        z1, z2: (N, d) embeddings of the two views, row ``i`` of each from the same image;
+        z1, z2: (N, d) embeddings of the two views, row ``i`` of each from the same image, N >= 2;
             normalised here, any floating dtype (bf16/fp16 are upcast to float32).
         temperature: > 0; SimCLR uses 0.5 with small batches, 0.1 with large ones.
-        keys, offset: the views of the global batch and where ``[z1; z2]`` sits among them
-            (see :func:`nt_xent_logits`); then the result is the mean over this process's 2N
-            anchors. None and 0: the batch is ``[z1; z2]``.
         validate: False skips the NaN/inf scan of the inputs (a GPU sync per step); the
             shape, dtype and temperature checks always run, they cost nothing.
 
@@ -217,8 +74,92 @@ def nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, *, keys: Tensor | 
         >>> abs(loss.item() - math.log(2 * 4 - 1)) < 1e-6
         True
     """
-    logits, targets = nt_xent_logits(z1, z2, temperature, keys=keys, offset=offset, validate=validate)
+    logits, targets = nt_xent_logits(z1, z2, temperature, validate=validate)  # (2N, 2N), (2N,)
     return F.cross_entropy(logits, targets)
+
+
+def nt_xent_logits(z1: Tensor, z2: Tensor, temperature: float, *, validate: bool = True) -> tuple[Tensor, Tensor]:
+    """The (2N, 2N) logits and the (2N,) targets of SimCLR's NT-Xent (Chen et al. 2020), checked.
+
+    ``logits[a, b] = cos(view_a, view_b) / temperature`` over the views ``[z1; z2]``, with each view's
+    similarity to itself set to ``-inf`` so that it never counts as a candidate; the target of view
+    ``i`` is its partner, ``i + N`` for ``i < N``, ``i - N`` otherwise. ``F.cross_entropy(logits,
+    targets)`` is :func:`nt_xent`. The arguments are checked here, then :func:`view_logits` computes.
+
+    Args:
+        z1, z2: (N, d) embeddings of the two views, row ``i`` of each from the same image, N >= 2;
+            normalised here.
+        temperature: > 0; divides the cosine similarities.
+        validate: False skips the NaN/inf scan of the inputs, the one check that syncs a GPU
+            every step; a training loop that checks its loss for non-finite values can skip it.
+
+    Returns:
+        ``(logits, targets)``: logits (2N, 2N) in float32 (float64 for float64 inputs),
+        targets (2N,) int64.
+
+    Raises:
+        TypeError: a non-tensor, a non-floating dtype, or a non-numeric temperature.
+        ValueError: a non-2-D input, mismatched shapes, N < 2, NaN/inf in an input (unless
+            ``validate=False``), a temperature that is not finite and >= 1e-8, or below 3.05e-5
+            with a float16 input.
+
+    Example:
+        >>> logits, targets = nt_xent_logits(torch.eye(2), torch.eye(2), temperature=0.5)
+        >>> logits
+        tensor([[-inf, 0., 2., 0.],
+                [0., -inf, 0., 2.],
+                [2., 0., -inf, 0.],
+                [0., 2., 0., -inf]])
+        >>> targets
+        tensor([2, 3, 0, 1])
+    """
+    z1, z2 = check_embedding_pair("z1", z1, "z2", z2, finite=validate)
+    temperature = check_temperature(temperature, z1, z2)
+    if z1.shape[0] < 2:
+        raise ValueError(f"z1 and z2 have N={z1.shape[0]} rows; NT-Xent needs N >= 2 so that each view has negatives")
+    return view_logits(z1, z2, temperature)
+
+
+def view_logits(z1: Tensor, z2: Tensor, temperature: float, keys: Tensor | None = None,
+                offset: int = 0) -> tuple[Tensor, Tensor]:
+    """NT-Xent's logits and targets, unchecked: the lines every NT-Xent of the package runs.
+
+    The 2N views ``[z1; z2]`` against K ``keys``: ``logits[a, b] = cos(view_a, key_b) / temperature``,
+    the view itself (key ``offset + a``) masked with ``-inf``, the target of view ``i`` its partner's key
+    ``offset + (i + N) mod 2N``. Without ``keys`` the keys are the views (K = 2N, offset 0);
+    :func:`crl_helpers.distributed.nt_xent_distributed` passes the views of the whole data-parallel batch,
+    all-gathered in rank order, and this process's block at ``offset = rank * 2N`` (as lightly's
+    NTXentLoss does with ``labels = arange(B) + rank * B``). Callers check the arguments (as
+    :func:`nt_xent_logits` does); no check here means no host sync, and ``torch.compile`` traces it.
+
+    Args:
+        z1, z2: (N, d) floating embeddings of the two views; normalised here.
+        temperature: a number > 0 (checked by the caller).
+        keys: (K, d) holding ``[z1; z2]`` at rows ``offset .. offset + 2N - 1``; normalised here. None: ``[z1; z2]``.
+        offset: where ``[z1; z2]`` sits among ``keys``.
+
+    Returns:
+        ``(logits, targets)``: (2N, K) in :func:`compute_dtype` of the inputs, computed with autocast off;
+        (2N,) int64.
+
+    Example:
+        >>> z1, z2 = torch.eye(2), torch.eye(2)
+        >>> logits, targets = view_logits(z1, z2, 0.5, keys=torch.eye(2).repeat(4, 1), offset=4)
+        >>> logits.shape, targets  # this process's 4 views against 8 keys, its own at rows 4..7
+        (torch.Size([4, 8]), tensor([6, 7, 4, 5]))
+    """
+    n = z1.shape[0]
+    dtype = compute_dtype(z1, z2) if keys is None else compute_dtype(z1, z2, keys)
+    with torch.autocast(device_type=z1.device.type, enabled=False):
+        z = normalize_rows(torch.cat([z1, z2], dim=0), dtype)  # (2N, d)
+        keys = z if keys is None else normalize_rows(keys, dtype)  # (K, d)
+        logits = z @ keys.T / temperature  # (2N, K)
+    own = offset + torch.arange(2 * n, device=z.device)  # (2N,): each view's own row among the keys
+    self_mask = own[:, None] == torch.arange(keys.shape[0], device=z.device)[None, :]  # (2N, K)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    arange = torch.arange(n, device=z.device)
+    targets = offset + torch.cat([arange + n, arange])  # (2N,): each view's partner among the keys
+    return logits, targets
 
 
 def info_nce(
@@ -250,7 +191,8 @@ def info_nce(
         validate: False skips the NaN/inf scan of the inputs (a GPU sync per step); the
             shape, dtype and temperature checks always run, they cost nothing.
 
-    All embeddings are L2-normalised here; bf16/fp16 inputs are upcast to float32.
+    All embeddings are L2-normalised here; bf16/fp16 inputs are upcast to float32. The cross-entropy
+    over the cosine scores is :func:`crl_helpers.scores.info_nce_form`, InfoNCE's loss form.
 
     Returns:
         A scalar tensor, float32 (float64 when any input is float64).
@@ -307,19 +249,13 @@ def info_nce(
         q = normalize_rows(query, dtype)  # (N, d)
         k = normalize_rows(positive_key, dtype)  # (N, d)
         if negative_keys is None:
-            logits = q @ k.T / temperature  # (N, N)
-            targets = torch.arange(n, device=q.device)  # (N,)
+            # The other queries' positive keys are the negatives: the off-diagonal of the (N, N) scores.
+            positive, negatives = pair_scores(q @ k.T)  # (N,), (N, N - 1)
         else:
-            negatives = normalize_rows(negative_keys, dtype)  # (M, d) or (N, M, d)
-            positive_logits = (q * k).sum(dim=1, keepdim=True)  # (N, 1)
-            if negatives.ndim == 2:
-                negative_logits = q @ negatives.T  # (N, M)
-            else:
-                negative_logits = torch.einsum("nd,nmd->nm", q, negatives)  # (N, M)
-            # The positive sits in column 0, so every target is 0.
-            logits = torch.cat([positive_logits, negative_logits], dim=1) / temperature  # (N, 1 + M)
-            targets = torch.zeros(n, dtype=torch.long, device=q.device)  # (N,)
-        return F.cross_entropy(logits, targets)
+            keys = normalize_rows(negative_keys, dtype)  # (M, d) or (N, M, d)
+            positive = (q * k).sum(dim=1)  # (N,)
+            negatives = q @ keys.T if keys.ndim == 2 else torch.einsum("nd,nmd->nm", q, keys)  # (N, M)
+        return info_nce_form(positive, negatives, temperature)
 
 
 def debiased_nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, tau_plus: float = 0.1, *,
@@ -380,3 +316,60 @@ def debiased_nt_xent(z1: Tensor, z2: Tensor, temperature: float = 0.5, tau_plus:
         n_g = (negative_sum - tau_plus * k * positive.exp()) / (1 - tau_plus)  # (2N, 1)
         n_g = torch.maximum(n_g, k * torch.exp(-1.0 / temperature - shift))  # the floor K e^{-1/t}
         return (torch.log(positive.exp() + n_g) - positive).mean()
+
+
+# ------------------------------------------------------------------------------------------------- numerics
+# F.normalize's default eps; also the smallest factor normalize_rows divides a row by (see there).
+_NORMALIZE_EPS = 1e-12
+
+
+def compute_dtype(*xs: Tensor) -> torch.dtype:
+    """The dtype the losses and metrics compute in: float64 if any input is float64, else float32.
+
+    float64 stays float64 (gradcheck needs it); bf16/fp16 are upcast, so that cosines near 1 are not
+    blurred by a low-precision matmul.
+
+    Example:
+        >>> compute_dtype(torch.ones(2, dtype=torch.bfloat16)), compute_dtype(torch.ones(2).double())
+        (torch.float32, torch.float64)
+    """
+    return torch.float64 if any(x.dtype == torch.float64 for x in xs) else torch.float32
+
+
+def normalize_rows(x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+    """Rows (last dimension) scaled to unit L2 norm in ``dtype``, whatever the scale of the row.
+
+    ``F.normalize`` of :func:`scale_by_largest_entry`'s rows: plain normalisation in float32 turns entries
+    above ~1e19 into an infinite norm and a zero vector, and loses precision below ~1e-19. Rows of 1e-24
+    and below fall back to F.normalize's treatment, with finite values and gradients; an all-zero row
+    stays zero.
+
+    Args:
+        x: (..., d) floating point.
+        dtype: the result's dtype; None takes :func:`compute_dtype` of ``x``.
+
+    Returns:
+        (..., d) in ``dtype``, unit rows (zero rows stay zero). No host sync, traceable by torch.compile.
+
+    Example:
+        >>> normalize_rows(torch.tensor([[3e30, 4e30], [0.0, 0.0]]))
+        tensor([[0.6000, 0.8000],
+                [0.0000, 0.0000]])
+    """
+    x = x.to(compute_dtype(x) if dtype is None else dtype)
+    return F.normalize(scale_by_largest_entry(x), dim=-1, eps=_NORMALIZE_EPS)
+
+
+def scale_by_largest_entry(x: Tensor) -> Tensor:
+    """Each row (last dimension) divided by its largest absolute entry, so its sum of squares lies in [1, d].
+
+    Squaring such a row can neither overflow nor underflow. A unit row does not depend on the factor,
+    so the factor is detached: the gradient of :func:`normalize_rows` is plain normalisation's. The
+    factor is at least F.normalize's eps (1e-12).
+
+    Example:
+        >>> scale_by_largest_entry(torch.tensor([[3e30, -4e30]]))
+        tensor([[ 0.7500, -1.0000]])
+    """
+    scale = x.detach().abs().amax(dim=-1, keepdim=True).clamp_min(_NORMALIZE_EPS)  # (..., 1)
+    return x / scale

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from crl_helpers.losses import normalize_rows
+from crl_helpers.losses import normalize_rows, view_logits
 from crl_helpers.validate import check_embedding_pair, check_embeddings, check_positive
 
 __all__ = ["alignment", "contrastive_accuracy", "contrastive_accuracy_tensor", "cosine_stats", "effective_rank",
@@ -57,6 +57,10 @@ def _normalize(z: Tensor) -> Tensor:
 def contrastive_accuracy_tensor(z1: Tensor, z2: Tensor) -> Tensor:
     """:func:`contrastive_accuracy` as a 0-d tensor on the inputs' device, for a training step.
 
+    The top-1 accuracy of NT-Xent's own classification task: the argmax of each row of
+    :func:`crl_helpers.losses.view_logits` (the logits of :func:`crl_helpers.losses.nt_xent_logits`)
+    against its target.
+
     No argument check, no host sync and no data-dependent branch, so ``torch.compile`` traces it
     into the step's graph and a GPU never waits for it; the caller guarantees two (N, d)
     floating-point tensors of the same shape with N >= 2.
@@ -71,15 +75,10 @@ def contrastive_accuracy_tensor(z1: Tensor, z2: Tensor) -> Tensor:
         >>> contrastive_accuracy_tensor(torch.eye(3), torch.eye(3) + 0.1)
         tensor(1.)
     """
-    n = z1.shape[0]
     with _measuring(z1):
-        z = _normalize(torch.cat([z1, z2], dim=0))  # (2N, d)
-        similarity = z @ z.T  # (2N, 2N)
-        similarity.fill_diagonal_(float("-inf"))
-        # Built on the device: a copy from host memory would make every step wait for the GPU.
-        arange = torch.arange(n, device=z.device)
-        partner = torch.cat([arange + n, arange])  # (2N,)
-        return (similarity.argmax(dim=1) == partner).float().mean()
+        # NT-Xent's own logits and targets (self masked, partner as target); temperature 1 keeps the cosines.
+        logits, partner = view_logits(z1.detach(), z2.detach(), 1.0)  # (2N, 2N), (2N,)
+        return (logits.argmax(dim=1) == partner).float().mean()
 
 
 def contrastive_accuracy(z1: Tensor, z2: Tensor) -> float:

@@ -286,8 +286,9 @@ def expected_same_class_fraction(labels) -> float:
 def object_masks(data) -> torch.Tensor:
     """The object's mask of each image of the built-in shapes (:func:`crl_helpers.shapes.make_shapes`).
 
-    Re-renders each object from its label and stored factors (position, scale, rotation), anti-aliased
-    as the images are: 1 inside the object, 0 on the background, fractions on the edge.
+    Re-renders each object from its label and stored factors (position, scale, rotation) with
+    :func:`crl_helpers.shapes.render_masks`, as the images were drawn: 1 inside the object, 0 on the
+    background, fractions on the edge.
 
     Args:
         data: an ``ImageData`` from ``make_shapes`` / ``load_dataset("shapes", ...)``.
@@ -304,26 +305,9 @@ def object_masks(data) -> torch.Tensor:
         >>> masks.shape, bool(masks.max() == 1 and masks.min() == 0)
         (torch.Size([3, 32, 32]), True)
     """
-    from crl_helpers.shapes import _SUPERSAMPLE, _inside
+    from crl_helpers.shapes import render_masks
 
-    factors = getattr(data, "factors", None) or {}
-    missing = {"x_position", "y_position", "scale", "rotation"} - set(factors)
-    if missing:
-        raise ValueError(f"data lacks the factors {sorted(missing)}; pass the built-in shapes "
-                         f"(load_dataset('shapes', ...)), whose objects can be re-rendered")
-    size = data.x.shape[-1] * _SUPERSAMPLE
-    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
-    gy, gx = torch.meshgrid(coords, coords, indexing="ij")  # (S, S)
-    dx = gx[None] - factors["x_position"][:, None, None]  # (N, S, S)
-    dy = gy[None] - factors["y_position"][:, None, None]
-    cos, sin = torch.cos(factors["rotation"])[:, None, None], torch.sin(factors["rotation"])[:, None, None]
-    s = factors["scale"][:, None, None]
-    u, w = (cos * dx + sin * dy) / s, (-sin * dx + cos * dy) / s  # the object's own coordinates
-    mask = torch.zeros(u.shape)  # (N, S, S)
-    for shape in torch.unique(data.y).tolist():
-        idx = (data.y == shape).nonzero().squeeze(1)
-        mask[idx] = _inside(shape, u[idx], w[idx]).float()
-    return torch.nn.functional.avg_pool2d(mask[:, None], _SUPERSAMPLE)[:, 0]  # (N, H, W)
+    return render_masks(data.y, getattr(data, "factors", None) or {}, data.x.shape[-1])  # (N, H, W)
 
 
 def crop_object_fraction(masks: torch.Tensor, top, left, height, width) -> torch.Tensor:

@@ -238,3 +238,77 @@ def align_snapshots(snapshots: dict) -> dict:
         aligned[name] = points
         previous = points
     return aligned
+
+
+def map_neighbours(points: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) indices of each point's k nearest other points in a 2-D map (stable order on ties).
+
+    Example:
+        >>> map_neighbours(np.array([[0.0, 0.0], [1.0, 0.0], [3.0, 0.0]]), 1).ravel().tolist()
+        [1, 0, 1]
+    """
+    distances = np.linalg.norm(points[:, None, :] - points[None, :, :], axis=-1)  # (N, N)
+    np.fill_diagonal(distances, np.inf)  # a point is not its own neighbour
+    return np.argsort(distances, axis=1, kind="stable")[:, :k]  # (N, k)
+
+
+def neighbour_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over points of |N_a(i) ∩ N_b(i)| / k for two (N, k) neighbour tables (of :func:`map_neighbours`).
+
+    Example:
+        >>> neighbour_agreement(np.array([[1, 2], [0, 2]]), np.array([[2, 3], [0, 2]]))
+        0.75
+    """
+    return float(np.mean([len(set(x) & set(y)) / a.shape[1] for x, y in zip(a, b)]))
+
+
+def compare_maps(left, right, reference=None, k: int = 10) -> dict:
+    """Two 2-D maps of the same N points, made comparable side by side: aligned, on shared axes, and
+    the share of each point's ``k`` nearest neighbours that the two maps agree on.
+
+    Both maps are Procrustes-aligned onto ``reference`` (:func:`crl_helpers.plots.align_snapshots`;
+    without one, ``right`` is aligned onto ``left``), so that a rotation or mirror image of UMAP's
+    does not read as a difference. The agreement is the mean over points ``i`` of
+    ``|N_k^left(i) ∩ N_k^right(i)| / k``, with ``N_k(i)`` the ``k`` nearest other points of ``i`` in
+    the map: 1 when the maps have the same neighbourhoods, about ``k / (N - 1)`` for unrelated maps.
+    Rotations, mirror images, shifts and a common scale leave it unchanged.
+
+    Args:
+        left, right: (N, 2) map coordinates of the same N points, in the same order.
+        reference: (N, 2) map to align both onto, or None.
+        k: neighbours per point, capped at ``N - 1``.
+
+    Returns:
+        dict with ``left`` and ``right`` (aligned float64 (N, 2)), ``limits`` (``(low, high)``, each
+        (2,), covering both maps with a 5 % margin) and ``shared_neighbours`` (a float in [0, 1]).
+
+    Raises:
+        ValueError: as :func:`crl_helpers.plots.align_snapshots`, fewer than 2 points, or k < 1.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> a = rng.normal(size=(30, 2))
+        >>> turned = a @ np.array([[0.0, -1.0], [1.0, 0.0]]) + 3.0  # a quarter turn, shifted
+        >>> same = compare_maps(a, turned, k=5)
+        >>> round(same["shared_neighbours"], 6), bool(np.allclose(same["right"], a))
+        (1.0, True)
+        >>> compare_maps(a, rng.normal(size=(30, 2)), k=5)["shared_neighbours"] < 0.5
+        True
+    """
+    if not (isinstance(k, (int, np.integer)) and k >= 1):
+        raise ValueError(f"k={k!r} must be an int >= 1 (neighbours per point)")
+    if reference is None:
+        left, right = align_snapshots({"left": left, "right": right}).values()
+    else:
+        left = align_snapshots({"reference": reference, "map": left})["map"]
+        right = align_snapshots({"reference": reference, "map": right})["map"]
+    n = len(left)
+    if n < 2:
+        raise ValueError(f"the maps have {n} point(s); neighbourhoods need at least 2")
+    k = min(int(k), n - 1)
+    both = np.concatenate([left, right])  # (2N, 2)
+    low, high = both.min(axis=0), both.max(axis=0)
+    margin = 0.05 * np.maximum(high - low, 1e-9)
+    return {"left": left, "right": right, "limits": (low - margin, high + margin),
+            "shared_neighbours": neighbour_agreement(map_neighbours(left, k), map_neighbours(right, k))}
+

@@ -170,8 +170,11 @@ def pair_scores(scores: Tensor) -> tuple[Tensor, Tensor]:
         raise ValueError(f"scores must be a square (N, N) tensor with N >= 2, got "
                          f"{getattr(scores, 'shape', type(scores).__name__)}; score the queries against their own keys")
     n = scores.shape[0]
-    off_diagonal = ~torch.eye(n, dtype=torch.bool, device=scores.device)  # (N, N)
-    return scores.diagonal(), scores[off_diagonal].reshape(n, n - 1)  # (N,), (N, K = N - 1)
+    # Row i's negatives are the columns 0..N-1 but i: column j of the result is key j, or j + 1 from j = i on.
+    # An index gather, not a boolean mask: no host sync, so a training step on a GPU never waits for it.
+    columns = torch.arange(n - 1, device=scores.device)[None, :]  # (1, N - 1)
+    columns = columns + (columns >= torch.arange(n, device=scores.device)[:, None])  # (N, N - 1)
+    return scores.diagonal(), scores.gather(1, columns)  # (N,), (N, K = N - 1)
 
 
 # ------------------------------------------------------------------------------------------------- loss forms
@@ -190,7 +193,9 @@ def info_nce_form(positive: Tensor, negatives: Tensor, temperature: float = 1.0)
     r"""InfoNCE's softmax cross-entropy: mean of :math:`-\log \frac{e^{s^+/\tau}}{e^{s^+/\tau} + \sum_j e^{s^-_j/\tau}}`.
 
     van den Oord et al. (2018). The positive competes with all K negatives at once; the value is
-    at least 0 (a cross-entropy) and :math:`\log(K + 1)` when every score is equal.
+    at least 0 (a cross-entropy) and :math:`\log(K + 1)` when every score is equal. The one
+    InfoNCE on scores of the package: :func:`crl_helpers.losses.info_nce` (on cosines) and
+    :func:`crl_helpers.temperature.info_nce_from_similarities` (one anchor) call it.
 
     Args:
         positive: ``(N,)`` scores; negatives: ``(N, K)`` scores; temperature: :math:`\tau > 0`.
@@ -204,7 +209,8 @@ def info_nce_form(positive: Tensor, negatives: Tensor, temperature: float = 1.0)
     positive, negatives = _check_scores(positive, negatives)
     temperature = check_temperature(temperature)
     logits = torch.cat([positive[:, None], negatives], dim=1) / temperature  # (N, 1 + K), positive first
-    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+    # -log softmax(logits)[0] = logsumexp(logits) - logits[0], averaged over the N queries.
+    return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
 
 def nce_form(positive: Tensor, negatives: Tensor, temperature: float = 1.0) -> Tensor:

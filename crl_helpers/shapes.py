@@ -72,6 +72,60 @@ def _inside(shape: int, u: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return (w.abs() < u.abs() * 0.9) & (u.abs() < 0.9)  # bowtie
 
 
+def _supersampled_grid(image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (S, S) row and column coordinates of the pixel centres in [-1, 1], S = ``image_size * _SUPERSAMPLE``."""
+    size = image_size * _SUPERSAMPLE
+    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
+    return torch.meshgrid(coords, coords, indexing="ij")  # (S, S), (S, S)
+
+
+#: The factors of :func:`make_shapes` that place an object in its image.
+PLACEMENT_FACTORS = ("x_position", "y_position", "scale", "rotation")
+
+
+def render_masks(labels: torch.Tensor, factors: dict, image_size: int = 32) -> torch.Tensor:
+    """The object's mask of each image, drawn from its shape and placement as :func:`make_shapes` draws it.
+
+    Anti-aliased as the images are (rendered at twice the side, then averaged): 1 inside the object,
+    0 on the background, fractions on the edge. :func:`make_shapes` paints its objects with these masks,
+    and :func:`crl_helpers.pairs.object_masks` recovers them from a data set's factors.
+
+    Args:
+        labels: ``(N,)`` int64 shape indices into :data:`SHAPE_NAMES`.
+        factors: ``(N,)`` float tensors for each of :data:`PLACEMENT_FACTORS` (more keys are ignored),
+            as in ``make_shapes(...).factors``.
+        image_size: side of the images in pixels.
+
+    Returns:
+        float32 ``(N, image_size, image_size)`` in [0, 1].
+
+    Raises:
+        ValueError: ``factors`` lacks a placement factor.
+
+    Example:
+        >>> data = make_shapes(3, seed=0)
+        >>> masks = render_masks(data.y, data.factors, image_size=32)
+        >>> masks.shape, bool(masks.max() == 1 and masks.min() == 0)
+        (torch.Size([3, 32, 32]), True)
+    """
+    missing = set(PLACEMENT_FACTORS) - set(factors or {})
+    if missing:
+        raise ValueError(f"the factors lack {sorted(missing)}; pass the built-in shapes (make_shapes or "
+                         f"load_dataset('shapes', ...)), whose objects can be re-rendered")
+    gy, gx = _supersampled_grid(image_size)  # (S, S)
+    dx = gx[None] - factors["x_position"][:, None, None]  # (N, S, S)
+    dy = gy[None] - factors["y_position"][:, None, None]
+    rotation = factors["rotation"]
+    cos, sin = torch.cos(rotation)[:, None, None], torch.sin(rotation)[:, None, None]
+    s = factors["scale"][:, None, None]
+    u, w = (cos * dx + sin * dy) / s, (-sin * dx + cos * dy) / s  # the object's own coordinates, radius ~1
+    mask = torch.zeros(u.shape)  # (N, S, S)
+    for shape in range(len(SHAPE_NAMES)):  # each image is tested against its own shape only
+        idx = (labels == shape).nonzero().squeeze(1)
+        mask[idx] = _inside(shape, u[idx], w[idx]).float()
+    return torch.nn.functional.avg_pool2d(mask[:, None], _SUPERSAMPLE)[:, 0]  # (N, H, W) anti-aliased
+
+
 def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     """HSV in [0, 1] to RGB in [0, 1]; h, s, v: (B,) -> (B, 3)."""
     k = torch.tensor([5.0, 3.0, 1.0])
@@ -152,23 +206,12 @@ def make_shapes(n: int, seed: int = 0, image_size: int = 32, noise: float = 0.03
     object_rgb = _hsv_to_rgb(object_hue, object_sat, object_val)  # (n, 3)
     background_rgb = _hsv_to_rgb(background_hue, background_sat, background_val)  # (n, 3)
 
-    size = image_size * _SUPERSAMPLE
-    coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size * 2 - 1  # pixel centres in [-1, 1]
+    placement = {"x_position": x_pos, "y_position": y_pos, "scale": scale, "rotation": rotation}
+    gy, gx = _supersampled_grid(image_size)  # (S, S) each
     x_chunks = []
     for start in range(0, n, 512):  # chunks keep memory bounded: 512 x 64 x 64 floats per map
         sl = slice(start, min(start + 512, n))
-        gy, gx = torch.meshgrid(coords, coords, indexing="ij")  # (S, S)
-        dx = gx[None] - x_pos[sl, None, None]  # (b, S, S)
-        dy = gy[None] - y_pos[sl, None, None]
-        cos, sin = torch.cos(rotation[sl])[:, None, None], torch.sin(rotation[sl])[:, None, None]
-        s = scale[sl, None, None]
-        u = (cos * dx + sin * dy) / s
-        w = (-sin * dx + cos * dy) / s
-        mask = torch.zeros(u.shape)  # (b, S, S)
-        for shape in range(len(SHAPE_NAMES)):  # each image is tested against its own shape only
-            idx = (y[sl] == shape).nonzero().squeeze(1)
-            mask[idx] = _inside(shape, u[idx], w[idx]).float()
-        mask = torch.nn.functional.avg_pool2d(mask[:, None], _SUPERSAMPLE)  # (b, 1, H, W) anti-aliased
+        mask = render_masks(y[sl], {k: v[sl] for k, v in placement.items()}, image_size)[:, None]  # (b, 1, H, W)
         along = gx[None] * torch.cos(stripe_angle[sl])[:, None, None] + gy[None] * torch.sin(stripe_angle[sl])[:, None, None]
         stripes = torch.sin(along * stripe_freq[sl, None, None] * math.pi + stripe_phase[sl, None, None])
         stripes = torch.nn.functional.avg_pool2d(stripes[:, None], _SUPERSAMPLE)  # (b, 1, H, W)

@@ -43,6 +43,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
+from crl_helpers.scores import info_nce_form
 from crl_helpers.validate import check_int, check_temperature
 
 __all__ = [
@@ -127,7 +128,7 @@ def info_nce_from_similarities(similarities, temperature: float) -> float:
     r"""InfoNCE of one anchor, :math:`-\log p_0 = \log\sum_k e^{s_k/\tau} - s_0/\tau` (van den Oord et al. 2018).
 
     Equals :func:`crl_helpers.losses.info_nce` for a query whose cosine similarities to its
-    positive key and negative keys are ``similarities``.
+    positive key and negative keys are ``similarities``: :func:`crl_helpers.scores.info_nce_form` of one query.
 
     Raises:
         TypeError, ValueError: as :func:`key_distribution`.
@@ -139,10 +140,8 @@ def info_nce_from_similarities(similarities, temperature: float) -> float:
         >>> round(info_nce_from_similarities([0.3, 0.3, 0.3, 0.3], 0.1), 6) == round(math.log(4), 6)
         True
     """
-    s = check_similarities(similarities)
-    temperature = check_temperature(temperature)
-    logits = s / temperature  # (1 + K,)
-    return float(torch.logsumexp(logits, dim=0) - logits[0])
+    s = check_similarities(similarities)  # (1 + K,)
+    return float(info_nce_form(s[:1], s[None, 1:], temperature))  # one query: positive (1,), negatives (1, K)
 
 
 def gradient_weights(similarities, temperature: float) -> torch.Tensor:

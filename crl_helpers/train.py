@@ -46,6 +46,7 @@ from crl_helpers.evaluate import extract_embeddings, knn_accuracy
 from crl_helpers.threads import ThreadTuner, check_threads
 from crl_helpers.views import ViewConfig
 from crl_helpers.views_batched import ViewAugmenter
+from crl_helpers.validate import check_choice, check_int, check_nonnegative, check_positive, check_temperature
 
 
 # Bounds that catch a typo before it costs memory or hours: a schedule of MAX_EPOCHS * steps floats,
@@ -109,46 +110,42 @@ class TrainConfig:
     progress: bool = True  # tqdm progress bar
 
     def __post_init__(self) -> None:
+        # One rule per quantity (crl_helpers.validate); messages name the field as Python spells it
+        # (TrainConfig.lr), and the CLI turns those names into its flags (crl_helpers.cli.cli_words).
+        def name(field_name: str) -> str:
+            return f"TrainConfig.{field_name}"
+
         # The built-in dataset is generated in memory (3 KB an image); real datasets are capped by their size.
         max_images = MAX_SHAPES_IMAGES if self.dataset == "shapes" else MAX_IMAGES
-        checks = [
-            (self.method in METHODS, f"method={self.method!r} is unknown; choose one of {', '.join(METHODS)}"),
-            (self.precision in PRECISIONS,
-             f"precision={self.precision!r} is unknown; choose one of {', '.join(PRECISIONS)}"),
-            (self.dataset in DATASETS, f"dataset={self.dataset!r} is unknown; choose one of {', '.join(DATASETS)}"),
-            (self.encoder in ENCODERS, f"encoder={self.encoder!r} is unknown; choose one of {', '.join(ENCODERS)}"),
-            (isinstance(self.epochs, int) and 1 <= self.epochs <= MAX_EPOCHS,
-             f"epochs={self.epochs!r} must be an integer in [1, {MAX_EPOCHS:,}]"),
-            (isinstance(self.batch_size, int) and self.batch_size >= 2,
-             f"batch_size={self.batch_size!r} must be an integer >= 2 (a positive needs a negative)"),
-            (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0,
-             f"temperature={self.temperature!r} must be a number > 0 (try 0.1 to 0.5)"),
-            (math.isfinite(self.lr) and 0 < self.lr <= MAX_LR,
-             f"lr={self.lr!r} must be in (0, {MAX_LR:g}] (try 5e-3 for adamw, 0.6 for sgd)"),
-            (self.weight_decay >= 0, f"weight_decay={self.weight_decay!r} must be >= 0"),
-            (self.optimizer in ("adamw", "sgd"), f"optimizer={self.optimizer!r} must be 'adamw' or 'sgd'"),
-            (self.warmup_epochs >= 0, f"warmup_epochs={self.warmup_epochs!r} must be >= 0"),
-            (self.knn_k >= 1, f"knn_k={self.knn_k!r} must be >= 1"),
-            (self.view_size is None or (isinstance(self.view_size, int) and not isinstance(self.view_size, bool)
-                                        and MIN_VIEW_SIZE <= self.view_size <= MAX_VIEW_SIZE),
-             f"view_size={self.view_size!r} must be an int in [{MIN_VIEW_SIZE}, {MAX_VIEW_SIZE}] pixels "
-             f"(leave it out to train at the images' own size)"),
-            (self.n_train is None or 2 <= self.n_train <= max_images,
-             f"n_train={self.n_train!r} must be in [2, {max_images:,}] (leave it out for the whole split)"),
-            (self.n_test is None or 1 <= self.n_test <= max_images,
-             f"n_test={self.n_test!r} must be in [1, {max_images:,}] (leave it out for the whole split)"),
-            (not (self.umap and self.n_test is not None and self.n_test < MIN_UMAP_POINTS),
-             f"n_test={self.n_test!r} is too few for the UMAP plot (it needs >= {MIN_UMAP_POINTS}); "
-             f"use --n-test {MIN_UMAP_POINTS} or more, or leave out --umap"),
-            (self.out_dir is None or (isinstance(self.out_dir, str) and self.out_dir.strip() != ""),
-             f"out_dir={self.out_dir!r} is empty; name a folder such as runs/default (in Python, None keeps "
-             f"everything in memory)"),
-            # Seeds feed torch.Generator.manual_seed(seed * 100_003 + epoch), which must fit in 64 bits.
-            (isinstance(self.seed, int) and 0 <= self.seed < 2**32, f"seed={self.seed!r} must be an int in [0, 2**32)"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        whole_split = "leave it out (None) for the whole split"
+        check_choice(name("method"), self.method, METHODS)
+        check_choice(name("precision"), self.precision, PRECISIONS)
+        check_choice(name("dataset"), self.dataset, DATASETS)
+        check_choice(name("encoder"), self.encoder, ENCODERS)
+        check_int(name("epochs"), self.epochs, 1, maximum=MAX_EPOCHS)
+        check_int(name("batch_size"), self.batch_size, 2, "a positive needs a negative")
+        check_temperature(self.temperature, name=name("temperature"))
+        check_positive(name("lr"), self.lr, "try 5e-3 for adamw, 0.6 for sgd", maximum=MAX_LR)
+        check_nonnegative(name("weight_decay"), self.weight_decay)
+        check_choice(name("optimizer"), self.optimizer, ("adamw", "sgd"))
+        check_nonnegative(name("warmup_epochs"), self.warmup_epochs)
+        check_int(name("knn_k"), self.knn_k, 1)
+        if self.view_size is not None:
+            check_int(name("view_size"), self.view_size, MIN_VIEW_SIZE,
+                      "pixels; leave it out (None) to train at the images' own size", maximum=MAX_VIEW_SIZE)
+        if self.n_train is not None:
+            check_int(name("n_train"), self.n_train, 2, whole_split, maximum=max_images)
+        if self.n_test is not None:
+            check_int(name("n_test"), self.n_test, 1, whole_split, maximum=max_images)
+            if self.umap and self.n_test < MIN_UMAP_POINTS:
+                raise ValueError(f"TrainConfig.n_test={self.n_test!r} is too few for the UMAP plot (it needs >= "
+                                 f"{MIN_UMAP_POINTS}); use TrainConfig.n_test={MIN_UMAP_POINTS} or more, or "
+                                 f"TrainConfig.umap=False")
+        if self.out_dir is not None and not (isinstance(self.out_dir, str) and self.out_dir.strip()):
+            raise ValueError(f"TrainConfig.out_dir={self.out_dir!r} is empty; name a folder such as runs/default "
+                             "(in Python, None keeps everything in memory)")
+        # Seeds feed torch.Generator.manual_seed(seed * 100_003 + epoch), which must fit in 64 bits.
+        check_int(name("seed"), self.seed, 0, maximum=2**32 - 1)
 
 
 CPU = TrainConfig()
@@ -367,11 +364,12 @@ def build_run(config: TrainConfig, context: DistributedContext, train_data: Imag
     world_size = context.world_size
     if config.batch_size % world_size:
         raise ValueError(
-            f"batch_size={config.batch_size} is the global batch and must be divisible by the "
-            f"{world_size} processes; use --batch-size {max(world_size, config.batch_size // world_size * world_size)}")
+            f"TrainConfig.batch_size={config.batch_size} is the global batch and must be divisible by the "
+            f"{world_size} processes; use TrainConfig.batch_size="
+            f"{max(world_size, config.batch_size // world_size * world_size)}")
     if config.batch_size > len(train_data):
-        raise ValueError(f"batch_size={config.batch_size} exceeds the {len(train_data)} training images; "
-                         f"use --batch-size {len(train_data)} or fewer")
+        raise ValueError(f"TrainConfig.batch_size={config.batch_size} exceeds the {len(train_data)} training images; "
+                         f"use TrainConfig.batch_size={len(train_data)} or fewer")
     torch.manual_seed(config.seed)
     mean, std = train_data.channel_stats()
     model = build_model(config).to(context.device)
@@ -421,24 +419,15 @@ def resume_run(run: Run, config: TrainConfig) -> None:
         detail = " ".join(f"{type(err).__name__}: {err}".split())
         detail = detail if len(detail) <= 200 else detail[:197] + "..."
         saved = state.get("config") if isinstance(state.get("config"), dict) else {}
-        was = "".join(f" (it was trained with --{flag} {saved[key]}, this run asks for --{flag} {getattr(config, key)})"
-                      for key, flag in (("encoder", "encoder"), ("method", "method"))
-                      if saved.get(key) and saved.get(key) != getattr(config, key))
-        raise CheckpointError(f"{path} does not match this config{was}: {detail}; "
-                              f"resume with the same --encoder, --method and head, or use a fresh --out") from err
+        was = "".join(f" (it was trained with TrainConfig.{key}={saved[key]!r}, this run asks for "
+                      f"TrainConfig.{key}={getattr(config, key)!r})"
+                      for key in ("encoder", "method") if saved.get(key) and saved.get(key) != getattr(config, key))
+        raise CheckpointError(f"{path} does not match this config{was}: {detail}; resume with the same "
+                              f"TrainConfig.encoder, TrainConfig.method and head, or use a fresh TrainConfig.out_dir") from err
 
 
 # Fields a resumed run may change: they do not change what is trained, only how long, where and how it is shown.
 _RESUMABLE_CHANGES = ("epochs", "device", "progress", "umap", "out_dir", "data_root", "compile")
-#: TrainConfig field -> the ``crl train`` flag that sets it (``--`` + the value); the CLI's own table.
-CLI_FLAGS = {
-    "dataset": "dataset", "data_root": "data-root", "encoder": "encoder", "epochs": "epochs",
-    "batch_size": "batch-size", "temperature": "temperature", "lr": "lr", "device": "device", "out_dir": "out",
-    "seed": "seed", "n_train": "n-train", "n_test": "n-test", "optimizer": "optimizer", "method": "method",
-    "precision": "precision", "view_size": "view-size",
-}
-
-
 def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
     """Refuse a checkpoint whose config differs from ``config`` but in the epoch count (and the like), or whose
     epoch and history do not fit together."""
@@ -447,31 +436,28 @@ def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
         now = _config_dict(config)
         changed = [k for k in now if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != now[k]]
         if changed:
-            def named(key, value):  # as the command line spells it where it has a flag
-                flag = CLI_FLAGS.get(key)
-                return f"--{flag} {value}" if flag else f"{key}={value!r}"
-
-            was = ", ".join(named(k, saved[k]) for k in changed[:3])
-            asks = ", ".join(named(k, now[k]) for k in changed[:3])
+            was = ", ".join(f"TrainConfig.{k}={saved[k]!r}" for k in changed[:3])
+            asks = ", ".join(f"TrainConfig.{k}={now[k]!r}" for k in changed[:3])
             more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
             raise CheckpointError(f"{path} was trained with {was}, this run asks for {asks}{more}; resume with "
-                                  f"the same flags (only --epochs may change), or use a fresh --out")
+                                  f"the same config (only TrainConfig.epochs may change), or use a fresh "
+                                  f"TrainConfig.out_dir")
     epoch, history = state.get("epoch"), state.get("history")
     valid = (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 and isinstance(history, list)
              and len(history) == epoch and all(isinstance(r, dict) for r in history)
              and [r.get("epoch") for r in history] == list(range(1, epoch + 1)))
     if not valid:
         raise CheckpointError(f"{path} holds an invalid epoch count or history (epoch {epoch!r}); "
-                              f"it was not written by crl train: start afresh with --overwrite")
+                              f"it was not written by crl train: start afresh with resume=False")
     if epoch > config.epochs:
-        raise CheckpointError(f"{path} already holds {epoch} epochs, more than --epochs {config.epochs}; "
-                              f"resume with --epochs {epoch} or more")
+        raise CheckpointError(f"{path} already holds {epoch} epochs, more than TrainConfig.epochs={config.epochs}; "
+                              f"resume with TrainConfig.epochs={epoch} or more")
     finite = all(math.isfinite(r.get("loss", float("nan"))) for r in history)
     weights = state.get("model") if isinstance(state.get("model"), dict) else {}
     if not finite or not all(torch.isfinite(t).all() for t in weights.values()
                              if isinstance(t, torch.Tensor) and t.is_floating_point()):
         raise CheckpointError(f"{path} holds a diverged run (NaN or inf weights or loss); start afresh "
-                              f"with --overwrite and a lower --lr")
+                              f"with resume=False and a lower TrainConfig.lr")
 
 
 def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Tensor, y_train: torch.Tensor,
@@ -517,7 +503,8 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
         kept = (f"; the checkpoint of epoch {epoch}, the last that passed the checks, is kept in {config.out_dir}"
                 if config.out_dir and epoch else "")
         raise NonFiniteLossError(
-            f"the loss became {loss_avg} in epoch {epoch + 1}{kept}. Lower --lr or raise --temperature")
+            f"the loss became {loss_avg} in epoch {epoch + 1}{kept}. Lower TrainConfig.lr or raise "
+            f"TrainConfig.temperature")
     row = {"epoch": epoch + 1, "loss": loss_avg, "contrastive_acc": acc_avg, "lr": lr,
            "seconds": seconds, "images_per_second": steps * batch / seconds}
     with torch.no_grad():
@@ -550,11 +537,11 @@ def check_healthy(model: nn.Module, row: dict, config: TrainConfig, halt_on_coll
         bad = [name for (name, _), ok in zip(tensors, finite.tolist()) if not ok]
         raise NonFiniteLossError(f"training diverged in epoch {epoch}: {bad[0]}"
                                  f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''} became NaN or inf{kept}. "
-                                 f"Lower --lr (it is {config.lr:g})")
+                                 f"Lower TrainConfig.lr (it is {config.lr:g})")
     if halt_on_collapse and not row["embedding_std"] >= COLLAPSE_STD:
         raise NonFiniteLossError(f"training collapsed in epoch {epoch}: every image has the same embedding "
-                                 f"(spread {row['embedding_std']:.1e}){kept}. Lower --lr (it is {config.lr:g}) "
-                                 f"or raise --temperature")
+                                 f"(spread {row['embedding_std']:.1e}){kept}. Lower TrainConfig.lr (it is "
+                                 f"{config.lr:g}) or raise TrainConfig.temperature")
 
 
 def split_features(encoder: nn.Module, train_data: ImageData, test_data: ImageData, mean, std

@@ -22,7 +22,7 @@ import numbers
 import torch
 from torch import Tensor
 
-__all__ = ["MIN_TEMPERATURE", "FLOAT16_MIN_TEMPERATURE", "check_int", "check_fraction", "check_positive",
+__all__ = ["MIN_TEMPERATURE", "FLOAT16_MIN_TEMPERATURE", "check_int", "check_choice", "check_fraction", "check_positive",
            "check_nonnegative", "check_temperature", "check_embeddings", "check_embedding_pair", "check_labels",
            "check_images"]
 
@@ -31,7 +31,7 @@ MIN_TEMPERATURE = 1e-8
 # float16's largest finite value.
 _FLOAT16_MAX = 65504.0
 # The gradient of InfoNCE / NT-Xent with respect to a unit-norm embedding row is at most 2 / temperature
-# in norm (derived in crl_helpers.losses), so float16 embeddings hold it for temperature >= 2 / 65504 ~ 3.05e-5.
+# in norm (derived in docs/numerics.md), so float16 embeddings hold it for temperature >= 2 / 65504 ~ 3.05e-5.
 FLOAT16_MIN_TEMPERATURE = 2.0 / _FLOAT16_MAX
 # Floating images may stray this far outside [0, 1] (resampling round-off) before they are refused.
 _RANGE_SLACK = 1e-3
@@ -41,18 +41,43 @@ def _suffix(hint: str) -> str:
     return f"; {hint}" if hint else ""
 
 
-def check_int(name: str, value: object, minimum: int, hint: str = "") -> int:
-    """``value`` as an ``int`` >= ``minimum`` (numpy integers accepted, bools refused).
+def check_int(name: str, value: object, minimum: int, hint: str = "", maximum: int | None = None) -> int:
+    """``value`` as an ``int`` >= ``minimum`` (and <= ``maximum`` if given; numpy integers accepted, bools refused).
 
     Raises:
         TypeError: not an integer.
-        ValueError: below ``minimum``.
+        ValueError: below ``minimum`` or above ``maximum``.
+
+    Example:
+        >>> check_int("TrainConfig.epochs", 0, 1, maximum=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: TrainConfig.epochs=0 must be an int in [1, 100]
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}={value!r} must be an int{_suffix(hint)}")
+    if maximum is not None and not minimum <= value <= maximum:
+        raise ValueError(f"{name}={value} must be an int in [{minimum}, {maximum}]{_suffix(hint)}")
     if value < minimum:
         raise ValueError(f"{name}={value} must be >= {minimum}{_suffix(hint)}")
     return int(value)
+
+
+def check_choice(name: str, value: object, choices, hint: str = "") -> str:
+    """``value`` if it is one of ``choices`` (names such as methods, datasets, encoders).
+
+    Raises:
+        ValueError: not one of them.
+
+    Example:
+        >>> check_choice("TrainConfig.optimizer", "lars", ("adamw", "sgd"))
+        Traceback (most recent call last):
+        ...
+        ValueError: TrainConfig.optimizer='lars' is unknown; choose one of adamw, sgd
+    """
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is unknown; choose one of {', '.join(choices)}{_suffix(hint)}")
+    return value
 
 
 def check_fraction(name: str, value: object, hint: str = "") -> float:
@@ -69,17 +94,25 @@ def check_fraction(name: str, value: object, hint: str = "") -> float:
     return float(value)
 
 
-def check_positive(name: str, value: object, hint: str = "") -> float:
-    """``value`` as a finite ``float`` > 0.
+def check_positive(name: str, value: object, hint: str = "", maximum: float | None = None) -> float:
+    """``value`` as a finite ``float`` > 0 (and <= ``maximum`` if given).
 
     Raises:
         TypeError: not a real number.
-        ValueError: not finite, or <= 0.
+        ValueError: not finite, <= 0, or above ``maximum``.
+
+    Example:
+        >>> check_positive("TrainConfig.lr", 500.0, maximum=100)
+        Traceback (most recent call last):
+        ...
+        ValueError: TrainConfig.lr=500.0 must be <= 100
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}={value!r} must be a number{_suffix(hint)}")
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name}={value!r} must be a finite number > 0{_suffix(hint)}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name}={value!r} must be <= {maximum:g}{_suffix(hint)}")
     return float(value)
 
 
@@ -97,7 +130,7 @@ def check_nonnegative(name: str, value: object, hint: str = "") -> float:
     return float(value)
 
 
-def check_temperature(temperature: object, *embeddings: Tensor) -> float:
+def check_temperature(temperature: object, *embeddings: Tensor, name: str = "temperature") -> float:
     """The temperature rule, the same for every loss, explorer and config: a finite number >= 1e-8.
 
     Below :data:`MIN_TEMPERATURE` the logits of unit vectors overflow float32.
@@ -106,11 +139,12 @@ def check_temperature(temperature: object, *embeddings: Tensor) -> float:
     :data:`FLOAT16_MIN_TEMPERATURE` ``= 2 / 65504``: a loss computed in float32 still sends its
     gradient back to a float16 input in float16, whose largest value is 65504, and the gradient of
     InfoNCE / NT-Xent with respect to a unit-norm row reaches ``2 / temperature`` (derived in
-    :mod:`crl_helpers.losses`), whatever precision the loss is computed in.
+    docs/numerics.md), whatever precision the loss is computed in.
 
     Args:
         temperature: the value to check.
         *embeddings: the tensors the temperature will divide; any float16 one applies the float16 floor.
+        name: how the messages name it (``TrainConfig.temperature`` for a config field).
 
     Raises:
         TypeError: not a real number.
@@ -123,12 +157,12 @@ def check_temperature(temperature: object, *embeddings: Tensor) -> float:
         ...
         ValueError: temperature=1e-05 is below 3.05e-05, the smallest float16 embeddings allow: the gradient (up to 2 / temperature) would overflow float16; pass float32 or bfloat16 embeddings (z.float()) or raise the temperature
     """
-    temperature = check_positive("temperature", temperature, "typical values are 0.05 to 0.5")
+    temperature = check_positive(name, temperature, "typical values are 0.05 to 0.5")
     if temperature < MIN_TEMPERATURE:
-        raise ValueError(f"temperature={temperature!r} is below {MIN_TEMPERATURE:g}: the logits would overflow; "
+        raise ValueError(f"{name}={temperature!r} is below {MIN_TEMPERATURE:g}: the logits would overflow; "
                          "typical values are 0.05 to 0.5")
     if temperature < FLOAT16_MIN_TEMPERATURE and any(z.dtype == torch.float16 for z in embeddings):
-        raise ValueError(f"temperature={temperature!r} is below {FLOAT16_MIN_TEMPERATURE:.3g}, the smallest float16 "
+        raise ValueError(f"{name}={temperature!r} is below {FLOAT16_MIN_TEMPERATURE:.3g}, the smallest float16 "
                          "embeddings allow: the gradient (up to 2 / temperature) would overflow float16; "
                          "pass float32 or bfloat16 embeddings (z.float()) or raise the temperature")
     return temperature

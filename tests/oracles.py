@@ -1,8 +1,8 @@
 """Loss oracles shared by the tests: plain Python floats, one anchor at a time, straight from the papers.
 
 Nothing here calls the package: each oracle restates its paper's formula as a loop over anchors
-(Python floats are float64), so a vectorised implementation is checked against an independent
-computation. Tests import them as ``from oracles import nt_xent_oracle`` (pytest puts ``tests/`` on
+(Python floats, or float64 torch scalars where a test needs gradients), so a vectorised implementation
+is checked against an independent computation. Tests import them as ``from oracles import nt_xent_oracle`` (pytest puts ``tests/`` on
 ``sys.path``).
 """
 from __future__ import annotations
@@ -43,8 +43,29 @@ def neg_log_softmax(positive: float, negatives: list[float], temperature: float)
     return -math.log(numerator / denominator)
 
 
+def nt_xent_per_anchor(z1, z2, temperature: float) -> torch.Tensor:
+    """SimCLR, Chen et al. 2020, Algorithm 1: l(i, j) for each of the 2N anchors of z1, z2 (N, d), [z1; z2] order.
+
+    One anchor at a time in float64, with torch scalars so that gradients flow back to z1 and z2 (the
+    data-parallel tests compare gradients with it): ``l(a) = logsumexp_{b != a} s(a, b) / tau - s(a, p(a)) / tau``.
+
+    >>> z = torch.ones(3, 2)
+    >>> [round(float(v), 6) for v in nt_xent_per_anchor(z, z, 0.5)] == [round(math.log(5), 6)] * 6
+    True
+    """
+    views = torch.cat([z1, z2]).double()  # (2N, d): [z1; z2]
+    views = views / views.norm(dim=1, keepdim=True)
+    n = len(z1)
+    losses = []
+    for a in range(2 * n):
+        partner = (a + n) % (2 * n)
+        others = torch.stack([views[a] @ views[b] for b in range(2 * n) if b != a]) / temperature  # (2N - 1,)
+        losses.append(torch.logsumexp(others, dim=0) - views[a] @ views[partner] / temperature)
+    return torch.stack(losses)  # (2N,)
+
+
 def nt_xent_oracle(z1, z2, temperature: float) -> float:
-    """SimCLR, Chen et al. 2020, Algorithm 1: l(i, j) over all 2N anchors of z1, z2 (N, d), averaged.
+    """The mean of :func:`nt_xent_per_anchor` over the 2N anchors, a Python float.
 
     Identical embeddings make every logit equal, so the loss is log(2N - 1):
 
@@ -52,14 +73,7 @@ def nt_xent_oracle(z1, z2, temperature: float) -> float:
     >>> round(nt_xent_oracle(z, z, temperature=0.5), 6) == round(math.log(5), 6)
     True
     """
-    views = unit_rows(torch.cat([z1, z2]))  # (2N, d): [z1; z2]
-    n = len(z1)
-    total = 0.0
-    for a in range(2 * n):
-        partner = (a + n) % (2 * n)
-        negatives = [dot(views[a], views[b]) for b in range(2 * n) if b not in (a, partner)]
-        total += neg_log_softmax(dot(views[a], views[partner]), negatives, temperature)
-    return total / (2 * n)
+    return float(nt_xent_per_anchor(z1.detach(), z2.detach(), temperature).mean())
 
 
 def info_nce_oracle(query, positive_key, negative_keys, temperature: float) -> float:

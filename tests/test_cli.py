@@ -51,7 +51,7 @@ BAD_FLAGS = [
     (["--dataset", "imagenet"], ["--dataset 'imagenet' is unknown", "choose one of shapes, cifar10"]),
     (["--encoder", "vit"], ["--encoder 'vit' is unknown", "choose one of convnet, resnet18"]),
     (["--preset", "tpu"], ["--preset 'tpu' is unknown", "choose one of cpu, cifar10-gpu"]),
-    (["--optimizer", "lars"], ["--optimizer 'lars' must be 'adamw' or 'sgd'"]),
+    (["--optimizer", "lars"], ["--optimizer 'lars' is unknown; choose one of adamw, sgd"]),
     (["--device", "tpu"], ["--device 'tpu' is not a device name", "'auto', 'cpu'"]),
     (["--view-size", "4"], ["--view-size", "4 must be >= 8", "e.g. 24"]),
     (["--view-size", "2000"], ["--view-size 2000 must be an int in [8, 1024]"]),
@@ -88,7 +88,7 @@ def test_unwritable_out(capsys, tmp_path):
 
 def test_batch_larger_than_the_data(capsys, tmp_path):
     line = _fails(capsys, ["train", *TINY, "--out", str(tmp_path / "run"), "--batch-size", "128"])
-    assert "batch_size=128 exceeds the 64 training images; use --batch-size 64 or fewer" in line
+    assert "--batch-size 128 exceeds the 64 training images; use --batch-size 64 or fewer" in line
 
 
 def test_folder_dataset_without_images(capsys, tmp_path):
@@ -112,7 +112,7 @@ def test_odd_global_batch_under_torchrun_is_refused_before_training(capsys, tmp_
 
     monkeypatch.setattr(train_module, "setup_distributed", lambda device: DistributedContext(0, 0, 2))
     line = _fails(capsys, ["train", *TINY, "--out", str(tmp_path / "run"), "--batch-size", "33"])
-    assert "batch_size=33 is the global batch and must be divisible by the 2 processes; use --batch-size 32" in line
+    assert "--batch-size 33 is the global batch and must be divisible by the 2 processes; use --batch-size 32" in line
 
 
 def test_real_process_exits_2_without_traceback(tmp_path):
@@ -144,3 +144,16 @@ def test_umap_flag_draws_the_plot_in_the_background(tmp_path, capsys):
     assert (out / "umap.png").stat().st_size > 0
     stages = json.loads((out / "metrics.json").read_text())["stage_seconds"]
     assert "umap" in stages and "umap.png" in capsys.readouterr().out
+
+
+def test_python_names_become_flags_in_one_place():
+    # The package speaks Python (TrainConfig.lr, resume=True); every error the CLI prints passes through cli_words.
+    assert cli.cli_words("TrainConfig.view_size=2000 must be an int in [8, 1024]") == "--view-size 2000 must be an int in [8, 1024]"
+    assert cli.cli_words("Lower TrainConfig.lr or raise TrainConfig.temperature") == "Lower --lr or raise --temperature"
+    assert cli.cli_words("start afresh with resume=False, or train without resume=True") == \
+        "start afresh with --overwrite, or train without --resume"
+    assert cli.cli_words("TrainConfig.knn_k=0 must be >= 1") == "TrainConfig.knn_k=0 must be >= 1"  # no flag sets it
+    assert cli.cli_words("use TrainConfig.n_test=3 or more, or TrainConfig.umap=False") == "use --n-test 3 or more, or --no-umap"
+    train_parser = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    options = {option for action in train_parser._actions for option in action.option_strings}
+    assert {f"--{flag}" for flag in cli.CLI_FLAGS.values()} <= options  # every flag the table names exists

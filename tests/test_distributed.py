@@ -30,6 +30,8 @@ from crl_helpers.distributed import (
     nt_xent_distributed,
     setup_distributed,
 )
+from crl_helpers.losses import nt_xent, view_logits
+from oracles import nt_xent_per_anchor
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD_SIZE = 2
@@ -139,21 +141,6 @@ def ranks(tmp_path_factory) -> list[dict]:
     return [torch.load(out_dir / f"rank{r}.pt", weights_only=True) for r in range(WORLD_SIZE)]
 
 
-# ---------------------------------------------------------------- oracle: one process, a loop over anchors
-def _nt_xent_per_anchor(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR (Chen et al. 2020, Algorithm 1), one anchor at a time, differentiable, float64: (2N,)."""
-    views = torch.cat([z1, z2]).double()
-    views = views / views.norm(dim=1, keepdim=True)
-    n = z1.shape[0]
-    losses = []
-    for a in range(2 * n):
-        partner = (a + n) % (2 * n)
-        others = [b for b in range(2 * n) if b != a]
-        logits = torch.stack([views[a] @ views[b] for b in others]) / temperature
-        losses.append(torch.logsumexp(logits, dim=0) - views[a] @ views[partner] / temperature)
-    return torch.stack(losses)
-
-
 # ---------------------------------------------------------------- tests
 def test_single_process_is_the_identity():
     context = setup_distributed("cpu")
@@ -163,7 +150,7 @@ def test_single_process_is_the_identity():
     assert all_reduce_mean(1.5) == 1.5
     x1, x2 = _global_views()
     torch.testing.assert_close(nt_xent_distributed(x1, x2, TEMPERATURE),
-                               _nt_xent_per_anchor(x1, x2, TEMPERATURE).mean(), rtol=1e-10, atol=0)
+                               nt_xent_per_anchor(x1, x2, TEMPERATURE).mean(), rtol=1e-10, atol=0)
 
 
 def test_setup_refuses_a_partial_torchrun_environment(monkeypatch):
@@ -198,7 +185,7 @@ def test_loss_and_ddp_gradients_equal_single_process_global_batch(ranks):
     x1, x2 = _global_views()
     model = _tiny_model()
     z1, z2 = model(torch.cat([x1, x2])).chunk(2)  # (N_global, 5) each
-    per_anchor = _nt_xent_per_anchor(z1, z2, TEMPERATURE)  # (2 N_global,)
+    per_anchor = nt_xent_per_anchor(z1, z2, TEMPERATURE)  # (2 N_global,)
     loss = per_anchor.mean()
     loss.backward()
     n_global = WORLD_SIZE * N_LOCAL
@@ -224,7 +211,8 @@ def test_train_splits_batches_and_only_rank_0_writes(ranks):
     # Metrics are reduced over ranks, so both ranks log the same numbers.
     assert ranks[0]["train_losses"] == pytest.approx(ranks[1]["train_losses"], rel=1e-6)
     for seen in ranks:
-        assert "batch_size=31" in seen["odd_batch_error"] and "--batch-size 30" in seen["odd_batch_error"]
+        assert "TrainConfig.batch_size=31" in seen["odd_batch_error"]
+        assert "use TrainConfig.batch_size=30" in seen["odd_batch_error"]
 
 
 def test_torchrun_cli_trains_two_epochs(tmp_path):
@@ -248,3 +236,28 @@ def test_hostile_float16_floor_applies_to_the_distributed_loss():
     z = torch.randn(4, 8).half()
     with pytest.raises(ValueError, match=r"temperature=1e-05 is below 3.05e-05.*float32 or bfloat16"):
         nt_xent_distributed(z, z.flip(0), 1e-5)
+
+
+# ---------------------------------------------------------------- keys and offset: the lines each rank runs
+def test_view_logits_with_gathered_keys_is_each_ranks_share_of_the_global_loss():
+    # Two simulated ranks of N=3 images: rank r's keys are every rank's [z1_r; z2_r], in rank order.
+    g = torch.Generator().manual_seed(5)
+    z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)  # the global batch
+    per_anchor = nt_xent_per_anchor(z1, z2, 0.3)  # (2 * 6,)
+    blocks = [(z1[3 * r:3 * r + 3], z2[3 * r:3 * r + 3]) for r in range(2)]
+    keys = torch.cat([torch.cat(block) for block in blocks])  # (12, 4)
+    for r, (a, b) in enumerate(blocks):
+        mine = torch.cat([per_anchor[3 * r:3 * r + 3], per_anchor[6 + 3 * r:6 + 3 * r + 3]])  # rank r's anchors
+        logits, targets = view_logits(a, b, 0.3, keys=keys, offset=6 * r)
+        assert logits.shape == (6, 12) and targets.tolist() == [6 * r + t for t in (3, 4, 5, 0, 1, 2)]
+        assert torch.isinf(logits[torch.arange(6), 6 * r + torch.arange(6)]).all()  # self-similarity masked
+        loss = torch.nn.functional.cross_entropy(logits, targets)
+        assert loss.item() == pytest.approx(mine.mean().item(), rel=1e-5)
+
+
+def test_view_logits_keys_default_is_the_batch_itself():
+    g = torch.Generator().manual_seed(6)
+    z1, z2 = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    for got, plain in zip(view_logits(z1, z2, 0.2, keys=torch.cat([z1, z2]), offset=0), view_logits(z1, z2, 0.2)):
+        assert torch.equal(got, plain)
+    assert torch.equal(nt_xent_distributed(z1, z2, 0.2), nt_xent(z1, z2, 0.2))  # one process: the same loss

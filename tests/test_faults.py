@@ -272,4 +272,4 @@ def test_resume_with_another_encoder_names_the_one_the_checkpoint_was_trained_wi
                         "--resume")
     errors = [line for line in err if not line.startswith("crl: note:")]  # a ResNet on the CPU gets a note too
     assert (status, len(errors)) == (2, 1)
-    assert "trained with --encoder convnet, this run asks for --encoder resnet18" in errors[0]
+    assert "trained with --encoder 'convnet', this run asks for --encoder 'resnet18'" in errors[0]

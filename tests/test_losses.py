@@ -286,58 +286,11 @@ def test_cosine_losses_ignore_the_scale_of_a_row_in_float32(scale):
     torch.testing.assert_close(huge.grad.double() * rows.double(), plain.grad, rtol=1e-4, atol=1e-6)
 
 
-# ---------------------------------------------------------------- keys and offset: the data-parallel path
-def _per_anchor_oracle(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> list[float]:
-    """SimCLR's l(a) for each of the 2N anchors, [z1; z2] order, plain Python float64."""
-    views = _unit_rows(torch.cat([z1, z2]))
-    n = len(z1)
-    losses = []
-    for a in range(2 * n):
-        partner = (a + n) % (2 * n)
-        negatives = [_cos(views[a], views[b]) for b in range(2 * n) if b not in (a, partner)]
-        losses.append(neg_log_softmax(_cos(views[a], views[partner]), negatives, temperature))
-    return losses
-
-
-def test_nt_xent_with_gathered_keys_is_each_ranks_share_of_the_global_loss():
-    # Two simulated ranks of N=3 images: rank r's keys are every rank's [z1_r; z2_r], in rank order.
-    g = torch.Generator().manual_seed(5)
-    z1, z2 = torch.randn(6, 4, generator=g), torch.randn(6, 4, generator=g)  # the global batch
-    per_anchor = _per_anchor_oracle(z1, z2, 0.3)  # (2 * 6,)
-    blocks = [(z1[3 * r:3 * r + 3], z2[3 * r:3 * r + 3]) for r in range(2)]
-    keys = torch.cat([torch.cat(block) for block in blocks])  # (12, 4)
-    for r, (a, b) in enumerate(blocks):
-        mine = per_anchor[3 * r:3 * r + 3] + per_anchor[6 + 3 * r:6 + 3 * r + 3]  # rank r's anchors
-        got = nt_xent(a, b, 0.3, keys=keys, offset=6 * r)
-        assert got.item() == pytest.approx(sum(mine) / 6, rel=1e-5)
-        logits, targets = nt_xent_logits(a, b, 0.3, keys=keys, offset=6 * r)
-        assert logits.shape == (6, 12) and targets.tolist() == [6 * r + t for t in (3, 4, 5, 0, 1, 2)]
-        assert torch.isinf(logits[torch.arange(6), 6 * r + torch.arange(6)]).all()  # self-similarity masked
-
-
-def test_nt_xent_keys_default_is_the_batch_itself():
-    g = torch.Generator().manual_seed(6)
-    z1, z2 = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
-    assert torch.equal(nt_xent(z1, z2, 0.2, keys=torch.cat([z1, z2]), offset=0), nt_xent(z1, z2, 0.2))
-
-
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"keys": torch.ones(8, 2)}, ValueError, "keys has d=2 but 3 is expected"),
-    ({"keys": torch.ones(8, 3), "offset": 2}, ValueError, r"offset=2 \+ 2N=8 exceeds it"),
-    ({"keys": torch.ones(8, 3), "offset": -1}, ValueError, "offset=-1 must be >= 0"),
-    ({"keys": torch.ones(8, 3), "offset": 1.0}, TypeError, "offset=1.0 must be an int"),
-    ({"offset": 4}, ValueError, "offset=4 without keys"),
-])
-def test_nt_xent_refuses_keys_that_do_not_hold_the_batch(kwargs, error, match):
-    with pytest.raises(error, match=match):
-        nt_xent(torch.ones(4, 3), torch.ones(4, 3), 0.5, **kwargs)
-
-
 # ---------------------------------------------------------------- hostile inputs: float16 at small temperatures
 def _worst_case_query(m: int, dtype: torch.dtype):
     """One query whose positive (+e1) and m negatives (-e1) are all orthogonal to it (e0): every
     candidate has probability 1/(m + 1), and the query's gradient is -2m/((m + 1) temperature) e1,
-    the largest InfoNCE / NT-Xent gradient of a unit row (crl_helpers.losses, module docstring)."""
+    the largest InfoNCE / NT-Xent gradient of a unit row (derived in docs/numerics.md)."""
     query = torch.tensor([[1.0, 0.0]], dtype=dtype).requires_grad_()  # (1, 2)
     positive = torch.tensor([[0.0, 1.0]], dtype=dtype)  # (1, 2)
     negatives = torch.tensor([[0.0, -1.0]], dtype=dtype).repeat(m, 1)  # (m, 2)

@@ -221,7 +221,8 @@ def test_histogram_shortcut_matches_a_loop():
 def test_augmentation_explorer_meters_are_the_pure_functions():
     """The explorer only wires the meters: its numbers are crop_object_fraction and histogram_shortcut."""
     pytest.importorskip("ipywidgets")
-    from crl_helpers.widgets import _views_and_params, augmentation_explorer
+    from crl_helpers.widgets import augmentation_explorer
+    from crl_helpers.widgets.augment import _views_and_params
 
     data = make_shapes(3, seed=0)
     masks = object_masks(data)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from crl_helpers.shapes import SHAPE_NAMES, _inside, make_shapes
+from crl_helpers.shapes import SHAPE_NAMES, _inside, make_shapes, render_masks
 
 
 def test_deterministic_from_seed_and_seeds_differ():
@@ -123,3 +123,31 @@ def test_hue_bins_of_the_dataset_are_balanced_and_wrap_around():
 def test_hue_bins_rejects_what_is_not_a_hue(hue, n_bins, error, match):
     with pytest.raises(error, match=match):
         hue_bins(hue, n_bins)
+
+
+def test_render_masks_draws_a_disk_of_the_area_its_radius_gives():
+    # Oracle: a disk (shape 0, radius 0.95 in the object's own units) of scale s covers pi (0.95 s)^2 of the
+    # [-1, 1]^2 square, i.e. pi (0.95 s)^2 / 4 of the pixels; rotation cannot change a disk.
+    assert SHAPE_NAMES[0] == "disk"
+    scale = torch.tensor([0.5, 0.8, 0.8])
+    factors = {"x_position": torch.tensor([0.0, 0.1, 0.1]), "y_position": torch.tensor([0.0, -0.1, -0.1]),
+               "scale": scale, "rotation": torch.tensor([0.0, 0.0, 1.0])}
+    masks = render_masks(torch.zeros(3, dtype=torch.long), factors, image_size=64)  # (3, 64, 64)
+    assert masks.shape == (3, 64, 64) and masks.min() >= 0 and masks.max() <= 1
+    expected = math.pi * (0.95 * scale) ** 2 / 4  # (3,) area fractions
+    torch.testing.assert_close(masks.mean(dim=(1, 2)), expected, atol=2e-3, rtol=0)
+    torch.testing.assert_close(masks[1], masks[2], atol=1e-6, rtol=0)  # the turned disk is the same disk
+    assert masks[0, 32, 32] == 1 and masks[0, 0, 0] == 0  # the centre inside, a corner outside
+    with pytest.raises(ValueError, match="lack \\['rotation'\\]"):
+        render_masks(torch.zeros(1, dtype=torch.long), {k: v[:1] for k, v in factors.items() if k != "rotation"})
+
+
+def test_make_shapes_paints_its_objects_with_render_masks():
+    # Without noise and texture, a pixel is mask * object colour + (1 - mask) * background colour, rounded:
+    # the fully covered pixels of render_masks hold the object's colour, the uncovered ones the background's.
+    data = make_shapes(12, seed=4, noise=0.0, texture=0.0)
+    masks = render_masks(data.y, data.factors, image_size=32)  # (12, 32, 32)
+    for x, mask in zip(data.x, masks):
+        inside, outside = x[:, mask == 1], x[:, mask == 0]  # (3, P) each
+        assert inside.shape[1] > 0 and outside.shape[1] > 0
+        assert (inside == inside[:, :1]).all() and (outside == outside[:, :1]).all()  # one colour each

@@ -1,5 +1,5 @@
-"""Tests for crl_helpers.widgets (the explorers and their pure functions) and the 2-D map helpers
-they use from crl_helpers.plots (align_snapshots, pca_embed), which were added with them."""
+"""Tests for crl_helpers.widgets: the explorers and their pure functions (the 2-D map helpers they use are
+tested in test_plots.py)."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from crl_helpers.plots import align_snapshots, embed_2d, pca_embed
+from crl_helpers.plots import compare_maps
 from crl_helpers.views import NO_AUGMENTATION, SIMCLR
 from crl_helpers.temperature import similarities_with
 from crl_helpers.widgets import (
@@ -23,7 +23,6 @@ from crl_helpers.widgets import (
     STATIC_WIDGETS_ENV,
     augmentation_explorer,
     augmentation_grid,
-    compare_maps,
     config_from_controls,
     explorer_module,
     run_comparison_explorer,
@@ -142,7 +141,7 @@ def test_static_augmentation_grid_is_the_pure_functions_and_the_live_explorer():
     """Every grid point ships the meters that crop_object_fraction and histogram_shortcut give for its views
     (the oracle), and the live explorer shows the same numbers and caption at the same settings and seed."""
     from crl_helpers.pairs import crop_object_fraction, histogram_shortcut
-    from crl_helpers.widgets import _views_and_params
+    from crl_helpers.widgets.augment import _views_and_params
 
     x, masks = _explorer_inputs()
     w = augmentation_explorer(x, config=STATIC_CONFIG, n_views=3, seed=7, masks=masks, static=True)
@@ -348,65 +347,3 @@ def test_run_comparison_explorer_shares_neighbours_as_compare_maps():
     assert "agree on 100% of each point's 5 nearest neighbours" in w.text
     with pytest.raises(ValueError, match="not one of the runs"):
         w.controls["left"].value = "d"
-
-
-# --------------------------------------------------------------------------- plots: align_snapshots, pca_embed
-def _brute_force_residual(points: np.ndarray, target: np.ndarray) -> float:
-    """Smallest ||(P - mean) R - (T - mean)|| over 7,200 rotations, each with and without a mirror."""
-    p, t = points - points.mean(0), target - target.mean(0)
-    best = math.inf
-    for angle in np.linspace(0, 2 * math.pi, 3600, endpoint=False):
-        c, s = math.cos(angle), math.sin(angle)
-        for mirror in (1.0, -1.0):
-            r = np.array([[c, -s], [s, c]]) @ np.diag([1.0, mirror])
-            best = min(best, float(np.linalg.norm(p @ r - t)))
-    return best
-
-
-def test_align_snapshots_is_optimal_against_brute_force():
-    rng = np.random.default_rng(1)
-    a = rng.normal(size=(30, 2))
-    b = rng.normal(size=(30, 2)) + 2 * a[:, ::-1]  # related but not an exact transform
-    aligned = align_snapshots({"a": a, "b": b})
-    np.testing.assert_array_equal(aligned["a"], a)  # the first map is the reference
-    residual = float(np.linalg.norm(aligned["b"] - aligned["b"].mean(0) - (a - a.mean(0))))
-    assert residual <= _brute_force_residual(b, a) + 1e-6
-    np.testing.assert_allclose(aligned["b"].mean(0), a.mean(0), atol=1e-12)
-    # Distances between points are kept: only a rigid motion was applied.
-    d = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)  # noqa: E731
-    np.testing.assert_allclose(d(aligned["b"]), d(b), atol=1e-9)
-
-
-def test_align_snapshots_chains_and_keeps_order():
-    a = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 3.0], [2.0, 1.0]])
-    flipped = a * np.array([1.0, -1.0])
-    snapshots = {3: flipped + 1.0, 1: a, 2: flipped}
-    aligned = align_snapshots(snapshots)
-    assert list(aligned) == [3, 1, 2]
-    np.testing.assert_allclose(aligned[1], flipped + 1.0, atol=1e-9)
-    np.testing.assert_allclose(aligned[2], flipped + 1.0, atol=1e-9)
-
-
-@pytest.mark.parametrize("bad, match", [({}, "non-empty"), ({"a": np.zeros((4, 3))}, r"\(N, 2\)"),
-                                        ({"a": np.zeros((4, 2)), "b": np.zeros((5, 2))}, "different numbers"),
-                                        ({"a": np.full((4, 2), np.nan)}, "NaN")])
-def test_align_snapshots_validates(bad, match):
-    with pytest.raises(ValueError, match=match):
-        align_snapshots(bad)
-
-
-def test_pca_embed_recovers_a_known_plane():
-    rng = np.random.default_rng(2)
-    coords = rng.normal(size=(50, 2)) * np.array([5.0, 1.0])  # variance 25 along axis 0, 1 along axis 1
-    coords -= coords.mean(0)
-    basis, _ = np.linalg.qr(rng.normal(size=(6, 2)))  # (6, 2) orthonormal columns
-    v = coords @ basis.T  # (50, 6): the plane inside 6-D
-    points = pca_embed(v)
-    assert points.shape == (50, 2)
-    # Up to a sign per axis (and the tiny rotation within the plane PCA may pick, as the sample
-    # axes are not exactly the principal ones), distances are preserved exactly:
-    d = lambda x: np.linalg.norm(x[:, None] - x[None], axis=-1)  # noqa: E731
-    np.testing.assert_allclose(d(points), d(coords), atol=1e-4)
-    assert points[:, 0].var() > points[:, 1].var()
-    with pytest.raises(ValueError, match="method"):
-        embed_2d(v, method="tsne")
