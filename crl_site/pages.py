@@ -1,4 +1,4 @@
-"""What the site's pages say beyond the notebooks: the home page (how to start), the line atop each notebook
+r"""What the site's pages say beyond the notebooks: the home page (how to start), the line atop each notebook
 page (download it, open it in a hosted runtime), short navigation titles, alt text for the figures, and
 printed output without the build machine's paths.
 
@@ -18,6 +18,8 @@ Example:
     '03 · Transform heads'
     >>> nav_title("# 02 · The encoder $v = e(x)$")
     '02 · The encoder v = e(x)'
+    >>> plain_text("*Run* `train_or_load` at $\\tau = 0.1$")
+    'Run train_or_load at τ = 0.1'
 """
 from __future__ import annotations
 
@@ -70,7 +72,8 @@ def plain_text(tex: str) -> str:
 
     text = re.sub(r"\$\$?(.+?)\$\$?", math, tex, flags=re.S)
     text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)  # [link](target) -> link
-    return " ".join(re.sub(r"[*_`#>]", "", text).split())
+    text = re.sub(r"(?<!\w)_+|_+(?!\w)", "", re.sub(r"[*`#>]", "", text))  # emphasis, not snake_case names
+    return " ".join(text.split())
 
 
 def nav_title(heading: str) -> str:
