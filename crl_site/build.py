@@ -159,7 +159,7 @@ def require_clone(conf_dir: str | os.PathLike = CONF_DIR, notebooks_dir: str | o
         address = pages.repository_url(pages.course_source())
         clone = f"git clone {address}" if address else "clone the course's repository"
         raise ValueError(f"crl site and crl lecture build from a clone of the course's repository, and "
-                         f"{' and '.join(missing)} is missing here (an installed package has no notebooks): "
+                         f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing here (an installed package has no notebooks): "
                          f"{clone}, then run pip install -e \".[site]\" and crl site in it")
 
 
