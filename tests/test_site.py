@@ -27,6 +27,7 @@ site's packages (``pip install -e ".[site]"``) and npm (MathJax is fetched once)
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -429,6 +430,13 @@ def test_lecture_notebook_keeps_only_the_browser_explorers(tmp_path):
 
 
 # ------------------------------------------------------------------------------ what the site promises a reader
+@contextlib.contextmanager
+def _browser():
+    """Headless Chromium for one test."""
+    with _browser() as browser:
+        yield browser
+
+
 def _open_at(browser, path: Path, width: int, height: int = 900, scheme: str = "light"):
     page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
     page.set_default_timeout(PAGE_SECONDS * 1000)
@@ -477,160 +485,127 @@ def test_home_page_follows_the_configured_address():
 
 def test_page_07_typesets_the_momentum_update(site):
     """The display equation inside MoCo's list item is typeset (it rendered as a stray $ and raw TeX)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = _launch(playwright)
-        try:
-            page, errors = _open_at(browser, site.index.parent / "notebooks" / "07_beyond_simclr.html", 1280)
-            item = page.locator("li", has_text="A momentum encoder.").first
-            assert item.locator("div.math mjx-container svg").count() == 1, "the momentum update is not display math"
-            prose = page.evaluate("() => { const a = document.querySelector('article').cloneNode(true);"
-                                  " a.querySelectorAll('pre, code, mjx-container, script, style').forEach(e => e.remove());"
-                                  " return a.innerText; }")
-            for raw in ("$$", "\\theta", "0.9999$"):
-                assert raw not in prose, f"raw TeX {raw!r} on page 07"
-            assert not errors, errors
-        finally:
-            browser.close()
+    with _browser() as browser:
+        page, errors = _open_at(browser, site.index.parent / "notebooks" / "07_beyond_simclr.html", 1280)
+        item = page.locator("li", has_text="A momentum encoder.").first
+        assert item.locator("div.math mjx-container svg").count() == 1, "the momentum update is not display math"
+        prose = page.evaluate("() => { const a = document.querySelector('article').cloneNode(true);"
+                              " a.querySelectorAll('pre, code, mjx-container, script, style').forEach(e => e.remove());"
+                              " return a.innerText; }")
+        for raw in ("$$", "\\theta", "0.9999$"):
+            assert raw not in prose, f"raw TeX {raw!r} on page 07"
+        assert not errors, errors
 
 
 def test_pages_fit_a_phone_and_keep_a_one_line_header(site):
-    from playwright.sync_api import sync_playwright
-
     out = site.index.parent
     problems = []
-    with sync_playwright() as playwright:
-        browser = _launch(playwright)
-        try:
-            for path in [site.index, out / "docs" / "errors.html",
-                         *(out / "notebooks" / f"{p.stem}.html" for p in site.executed)]:
-                name = path.relative_to(out).as_posix()
-                page, _ = _open_at(browser, path, 390, 844)
-                if "01_pairs" in name:
-                    page.locator(".crl-augment canvas").first.wait_for(timeout=WIDGET_SECONDS * 1000)
-                scroll, header, search = page.evaluate(
-                    "() => [document.documentElement.scrollWidth, document.querySelector('header').offsetHeight,"
-                    " document.querySelector('.navbar-persistent--mobile').getBoundingClientRect().right]")
-                if scroll > 390:
-                    problems.append(f"{name} at 390 px: the page scrolls {scroll - 390} px sideways")
-                if header > 100 or search > 390:
-                    problems.append(f"{name} at 390 px: header {header} px high, search ends at {search} px")
-                if "01_pairs" in name:
-                    grid, box = page.evaluate("() => [document.querySelector('.crl-augment .crl-tiles').scrollWidth,"
-                                              " document.querySelector('.crl-augment').clientWidth]")
-                    if grid > box:
-                        problems.append(f"{name}: the augmentation grid is {grid} px in a {box} px box")
-                page.close()
-            for width in (1280, 1400):
-                page, _ = _open_at(browser, out / "notebooks" / f"{site.executed[0].stem}.html", width)
-                header = page.evaluate("() => document.querySelector('header').offsetHeight")
-                if header > 90:
-                    problems.append(f"header {header} px high at {width} px")
-                page.close()
-        finally:
-            browser.close()
+    with _browser() as browser:
+        for path in [site.index, out / "docs" / "errors.html",
+                     *(out / "notebooks" / f"{p.stem}.html" for p in site.executed)]:
+            name = path.relative_to(out).as_posix()
+            page, _ = _open_at(browser, path, 390, 844)
+            if "01_pairs" in name:
+                page.locator(".crl-augment canvas").first.wait_for(timeout=WIDGET_SECONDS * 1000)
+            scroll, header, search = page.evaluate(
+                "() => [document.documentElement.scrollWidth, document.querySelector('header').offsetHeight,"
+                " document.querySelector('.navbar-persistent--mobile').getBoundingClientRect().right]")
+            if scroll > 390:
+                problems.append(f"{name} at 390 px: the page scrolls {scroll - 390} px sideways")
+            if header > 100 or search > 390:
+                problems.append(f"{name} at 390 px: header {header} px high, search ends at {search} px")
+            if "01_pairs" in name:
+                grid, box = page.evaluate("() => [document.querySelector('.crl-augment .crl-tiles').scrollWidth,"
+                                          " document.querySelector('.crl-augment').clientWidth]")
+                if grid > box:
+                    problems.append(f"{name}: the augmentation grid is {grid} px in a {box} px box")
+            page.close()
+        for width in (1280, 1400):
+            page, _ = _open_at(browser, out / "notebooks" / f"{site.executed[0].stem}.html", width)
+            header = page.evaluate("() => document.querySelector('header').offsetHeight")
+            if header > 90:
+                problems.append(f"header {header} px high at {width} px")
+            page.close()
     assert not problems, "\n".join(problems)
 
 
 def test_a_heading_reached_from_the_page_contents_is_below_the_header(site):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = _launch(playwright)
-        try:
-            page, _ = _open_at(browser, site.index.parent / "notebooks" / "05_training.html", 1280)
-            link = page.locator(".bd-toc-nav a").nth(2)
-            target = link.get_attribute("href").lstrip("#")
-            link.click()
-            page.wait_for_timeout(500)
-            top, header = page.evaluate("(id) => [document.getElementById(id).getBoundingClientRect().top,"
-                                        " document.querySelector('header').getBoundingClientRect().bottom]", target)
-            assert top >= header, f"#{target} lands at {top:.0f} px, under the header ending at {header:.0f} px"
-        finally:
-            browser.close()
+    with _browser() as browser:
+        page, _ = _open_at(browser, site.index.parent / "notebooks" / "05_training.html", 1280)
+        link = page.locator(".bd-toc-nav a").nth(2)
+        target = link.get_attribute("href").lstrip("#")
+        link.click()
+        page.wait_for_timeout(500)
+        top, header = page.evaluate("(id) => [document.getElementById(id).getBoundingClientRect().top,"
+                                    " document.querySelector('header').getBoundingClientRect().bottom]", target)
+        assert top >= header, f"#{target} lands at {top:.0f} px, under the header ending at {header:.0f} px"
 
 
 def test_figures_have_alt_text_and_explorers_speak_their_values(site):
-    from playwright.sync_api import sync_playwright
-
     out = site.index.parent
     problems = []
-    with sync_playwright() as playwright:
-        browser = _launch(playwright)
-        try:
-            for executed in site.executed:
-                page, _ = _open_at(browser, out / "notebooks" / f"{executed.stem}.html", 1280)
-                for alt in page.evaluate("() => [...document.querySelectorAll('.cell_output img')].map(i => i.alt)"):
-                    if not alt.startswith("Figure ") or ".png" in alt or "jupyter_execute" in alt:
-                        problems.append(f"{executed.stem}: alt text {alt!r}")
-                page.close()
-            page, _ = _open_at(browser, out / "notebooks" / "04_infonce_and_temperature.html", 1280)
-            root = page.locator(".crl-temperature").first
-            root.wait_for(timeout=WIDGET_SECONDS * 1000)
-            slider = root.locator("input[data-control=temperature]")
-            slider.fill("-1.3")
-            readout = root.locator("[data-readout=temperature]").inner_text()
-            assert slider.get_attribute("aria-valuetext") == readout and "-1.3" not in readout, readout
+    with _browser() as browser:
+        for executed in site.executed:
+            page, _ = _open_at(browser, out / "notebooks" / f"{executed.stem}.html", 1280)
+            for alt in page.evaluate("() => [...document.querySelectorAll('.cell_output img')].map(i => i.alt)"):
+                if not alt.startswith("Figure ") or ".png" in alt or "jupyter_execute" in alt:
+                    problems.append(f"{executed.stem}: alt text {alt!r}")
             page.close()
-            page, _ = _open_at(browser, out / "notebooks" / "01_pairs_and_augmentations.html", 1280)
-            canvases = page.locator(".crl-augment canvas")
-            canvases.first.wait_for(timeout=WIDGET_SECONDS * 1000)
-            labels = [canvases.nth(i).get_attribute("aria-label") for i in range(canvases.count())]
-            assert labels and all(label and label.startswith("image ") for label in labels), labels
-        finally:
-            browser.close()
+        page, _ = _open_at(browser, out / "notebooks" / "04_infonce_and_temperature.html", 1280)
+        root = page.locator(".crl-temperature").first
+        root.wait_for(timeout=WIDGET_SECONDS * 1000)
+        slider = root.locator("input[data-control=temperature]")
+        slider.fill("-1.3")
+        readout = root.locator("[data-readout=temperature]").inner_text()
+        assert slider.get_attribute("aria-valuetext") == readout and "-1.3" not in readout, readout
+        page.close()
+        page, _ = _open_at(browser, out / "notebooks" / "01_pairs_and_augmentations.html", 1280)
+        canvases = page.locator(".crl-augment canvas")
+        canvases.first.wait_for(timeout=WIDGET_SECONDS * 1000)
+        labels = [canvases.nth(i).get_attribute("aria-label") for i in range(canvases.count())]
+        assert labels and all(label and label.startswith("image ") for label in labels), labels
     assert not problems, "\n".join(problems[:20])
 
 
 def test_no_build_path_is_printed_and_progress_bars_have_room(site):
-    from playwright.sync_api import sync_playwright
-
     out, work = site.index.parent, site.index.parent.parent / "work"
     for path in _pages(out):
         text = path.read_text(encoding="utf-8")
         for build_path in (str(work), str(Path.cwd().resolve()), "site_build"):
             assert build_path not in text, f"{path.name} shows the build path {build_path}"
-    with sync_playwright() as playwright:
-        browser = _launch(playwright)
-        try:
-            page, _ = _open_at(browser, out / "notebooks" / "05_training.html", 1280)
-            page.wait_for_function(WIDGETS_DONE, timeout=WIDGET_SECONDS * 1000)
-            widths = page.evaluate("() => [...document.querySelectorAll('.cell_output .progress')]"
-                                   ".map(p => p.getBoundingClientRect().width)")
-            assert widths and min(widths) >= 150, f"progress bars {widths} px wide"
-            page.close()
-            page, _ = _open_at(browser, out / "notebooks" / "05_training.html", 1400, scheme="dark")
-            page.locator(".crl-maps svg").first.wait_for(timeout=WIDGET_SECONDS * 1000)
-            tops = page.evaluate("() => [...document.querySelector('.crl-maps').querySelectorAll('svg.crl-panel')]"
-                                 ".map(s => Math.round(s.getBoundingClientRect().top))")
-            assert len(tops) >= 2 and tops[0] == tops[1], f"the two maps do not stand side by side: tops {tops}"
-        finally:
-            browser.close()
+    with _browser() as browser:
+        page, _ = _open_at(browser, out / "notebooks" / "05_training.html", 1280)
+        page.wait_for_function(WIDGETS_DONE, timeout=WIDGET_SECONDS * 1000)
+        widths = page.evaluate("() => [...document.querySelectorAll('.cell_output .progress')]"
+                               ".map(p => p.getBoundingClientRect().width)")
+        assert widths and min(widths) >= 150, f"progress bars {widths} px wide"
+        page.close()
+        page, _ = _open_at(browser, out / "notebooks" / "05_training.html", 1400, scheme="dark")
+        page.locator(".crl-maps svg").first.wait_for(timeout=WIDGET_SECONDS * 1000)
+        tops = page.evaluate("() => [...document.querySelector('.crl-maps').querySelectorAll('svg.crl-panel')]"
+                             ".map(s => Math.round(s.getBoundingClientRect().top))")
+        assert len(tops) >= 2 and tops[0] == tops[1], f"the two maps do not stand side by side: tops {tops}"
 
 
 def test_errors_page_quotes_messages_exactly_and_search_works_offline(site):
-    from playwright.sync_api import sync_playwright
-
     out = site.index.parent
-    with sync_playwright() as playwright:
-        browser = _launch(playwright)
-        try:
-            page, errors = _open_at(browser, out / "docs" / "errors.html", 1280)
-            table = page.locator("table").first.inner_text()
-            assert "--device" in table and "–device" not in table
-            assert "<tmp>" in page.locator("article").inner_text()
-            assert page.locator("article img").count() == 0, "a message's <...> became an <img>"
-            assert not any(quote in table for quote in "‘’“”"), "quotes turned curly"
-            page.close()
-            page, errors = _open_at(browser, out / "search.html", 1280)
-            page.goto((out / "search.html").as_uri() + "?q=temperature")
-            page.locator("#search-results li").first.wait_for(timeout=WIDGET_SECONDS * 1000)
-            assert page.locator("#search-results li").count() >= 2
-            assert "\\(" not in page.locator("#search-results").inner_text()
-            assert not errors, errors
-        finally:
-            browser.close()
+    with _browser() as browser:
+        page, errors = _open_at(browser, out / "docs" / "errors.html", 1280)
+        table = page.locator("table").first.inner_text()
+        assert "--device" in table and "–device" not in table
+        assert "<tmp>" in page.locator("article").inner_text()
+        assert page.locator("article img").count() == 0, "a message's <...> became an <img>"
+        assert not any(quote in table for quote in "‘’“”"), "quotes turned curly"
+        cut = page.evaluate("() => [...document.querySelectorAll('article table')]"
+                            ".filter(t => t.scrollWidth > t.parentElement.clientWidth + 1).length")
+        assert cut == 0, f"{cut} tables wider than the page: their last column is cut off"
+        page.close()
+        page, errors = _open_at(browser, out / "search.html", 1280)
+        page.goto((out / "search.html").as_uri() + "?q=temperature")
+        page.locator("#search-results li").first.wait_for(timeout=WIDGET_SECONDS * 1000)
+        assert page.locator("#search-results li").count() >= 2
+        assert "\\(" not in page.locator("#search-results").inner_text()
+        assert not errors, errors
 
 
 # ---------------------------------------------------------------------------------- refusals, before any work
