@@ -433,8 +433,14 @@ def test_lecture_notebook_keeps_only_the_browser_explorers(tmp_path):
 @contextlib.contextmanager
 def _browser():
     """Headless Chromium for one test."""
-    with _browser() as browser:
-        yield browser
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def _open_at(browser, path: Path, width: int, height: int = 900, scheme: str = "light"):
@@ -466,7 +472,7 @@ def test_home_page_says_how_to_start_with_a_download_of_every_notebook(site):
         assert f'href="{name}" download' in page, f"no download link on {executed.stem}'s page"
         downloaded = nbformat.read(out / "notebooks" / name, as_version=4)
         assert not any(cell.get("outputs") for cell in downloaded.cells), f"{name}: the download has outputs"
-        assert downloaded.cells[0].source == nbformat.read(Path("notebooks") / name, as_version=4).cells[0].source
+        assert downloaded.cells[0].source == nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / name, as_version=4).cells[0].source
     assert (out / "docs" / "teaching.html").exists() and (out / "readme.html").exists()
 
 
@@ -532,7 +538,7 @@ def test_pages_fit_a_phone_and_keep_a_one_line_header(site):
 def test_a_heading_reached_from_the_page_contents_is_below_the_header(site):
     with _browser() as browser:
         page, _ = _open_at(browser, site.index.parent / "notebooks" / "05_training.html", 1280)
-        link = page.locator(".bd-toc-nav a").nth(2)
+        link = page.locator(".bd-sidebar-secondary a.nav-link").nth(2)
         target = link.get_attribute("href").lstrip("#")
         link.click()
         page.wait_for_timeout(500)
