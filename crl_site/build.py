@@ -1,8 +1,8 @@
 """Building the course's static HTML site: the learner's notebooks, executed in one tier, rendered by Sphinx + myst-nb.
 
 ``crl site --tier smoke|cpu|gpu --out site/`` (or :func:`build_site`) does it in two steps, in the build folder
-``build/site-<tier>`` of the repository, which one build holds at a time (a second waits for nothing: it is
-refused with one line, :class:`SiteBusy`):
+``build/site-<tier>`` of the repository, which one build holds at a time (a second build started meanwhile
+is refused with one line, :class:`SiteBusy`):
 
 1. :func:`execute_notebooks` runs a copy of every notebook with nbclient, as the learner has it (exercise
    stubs, so each checker prints NOT YET and the cells below use the reference), in ``notebooks/`` as the
@@ -12,8 +12,7 @@ refused with one line, :class:`SiteBusy`):
 2. :func:`render_site` builds HTML from the executed copies with execution off: a short home page says how
    to start (:mod:`crl_site.pages`), the notebooks follow in course order (navigation and previous/next links),
    each with a download of the notebook; the README, the teaching page and the reference pages come after;
-   the math is typeset by
-   MathJax 3 (its single-file TeX-to-SVG build, fetched once from npm into the build folder), and no page
+   the math is typeset by MathJax 3 (its single-file TeX-to-SVG build, fetched once from npm into the build folder), and no page
    loads anything from another host. Widgets are rendered from the state the executed notebooks saved by
    ``@jupyter-widgets/html-manager`` (with require.js and anywidget's AMD build, fetched from npm with
    MathJax and served from ``_static/widgets/``): the browser explorers of :mod:`crl_helpers.widgets`
@@ -57,8 +56,8 @@ from crl_site import pages
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 CONF_DIR = REPO_ROOT / "docs" / "site"
-#: Pages besides the notebooks, in navigation order: the README (as ``readme``, beside the pages it links
-#: to), the teaching page and the files the README links to.
+#: Pages besides the notebooks and the README (which becomes ``readme``, at the root beside the pages it links
+#: to), in navigation order: the teaching page and the files the README links to.
 EXTRA_PAGES = ("docs/teaching.md", "benchmarks/RESULTS.md", "docs/errors.md", "LICENSE")
 #: The packages a build imports (the ``[site]`` extra), checked before any notebook runs.
 SITE_MODULES = ("sphinx", "myst_nb", "pydata_sphinx_theme", "nbclient", "nbformat")
