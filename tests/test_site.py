@@ -465,6 +465,8 @@ def test_home_page_says_how_to_start_with_a_download_of_every_notebook(site):
     assert "colab.research.google.com" not in home and "github.com" not in home
     assert "clone the repository" in home
     assert 'href="lecture/index.html"' in home and (out / "lecture" / "index.html").exists()
+    # Navigation titles are plain text: math keeps its spaces, subtitles after the colon go.
+    assert "02 · The encoder v = e(x)</a>" in home and "03 · Transform heads</a>" in home
     for executed in site.executed:
         name = executed.name
         assert f'href="notebooks/{name}" download' in home, f"no download of {name} on the home page"
