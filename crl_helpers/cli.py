@@ -143,14 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", default="instructor", help="output folder (default: instructor)")
     site = sub.add_parser("site", help="build the course as a static HTML site (notebooks executed in a tier)",
                           description="Execute the learner's notebooks in a tier (copies, in build/site-<tier>/, "
-                                      "which caches runs for the next build) and render them with the README as "
-                                      "home page into a static site that loads nothing from another host "
-                                      "(crl_helpers.site; needs pip install -e \".[site]\").")
+                                      "which caches runs for the next build) and render them, with a home page "
+                                      "that says how to start and the lecture page, into a static site that "
+                                      "loads nothing from another host (the crl_site package; needs a clone and "
+                                      "pip install -e \".[site]\").")
     lecture = sub.add_parser("lecture", help="write the course's interactive explorers as one static page, no code",
                              description="Execute the notebooks as crl site does (reusing its build folder) and "
                                          "write a page holding only the explorers that compute in the browser "
                                          "(temperature, UMAP, run comparison), for showing in a lecture; it opens "
-                                         "from file:// offline (crl_helpers.site.build_lecture; needs "
+                                         "from file:// offline (crl_site.build_lecture; needs a clone and "
                                          "pip install -e \".[site]\").")
     for command, out in ((site, "site"), (lecture, "lecture")):
         command.add_argument("--tier", default="smoke", help="smoke (default: fast, as in CI), cpu, or gpu (needs CUDA)")
@@ -217,21 +218,20 @@ def _instructor(notebooks: str, out: str) -> int:
 
 
 def _site(tier: str, out: str, notebooks: str, lecture: bool = False) -> int:
-    command = "lecture" if lecture else "site"
+    # Publishing lives in its own package (crl_site, the [site] extra), imported only here. Its checks (a clone
+    # around it, its packages, --out, one build per build folder) run before any notebook does.
     try:
-        from crl_helpers.site import SiteError, build_lecture, build_site
-        import myst_nb  # noqa: F401  (the site's dependencies, checked before any notebook runs)
+        from crl_site import SiteError, build_lecture, build_site
     except ImportError as err:
-        raise ValueError(f"crl {command} needs {err.name}: pip install -e \".[site]\"") from None
-    if Path(out).resolve().is_relative_to(Path(notebooks).resolve()):
-        raise ValueError(f"--out {out} is inside the notebook folder {notebooks}; choose another, e.g. {command}")
+        raise ValueError(f"crl {'lecture' if lecture else 'site'} needs {err.name}: from a clone of the course, "
+                         f"pip install -e \".[site]\"") from None
     try:
         result = (build_lecture if lecture else build_site)(tier, out, notebooks_dir=notebooks)
-    except SiteError as err:  # a notebook that raised, or Sphinx: not bad input, still one line
+    except SiteError as err:  # a notebook that raised, or the renderer: not bad input, still one line
         _fail(str(err), True)
         return 1
     for warning in result.warnings:
-        print(f"crl: sphinx: {warning}", file=sys.stderr)
+        print(f"crl: warning: {warning}", file=sys.stderr)
     what = "lecture page" if lecture else "site"
     print(f"crl: {what} ({tier} tier, {len(result.executed)} notebooks) written to {out}/; open {result.index}")
     return 0

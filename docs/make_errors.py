@@ -307,6 +307,72 @@ def cli_rows(tmp: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def _site_busy(tmp: Path) -> ContextManager:
+    """Another build holds the build folder: its lock taken on a file descriptor of its own (as another process's)."""
+    import fcntl
+
+    import crl_site.build
+
+    @contextlib.contextmanager
+    def held():
+        folder = tmp / "repo" / "build" / "site-smoke"
+        folder.mkdir(parents=True)
+        fd = os.open(folder / ".crl.lock", os.O_RDWR | os.O_CREAT)
+        os.write(fd, str(os.getpid()).encode())
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        try:
+            with mock.patch.object(crl_site.build, "REPO_ROOT", tmp / "repo"):
+                yield
+        finally:
+            os.close(fd)
+
+    return held()
+
+
+def _no_clone(tmp: Path) -> ContextManager:
+    """An installed package: no docs/site/conf.py around it and no notebooks/ in the working folder."""
+    import crl_site.build
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(mock.patch.object(crl_site.build, "CONF_DIR", tmp / "site-packages" / "docs" / "site"))
+    stack.enter_context(contextlib.chdir(tmp))
+    return stack
+
+
+#: ``crl site`` / ``crl lecture`` rows: (label, argv, fault); refused before any notebook runs.
+SITE_ROWS = [
+    ("`crl site --out ''` (an unset shell variable)", ("site", "--out", ""), None),
+    ("`crl site --out .` in the repository", ("site", "--out", "."), lambda tmp: contextlib.chdir(REPO)),
+    ("`crl lecture --out notebooks/lecture`", ("lecture", "--out", "notebooks/lecture"),
+     lambda tmp: contextlib.chdir(REPO)),
+    ("`crl site` from an installed package (no clone of the repository)", ("site", "--out", "{tmp}/site"), _no_clone),
+    ("`crl site` while another `crl site` builds in the same tier", ("site", "--out", "{tmp}/site"), _site_busy),
+]
+
+
+def site_rows(tmp: Path) -> list[tuple[str, str, str]]:
+    """``(bad input, status, stderr)`` per ``crl site`` row; nothing is executed (a notebook run would fail)."""
+    import crl_site.build
+
+    def no_execution(*args, **kwargs):
+        raise SystemExit("docs/make_errors.py: a crl site row executed the notebooks instead of refusing")
+
+    out = []
+    for i, (label, argv, fault) in enumerate(SITE_ROWS):
+        folder = tmp / f"site-{i:02d}"
+        folder.mkdir()
+        argv = [a.replace("{tmp}", str(folder)) for a in argv]
+        with fault(folder) if fault else contextlib.nullcontext(), \
+                mock.patch.object(crl_site.build, "execute_notebooks", no_execution):
+            status, stderr = _run_crl(argv)
+        lines = stderr.splitlines()
+        if status != 2 or len(lines) != 1:
+            raise SystemExit(f"docs/make_errors.py: `crl {' '.join(argv)}` ({label}) gave status {status} and "
+                             f"{len(lines)} stderr lines, but docs/errors.md promises status 2 and one line:\n{stderr}")
+        out.append((label, str(status), _scrub(lines[0], folder)))
+    return out
+
+
 # -------------------------------------------------------------------------------------- Python API
 def _z(*shape: int, dtype=torch.float32) -> torch.Tensor:
     return torch.ones(shape, dtype=dtype)
@@ -691,6 +757,7 @@ def render(tmp: Path) -> str:
         for name in _TORCHRUN_VARS:
             os.environ.pop(name, None)
         crl = cli_rows(tmp / "crl")
+        site = site_rows(tmp / "site")
         api = api_rows(tmp / "api")
     lines = [
         "# Errors: every bad input and the exact message it gets",
@@ -711,6 +778,12 @@ def render(tmp: Path) -> str:
         "| bad input | status | stderr |",
         "|---|---|---|",
         *(f"| {label} | {status} | {_cell(stderr)} |" for label, status, stderr in crl),
+        "",
+        "`crl site` and `crl lecture` refuse these before any notebook runs:",
+        "",
+        "| bad input | status | stderr |",
+        "|---|---|---|",
+        *(f"| {label} | {status} | {_cell(stderr)} |" for label, status, stderr in site),
         "",
         "## Python API",
         "",
@@ -747,6 +820,7 @@ def main(path: str | os.PathLike = DOC) -> Path:
     with tempfile.TemporaryDirectory(prefix="crl-errors-") as tmp:
         base = Path(tmp)
         (base / "crl").mkdir()
+        (base / "site").mkdir()
         (base / "api").mkdir()
         text = render(base)
     path.write_text(text)

@@ -1,7 +1,7 @@
 """The static site (``crl site``): built in the smoke tier, every page opened in headless Chromium.
 
 One module fixture executes each learner notebook once (smoke tier, ``CRL_SMOKE=1``) and renders the site
-with :func:`crl_helpers.site.build_site`. Every page then loads from ``file://`` with every request
+with :func:`crl_site.build_site` (the course's address unset, as shipped). Every page then loads from ``file://`` with every request
 watched: nothing may go to another host (a request that is not ``file:``/``data:``/``blob:``/``about:``
 or localhost is aborted and reported), and the page may log no console error. On each notebook page the
 figures are images (as many loaded ``<img>`` as the executed notebook has image outputs), no cell shows
@@ -14,14 +14,26 @@ augmentation explorer (its static version: the site's kernels run with CRL_STATI
 and meters drawn ahead: a slider moved, it must show the numbers Python saved for that grid point. The
 lecture page (``crl lecture``) is built from the same executed notebooks and driven the same way.
 
+The site's own promises are checked on the built pages too: the home page says how to start (three ways,
+a download of every notebook, the lecture page built with the site, no made-up repository address), the
+pages fit a 390 px phone and keep a one-line header at 1280-1400 px, a heading reached from the page contents
+is not under the header, figures have alt text, sliders say their value to a screen reader, no build path is
+printed, nothing is written beside the output folder, docs/errors.md's messages are shown exactly, and search
+works from file://. The command's refusals (``--out ''``, no clone around the package, a build folder another
+build holds) are checked without building anything.
+
 Needs Chromium (``/usr/bin/chromium``), the ``playwright`` package (no ``playwright install``) and the
 site's packages (``pip install -e ".[site]"``) and npm (MathJax is fetched once); skips with the reason when one is missing.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlparse
 
 import pytest
@@ -57,10 +69,15 @@ def site(tmp_path_factory):
     _chromium()
     if not shutil.which("npm"):
         pytest.skip("no npm: the site fetches MathJax from npm once (apt-get install npm)")
-    from crl_helpers.site import build_site
+    from crl_site import build_site
 
     work = tmp_path_factory.mktemp("site_build")
-    result = build_site("smoke", work / "html", work_dir=work / "work", log=lambda line: None)
+    with mock.patch.dict(os.environ):
+        os.environ.pop("CRL_COURSE_SOURCE", None)
+        with mock.patch("crl_helpers.course.COURSE_SOURCE", ""):
+            result = build_site("smoke", work / "html", work_dir=work / "work", log=lambda line: None)
+    # Only the output folder and the build folder (the lecture test adds its own folder later).
+    assert sorted(p.name for p in work.iterdir()) == ["html", "work"], "the build wrote beside --out"
     return result
 
 
@@ -355,7 +372,7 @@ def test_run_comparison_explorer_steps_on_the_static_site(site):
 def test_lecture_page_shows_only_the_explorers_and_they_compute(site):
     from playwright.sync_api import sync_playwright
 
-    from crl_helpers.site import build_lecture
+    from crl_site import build_lecture
 
     out = site.index.parent.parent / "lecture"
     lecture = build_lecture("smoke", out, executed=list(site.executed), work_dir=site.index.parent.parent / "work",
@@ -384,7 +401,7 @@ def test_lecture_page_shows_only_the_explorers_and_they_compute(site):
 def test_lecture_notebook_keeps_only_the_browser_explorers(tmp_path):
     import nbformat
 
-    from crl_helpers.site import lecture_notebook
+    from crl_site import lecture_notebook
 
     def executed(name: str, title: str, models: dict) -> Path:
         views = [nbformat.v4.new_output("display_data", {WIDGET_VIEW: {"model_id": m}, "text/plain": "w"})
@@ -410,3 +427,250 @@ def test_lecture_notebook_keeps_only_the_browser_explorers(tmp_path):
     assert set(lecture.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]) == {"t", "layout"}
     with pytest.raises(ValueError, match="no browser explorer in the 1 executed notebooks"):
         lecture_notebook([plain])
+
+
+# ------------------------------------------------------------------------------ what the site promises a reader
+@contextlib.contextmanager
+def _browser():
+    """Headless Chromium for one test."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = _launch(playwright)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def _open_at(browser, path: Path, width: int, height: int = 900, scheme: str = "light"):
+    page = browser.new_page(viewport={"width": width, "height": height}, color_scheme=scheme)
+    page.set_default_timeout(PAGE_SECONDS * 1000)
+    errors = []
+    page.on("console", lambda msg: errors.append(f"console {msg.type}: {msg.text}") if msg.type == "error" else None)
+    page.on("pageerror", lambda err: errors.append(f"page error: {err}"))
+    page.goto(path.as_uri(), wait_until="load")
+    page.wait_for_function(MATH_DONE)
+    return page, errors
+
+
+def test_home_page_says_how_to_start_with_a_download_of_every_notebook(site):
+    import nbformat
+
+    out = site.index.parent
+    home = site.index.read_text(encoding="utf-8")
+    for way in ("Read it here.", "Run it on your machine.", "Run it in a hosted runtime"):
+        assert way in home, f"the home page lacks the choice {way!r}"
+    # The course's address is unset: no made-up URL, no Colab link, "clone the repository" without an address.
+    assert "colab.research.google.com" not in home and "github.com" not in home
+    assert "clone the repository" in home
+    assert 'href="lecture/index.html"' in home and (out / "lecture" / "index.html").exists()
+    # Navigation titles are plain text: math keeps its spaces, subtitles after the colon go.
+    assert "02 · The encoder v = e(x)</a>" in home and "03 · Transform heads</a>" in home
+    for executed in site.executed:
+        name = executed.name
+        assert f'href="notebooks/{name}" download' in home, f"no download of {name} on the home page"
+        page = (out / "notebooks" / f"{executed.stem}.html").read_text(encoding="utf-8")
+        assert f'href="{name}" download' in page, f"no download link on {executed.stem}'s page"
+        downloaded = nbformat.read(out / "notebooks" / name, as_version=4)
+        assert not any(cell.get("outputs") for cell in downloaded.cells), f"{name}: the download has outputs"
+        assert downloaded.cells[0].source == nbformat.read(Path(__file__).resolve().parents[1] / "notebooks" / name, as_version=4).cells[0].source
+    assert (out / "docs" / "teaching.html").exists() and (out / "readme.html").exists()
+
+
+def test_home_page_follows_the_configured_address():
+    from crl_site import pages
+
+    source = "crl-helpers @ git+https://github.com/someone/crl-course.git@main"
+    repository = pages.repository_url(source)
+    home = pages.home_page("Intro.", [("01_pairs", "# 01 · Pairs: $p^+$", "0.3 min")], "cpu", repository, False, [])
+    assert "git clone https://github.com/someone/crl-course" in home and "cd crl-course" in home
+    assert "https://colab.research.google.com/github/someone/crl-course/blob/main/notebooks/01_pairs.ipynb" in home
+    assert "lecture/index.html" not in home  # no lecture page built, no link to one
+    local = pages.home_page("Intro.", [("01_pairs", "# 01", "")], "cpu", pages.repository_url("/home/me/crl"), True, [])
+    assert "colab.research.google.com" not in local and "git clone /" not in local and "lecture/index.html" in local
+
+
+def test_page_07_typesets_the_momentum_update(site):
+    """The display equation inside MoCo's list item is typeset (it rendered as a stray $ and raw TeX)."""
+    with _browser() as browser:
+        page, errors = _open_at(browser, site.index.parent / "notebooks" / "07_beyond_simclr.html", 1280)
+        item = page.locator("li", has_text="A momentum encoder.").first
+        assert item.locator("div.math mjx-container svg").count() == 1, "the momentum update is not display math"
+        prose = page.evaluate("() => { const a = document.querySelector('article').cloneNode(true);"
+                              " a.querySelectorAll('pre, code, mjx-container, script, style').forEach(e => e.remove());"
+                              " return a.innerText; }")
+        for raw in ("$$", "\\theta", "0.9999$"):
+            assert raw not in prose, f"raw TeX {raw!r} on page 07"
+        assert not errors, errors
+
+
+def test_pages_fit_a_phone_and_keep_a_one_line_header(site):
+    out = site.index.parent
+    problems = []
+    with _browser() as browser:
+        for path in [site.index, out / "docs" / "errors.html",
+                     *(out / "notebooks" / f"{p.stem}.html" for p in site.executed)]:
+            name = path.relative_to(out).as_posix()
+            page, _ = _open_at(browser, path, 390, 844)
+            if "01_pairs" in name:
+                page.locator(".crl-augment canvas").first.wait_for(timeout=WIDGET_SECONDS * 1000)
+            scroll, header, search = page.evaluate(
+                "() => [document.documentElement.scrollWidth, document.querySelector('header').offsetHeight,"
+                " document.querySelector('.navbar-persistent--mobile').getBoundingClientRect().right]")
+            if scroll > 390:
+                problems.append(f"{name} at 390 px: the page scrolls {scroll - 390} px sideways")
+            if header > 100 or search > 390:
+                problems.append(f"{name} at 390 px: header {header} px high, search ends at {search} px")
+            if "01_pairs" in name:
+                grid, box = page.evaluate("() => [document.querySelector('.crl-augment .crl-tiles').scrollWidth,"
+                                          " document.querySelector('.crl-augment').clientWidth]")
+                if grid > box:
+                    problems.append(f"{name}: the augmentation grid is {grid} px in a {box} px box")
+            page.close()
+        for width in (1280, 1400):
+            page, _ = _open_at(browser, out / "notebooks" / f"{site.executed[0].stem}.html", width)
+            header = page.evaluate("() => document.querySelector('header').offsetHeight")
+            if header > 90:
+                problems.append(f"header {header} px high at {width} px")
+            page.close()
+    assert not problems, "\n".join(problems)
+
+
+def test_a_heading_reached_from_the_page_contents_is_below_the_header(site):
+    with _browser() as browser:
+        page, _ = _open_at(browser, site.index.parent / "notebooks" / "05_training.html", 1280)
+        link = page.locator(".bd-sidebar-secondary a.nav-link").nth(2)
+        target = link.get_attribute("href").lstrip("#")
+        link.click()
+        page.wait_for_timeout(500)
+        top, header = page.evaluate("(id) => [document.getElementById(id).getBoundingClientRect().top,"
+                                    " document.querySelector('header').getBoundingClientRect().bottom]", target)
+        assert top >= header, f"#{target} lands at {top:.0f} px, under the header ending at {header:.0f} px"
+
+
+def test_figures_have_alt_text_and_explorers_speak_their_values(site):
+    out = site.index.parent
+    problems = []
+    with _browser() as browser:
+        for executed in site.executed:
+            page, _ = _open_at(browser, out / "notebooks" / f"{executed.stem}.html", 1280)
+            for alt in page.evaluate("() => [...document.querySelectorAll('.cell_output img')].map(i => i.alt)"):
+                if not alt.startswith("Figure ") or ".png" in alt or "jupyter_execute" in alt:
+                    problems.append(f"{executed.stem}: alt text {alt!r}")
+            page.close()
+        page, _ = _open_at(browser, out / "notebooks" / "04_infonce_and_temperature.html", 1280)
+        root = page.locator(".crl-temperature").first
+        root.wait_for(timeout=WIDGET_SECONDS * 1000)
+        slider = root.locator("input[data-control=temperature]")
+        slider.fill("-1.3")
+        readout = root.locator("[data-readout=temperature]").inner_text()
+        assert slider.get_attribute("aria-valuetext") == readout and "-1.3" not in readout, readout
+        page.close()
+        page, _ = _open_at(browser, out / "notebooks" / "01_pairs_and_augmentations.html", 1280)
+        canvases = page.locator(".crl-augment canvas")
+        canvases.first.wait_for(timeout=WIDGET_SECONDS * 1000)
+        labels = [canvases.nth(i).get_attribute("aria-label") for i in range(canvases.count())]
+        assert labels and all(label and label.startswith("image ") for label in labels), labels
+    assert not problems, "\n".join(problems[:20])
+
+
+def test_no_build_path_is_printed_and_progress_bars_have_room(site):
+    out, work = site.index.parent, site.index.parent.parent / "work"
+    for path in _pages(out):
+        text = path.read_text(encoding="utf-8")
+        for build_path in (str(work), str(Path.cwd().resolve()), "site_build"):
+            assert build_path not in text, f"{path.name} shows the build path {build_path}"
+    with _browser() as browser:
+        page, _ = _open_at(browser, out / "notebooks" / "05_training.html", 1280)
+        page.wait_for_function(WIDGETS_DONE, timeout=WIDGET_SECONDS * 1000)
+        widths = page.evaluate("() => [...document.querySelectorAll('.cell_output .progress')]"
+                               ".map(p => p.getBoundingClientRect().width)")
+        assert widths and min(widths) >= 150, f"progress bars {widths} px wide"
+        page.close()
+        page, _ = _open_at(browser, out / "notebooks" / "05_training.html", 1400, scheme="dark")
+        page.locator(".crl-maps svg").first.wait_for(timeout=WIDGET_SECONDS * 1000)
+        tops = page.evaluate("() => [...document.querySelector('.crl-maps').querySelectorAll('svg.crl-panel')]"
+                             ".map(s => Math.round(s.getBoundingClientRect().top))")
+        assert len(tops) >= 2 and tops[0] == tops[1], f"the two maps do not stand side by side: tops {tops}"
+
+
+def test_errors_page_quotes_messages_exactly_and_search_works_offline(site):
+    out = site.index.parent
+    with _browser() as browser:
+        page, errors = _open_at(browser, out / "docs" / "errors.html", 1280)
+        table = page.locator("table").first.inner_text()
+        assert "--device" in table and "–device" not in table
+        assert "<tmp>" in page.locator("article").inner_text()
+        assert page.locator("article img").count() == 0, "a message's <...> became an <img>"
+        assert not any(quote in table for quote in "‘’“”"), "quotes turned curly"
+        cut = page.evaluate("() => [...document.querySelectorAll('article table')]"
+                            ".filter(t => t.scrollWidth > t.parentElement.clientWidth + 1).length")
+        assert cut == 0, f"{cut} tables wider than the page: their last column is cut off"
+        page.close()
+        page, errors = _open_at(browser, out / "search.html", 1280)
+        page.goto((out / "search.html").as_uri() + "?q=temperature")
+        page.locator("#search-results li").first.wait_for(timeout=WIDGET_SECONDS * 1000)
+        assert page.locator("#search-results li").count() >= 2
+        assert "\\(" not in page.locator("#search-results").inner_text()
+        assert not errors, errors
+
+
+# ---------------------------------------------------------------------------------- refusals, before any work
+def _crl(*argv: str) -> tuple[int, list[str]]:
+    import contextlib
+    import io
+
+    from crl_helpers import cli
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        status = cli.main(list(argv))
+    return status, err.getvalue().splitlines()
+
+
+def _no_execution():
+    def refuse(*args, **kwargs):
+        raise AssertionError("a notebook was executed before the refusal")
+
+    return mock.patch("crl_site.build.execute_notebooks", refuse)
+
+
+@pytest.mark.parametrize("out", ["", ".", "notebooks/site"])
+def test_crl_site_refuses_an_out_that_is_not_a_folder_of_its_own(out, monkeypatch, tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)
+    with _no_execution():
+        status, lines = _crl("site", "--out", out)
+    assert status == 2 and len(lines) == 1 and lines[0].startswith("crl: error: --out"), lines
+
+
+def test_crl_site_without_a_clone_says_so_at_once(monkeypatch, tmp_path):
+    """An installed wheel has no notebooks or Sphinx configuration around the package: one line, nothing run."""
+    import crl_site.build
+
+    monkeypatch.setattr(crl_site.build, "CONF_DIR", tmp_path / "site-packages" / "docs" / "site")
+    monkeypatch.chdir(tmp_path)
+    with _no_execution(), mock.patch("crl_site.build._install_npm_assets", side_effect=AssertionError("npm ran")):
+        for command in ("site", "lecture"):
+            status, lines = _crl(command, "--out", str(tmp_path / "out"))
+            assert status == 2 and len(lines) == 1 and "clone of the course's repository" in lines[0], lines
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site-packages"] or not any(tmp_path.iterdir())
+
+
+def test_a_second_build_in_the_same_build_folder_is_refused_in_one_line(tmp_path):
+    from crl_site import SiteBusy, build_site
+
+    work = tmp_path / "work"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom crl_helpers.run_dir import hold\n"
+                               "with hold(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(60)", str(work)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with _no_execution(), pytest.raises(SiteBusy, match=rf"build folder .*work is in use by another crl site.*"
+                                                            rf"process {holder.pid}"):
+            build_site("smoke", tmp_path / "html", work_dir=work, log=lambda line: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "html").exists()

@@ -224,7 +224,7 @@ def test_static_augmentation_explorer_controls():
 
 
 def test_augmentation_explorer_version_follows_the_environment(monkeypatch):
-    from crl_helpers.site import _kernel_env
+    from crl_site.build import _kernel_env
 
     x = _images(2)
     monkeypatch.delenv(STATIC_WIDGETS_ENV, raising=False)

@@ -20,7 +20,7 @@ __all__ = ["STATIC_WIDGETS_ENV", "static_widgets", "JS_DIR", "explorer_module", 
 
 #: The environment variable that asks for explorers that work on a static page: set (to anything but "" or "0"),
 #: :func:`augmentation_explorer` returns its precomputed browser version. ``crl site`` sets it in the kernels
-#: that execute the notebooks (:func:`crl_helpers.site.execute_notebooks`).
+#: that execute the notebooks (:func:`crl_site.build.execute_notebooks`).
 STATIC_WIDGETS_ENV = "CRL_STATIC_WIDGETS"
 
 

@@ -58,7 +58,7 @@ function render({ model, el }) {
   const first = pointAt(model.get("points"), 0, 0, 0);
   const k = first.labels.length;
   const nViews = first.labels[0].length;
-  figure.style.gridTemplateColumns = `repeat(${nViews + 1}, ${side * SCALE}px)`;
+  figure.style.gridTemplateColumns = `repeat(${nViews + 1}, minmax(0, ${side * SCALE}px))`;  // shrinks on a phone
   const originals = [];
   const views = [];
   const labels = [];
@@ -68,7 +68,9 @@ function render({ model, el }) {
   for (let i = 0; i < k; i++) {
     for (let j = 0; j <= nViews; j++) {
       const cell = node("html:div", { class: "crl-tile" }, figure);
-      const canvas = node("html:canvas", { width: side * SCALE, height: side * SCALE }, cell);
+      const canvas = node("html:canvas", { width: side * SCALE, height: side * SCALE, role: "img",
+                                           "aria-label": j === 0 ? `image ${i + 1}, original x` : `image ${i + 1}, view ${j}` },
+                          cell);
       if (j === 0) {
         originals.push({ canvas, row: i, col: 0 });
         node("html:div", { class: "crl-tile-label", text: "\u00a0" }, cell);
@@ -94,6 +96,7 @@ function render({ model, el }) {
     labels.forEach((label, n) => {
       const row = Math.floor(n / nViews), col = n % nViews;
       label.textContent = point.labels[row][col];
+      views[n].canvas.setAttribute("aria-label", `image ${row + 1}, view ${col + 1}: ${point.labels[row][col]}`);
       label.classList.toggle("crl-matched", point.matched[row][col]);
     });
     meters.kept.bar.style.width = `${100 * point.object_kept}%`;

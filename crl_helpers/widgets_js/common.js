@@ -82,7 +82,11 @@ export function slider(parent, { label, min, max, step, value, format = String, 
   const input = node("html:input", { type: "range", min, max, step, "data-control": name }, row);
   input.value = value;
   const readout = node("html:span", { class: "crl-readout", "data-readout": name }, row);
-  const show = () => { readout.textContent = format(Number(input.value)); };
+  // A screen reader reads the readout (tau 0.050), not the input's internal position (-1.3).
+  const show = () => {
+    readout.textContent = format(Number(input.value));
+    input.setAttribute("aria-valuetext", readout.textContent);
+  };
   input.addEventListener("input", show);
   show();
   input.refresh = show;

@@ -1,15 +1,18 @@
-"""The course as a static HTML site: the learner's notebooks, executed in one tier, rendered by Sphinx + myst-nb.
+"""Building the course's static HTML site: the learner's notebooks, executed in one tier, rendered by Sphinx + myst-nb.
 
-``crl site --tier smoke|cpu|gpu --out site/`` (or :func:`build_site`) does it in two steps:
+``crl site --tier smoke|cpu|gpu --out site/`` (or :func:`build_site`) does it in two steps, in the build folder
+``build/site-<tier>`` of the repository, which one build holds at a time (a second build started meanwhile
+is refused with one line, :class:`SiteBusy`):
 
 1. :func:`execute_notebooks` runs a copy of every notebook with nbclient, as the learner has it (exercise
    stubs, so each checker prints NOT YET and the cells below use the reference), in ``notebooks/`` as the
    working directory, with ``CRL_CACHE`` inside the build folder: trained runs and executed copies are
    kept there and reused by the next build (a copy is re-executed when its notebook, the package or the
    tier changed). Nothing is written into ``notebooks/``.
-2. :func:`render_site` builds HTML from the executed copies with execution off: the README is the home
-   page, the notebooks follow in course order (sidebar and previous/next links), the math is typeset by
-   MathJax 3 (its single-file TeX-to-SVG build, fetched once from npm into the build folder), and no page
+2. :func:`render_site` builds HTML from the executed copies with execution off: a short home page says how
+   to start (:mod:`crl_site.pages`), the notebooks follow in course order (navigation and previous/next links),
+   each with a download of the notebook; the README, the teaching page and the reference pages come after;
+   the math is typeset by MathJax 3 (its single-file TeX-to-SVG build, fetched once from npm into the build folder), and no page
    loads anything from another host. Widgets are rendered from the state the executed notebooks saved by
    ``@jupyter-widgets/html-manager`` (with require.js and anywidget's AMD build, fetched from npm with
    MathJax and served from ``_static/widgets/``): the browser explorers of :mod:`crl_helpers.widgets`
@@ -20,10 +23,15 @@
    notebook in JupyterLab, without the variable, gets the live explorer with every control).
 
 ``crl lecture --tier cpu --out lecture/`` (:func:`build_lecture`) renders, from the same executed copies, one
-page holding only the browser explorers, without code (:func:`lecture_notebook`), for showing in a lecture.
+page holding only the browser explorers, without code (:func:`lecture_notebook`), for showing in a lecture;
+:func:`build_site` writes it into ``<out>/lecture/`` too.
 
-The Sphinx configuration is ``docs/site/conf.py`` in the repository, so this runs from a clone
-(``pip install -e ".[site]"``).
+Sphinx writes into the build folder and the finished pages are copied to ``--out``: nothing else is written
+beside ``--out`` (myst-nb keeps its image files in ``jupyter_execute/`` beside Sphinx's output folder).
+
+The Sphinx configuration is ``docs/site/conf.py`` in the repository and the pages are the repository's
+notebooks and README, so this runs from a clone (``pip install -e ".[site]"``); :func:`require_clone` says so
+at once elsewhere.
 
 Example:
     >>> notebook_fingerprint(b"{}", "smoke") == notebook_fingerprint(b"{}", "smoke")
@@ -33,7 +41,9 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import importlib.util
 import io
 import os
 import re
@@ -41,11 +51,16 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from crl_site import pages
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
 CONF_DIR = REPO_ROOT / "docs" / "site"
-#: Pages besides the notebooks: the README is the home page; these are the files it links to.
-EXTRA_PAGES = ("benchmarks/RESULTS.md", "docs/errors.md", "LICENSE")
+#: Pages besides the notebooks and the README (which becomes ``readme``, at the root beside the pages it links
+#: to), in navigation order: the teaching page and the files the README links to.
+EXTRA_PAGES = ("docs/teaching.md", "benchmarks/RESULTS.md", "docs/errors.md", "LICENSE")
+#: The packages a build imports (the ``[site]`` extra), checked before any notebook runs.
+SITE_MODULES = ("sphinx", "myst_nb", "pydata_sphinx_theme", "nbclient", "nbformat")
 #: nbclient's limit per cell: a hung kernel fails the build rather than hanging it.
 CELL_TIMEOUT_SECONDS = {"smoke": 300, "cpu": 1800, "gpu": 1800}
 #: MathJax 3 from npm: one file, TeX input with every extension, SVG output (no font files, so it works
@@ -63,6 +78,10 @@ class SiteError(RuntimeError):
     """A notebook that failed to execute, or a Sphinx build that failed: one line naming it."""
 
 
+class SiteBusy(ValueError):
+    """Another ``crl site`` or ``crl lecture`` is building in the same build folder."""
+
+
 @dataclass(frozen=True)
 class SiteResult:
     """What :func:`build_site` made."""
@@ -76,7 +95,8 @@ def notebook_fingerprint(source: bytes, tier: str) -> str:
     """A hash of a notebook's source, the tier and every ``crl_helpers`` module (with the explorers'
     JavaScript, which the saved widget state holds): an executed copy whose fingerprint matches is up to date."""
     digest = hashlib.sha256(source + tier.encode())
-    for path in sorted(Path(__file__).parent.rglob("*")):
+    package = Path(importlib.util.find_spec("crl_helpers").origin).parent
+    for path in sorted(package.rglob("*")):
         if path.suffix in (".py", ".js", ".css"):
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -85,7 +105,8 @@ def notebook_fingerprint(source: bytes, tier: str) -> str:
 def _kernel_env(tier: str, cache_dir: Path) -> dict[str, str]:
     env = dict(os.environ, CRL_CACHE=str(cache_dir))
     # The kernel imports the same crl_helpers as this process (a worktree's copy, not an installed one).
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
+    package_root = str(Path(importlib.util.find_spec("crl_helpers").origin).parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH", "")]))
     # Explorers whose figures only a kernel can draw become their precomputed versions: the variable is
     # crl_helpers.widgets.STATIC_WIDGETS_ENV (not imported: it would load torch with this module).
     env["CRL_STATIC_WIDGETS"] = "1"
@@ -122,6 +143,75 @@ def check_tier(tier: str) -> str:
         if not torch.cuda.is_available():
             raise ValueError("--tier gpu needs a CUDA GPU and this machine has none; use --tier cpu")
     return tier
+
+
+def require_clone(conf_dir: str | os.PathLike = CONF_DIR, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR) -> None:
+    """Refuse at once, before anything is executed or written, where the repository is not around this package
+    (an installed wheel): the site is made of the clone's notebooks, README and ``docs/site/conf.py``.
+
+    Raises:
+        ValueError: ``conf_dir/conf.py`` or the notebooks are missing (names what is missing and the fix).
+    """
+    conf = Path(conf_dir) / "conf.py"
+    missing = [str(p) for p in (conf, Path(notebooks_dir)) if not p.exists()]
+    if missing:
+        address = pages.repository_url(pages.course_source())
+        clone = f"git clone {address}" if address else "clone the course's repository"
+        raise ValueError(f"crl site and crl lecture build from a clone of the course's repository, and "
+                         f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing here (an installed package has no notebooks): "
+                         f"{clone}, then run pip install -e \".[site]\" and crl site in it")
+
+
+def require_site_packages() -> None:
+    """Raises ValueError naming the first missing package of the ``[site]`` extra (checked before any work)."""
+    for module in SITE_MODULES:
+        if importlib.util.find_spec(module) is None:
+            raise ValueError(f"crl site needs the {module} package: pip install -e \".[site]\"")
+
+
+def check_out_dir(out_dir: str | os.PathLike, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+                  command: str = "site") -> Path:
+    """``out_dir`` resolved, if a site may be written there.
+
+    Raises:
+        ValueError: ``out_dir`` is empty (``--out ''``: an unset shell variable would write into the working
+            folder), is a file, lies inside the notebooks, or holds the repository or the notebooks.
+    """
+    if not str(out_dir).strip():
+        raise ValueError(f"--out '' is empty (an unset shell variable?); name the site's folder, e.g. --out {command}")
+    out = Path(out_dir).resolve()
+    notebooks = Path(notebooks_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out_dir} is a file; choose a folder, e.g. --out {command}")
+    if out.is_relative_to(notebooks):
+        raise ValueError(f"--out {out_dir} is inside the notebook folder {notebooks_dir}; choose another, "
+                         f"e.g. {command}")
+    if notebooks.is_relative_to(out) or REPO_ROOT.resolve().is_relative_to(out):
+        raise ValueError(f"--out {out_dir} holds the course itself (the repository or its notebooks); choose a "
+                         f"folder of its own, e.g. --out {command}")
+    return out
+
+
+@contextlib.contextmanager
+def hold_build_folder(work_dir: Path):
+    """Hold ``work_dir`` for one build (:func:`crl_helpers.run_dir.hold`, a lock the system releases when the
+    process ends, however it ends).
+
+    Raises:
+        SiteBusy: another build holds it.
+    """
+    from crl_helpers.run_dir import RunDirInUse, hold
+
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(hold(work_dir))
+        except RunDirInUse:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = f" (process {(work_dir / '.crl.lock').read_text().strip()})"
+            raise SiteBusy(f"the build folder {work_dir} is in use by another crl site or crl lecture{holder}; "
+                           f"wait for it to finish, then run this again") from None
+        yield work_dir
 
 
 def execute_notebooks(tier: str, executed_dir: str | os.PathLike, notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
@@ -254,73 +344,127 @@ def _patch_widget_manager(bundle: Path) -> None:
     bundle.write_text(folder + text, encoding="utf-8")
 
 
-def _home_page(readme: str, notebooks: list[str], extras: list[str]) -> str:
-    """The README followed by the (hidden) tables of contents that make the site's navigation."""
-    def toctree(caption: str, entries: list[str]) -> str:
-        return "\n".join(["", f"```{{toctree}}", ":hidden:", f":caption: {caption}", "", *entries, "```", ""])
+def _download_copy(executed: Path, notebooks_dir: Path, target: Path) -> None:
+    """The notebook a reader downloads: the learner's own (as committed, without outputs), else the executed copy
+    with its outputs and build metadata cleared."""
+    import nbformat
 
-    return readme.rstrip() + "\n" + toctree("The course", notebooks) + toctree("Reference", extras)
+    if (notebooks_dir / executed.name).is_file():
+        shutil.copy2(notebooks_dir / executed.name, target)
+        return
+    nb = nbformat.read(executed, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    for key in ("crl_site", "widgets"):
+        nb.metadata.pop(key, None)
+    nbformat.write(nb, target)
 
 
 def render_site(executed: list[Path], out_dir: str | os.PathLike, work_dir: str | os.PathLike,
-                repo_root: str | os.PathLike = REPO_ROOT, conf_dir: str | os.PathLike = CONF_DIR) -> SiteResult:
+                repo_root: str | os.PathLike = REPO_ROOT, conf_dir: str | os.PathLike = CONF_DIR, *,
+                tier: str = "smoke", notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
+                cache_dir: str | os.PathLike | None = None, lecture: bool = False) -> SiteResult:
     """Build the HTML site into ``out_dir`` from executed notebooks (Sphinx, myst-nb, execution off).
 
-    The Sphinx source (README as ``index.md``, ``notebooks/``, the README's linked pages) is assembled
-    in ``<work_dir>/source``.
+    The Sphinx source is assembled in ``<work_dir>/source``: the home page (:func:`crl_site.pages.home_page`),
+    ``notebooks/`` (the executed copies with a download line under their title, alt text on their figures and
+    the build folder's paths in printed output replaced by the learner's ``runs/cache``), the README as
+    ``readme`` and :data:`EXTRA_PAGES`. Sphinx writes into ``<work_dir>/html`` (myst-nb's ``jupyter_execute/``
+    lands beside it, in the build folder), which is then copied to ``out_dir``, with the learner's notebooks
+    beside their pages for download.
+
+    Args:
+        lecture: the lecture page is written into ``<out_dir>/lecture/`` with this site (the home page links it).
 
     Raises:
         SiteError: Sphinx failed.
     """
+    import nbformat
+
     repo_root, work_dir, out_dir = Path(repo_root), Path(work_dir).resolve(), Path(out_dir).resolve()
+    cache_dir = Path(cache_dir).resolve() if cache_dir is not None else work_dir / "cache"
     if not (Path(conf_dir) / "conf.py").exists():
         raise ValueError(f"{conf_dir}/conf.py is missing; crl site runs from a clone of the repository "
                          "(pip install -e \".[site]\")")
-    source = work_dir / "source"
-    shutil.rmtree(source, ignore_errors=True)
+    source, extra = work_dir / "source", work_dir / "extra"
+    for folder in (source, extra):
+        shutil.rmtree(folder, ignore_errors=True)
     (source / "notebooks").mkdir(parents=True)
+    (extra / "notebooks").mkdir(parents=True)
+    readme = (repo_root / "README.md").read_text(encoding="utf-8")
+    minutes = pages.measured_minutes(readme)
+    repository = pages.repository_url(pages.course_source())
+    # What a learner's own run prints instead (its kernel runs in notebooks/, CRL_CACHE unset).
+    shown_paths = {str(cache_dir): "runs/cache", str(work_dir): f"build/site-{tier}", str(repo_root.resolve()): ".."}
+    headings = []
     for path in executed:
-        shutil.copy2(path, source / "notebooks" / path.name)
-    extras = []
+        nb = nbformat.read(path, as_version=4)
+        headings.append((path.stem, pages.notebook_title(nb) or path.stem, minutes.get(path.stem[:2], "")))
+        pages.scrub_paths(nb, shown_paths)
+        pages.add_alt_text(nb)
+        pages.add_notebook_links(nb, path.name, repository)
+        nbformat.write(nb, source / "notebooks" / path.name)
+        _download_copy(path, Path(notebooks_dir), extra / "notebooks" / path.name)
+    (source / "readme.md").write_text(readme, encoding="utf-8")
+    extras = ["About the course (README) <readme>"]
     for page in EXTRA_PAGES:
         if (repo_root / page).exists():
             (source / page).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(repo_root / page, source / page)
+            text = (repo_root / page).read_text(encoding="utf-8")
+            if page == "docs/errors.md":  # it quotes messages exactly: <tmp> is text there, not a tag
+                text = pages.escape_angle_brackets(text)
+            (source / page).write_text(text, encoding="utf-8")
             if page.endswith(".md"):
                 extras.append(page[:-3])
-    readme = (repo_root / "README.md").read_text(encoding="utf-8")
-    (source / "index.md").write_text(_home_page(readme, [f"notebooks/{p.stem}" for p in executed], extras),
-                                     encoding="utf-8")
-    lines = _sphinx_html(source, out_dir, work_dir, conf_dir)
+    (source / "index.md").write_text(pages.home_page(pages.readme_intro(readme), headings, tier, repository,
+                                                     lecture, extras), encoding="utf-8")
+    lines = _sphinx_html(source, work_dir / "html", work_dir, conf_dir, extra=extra)
+    _publish(work_dir / "html", out_dir)
     return SiteResult(index=out_dir / "index.html", executed=tuple(executed), warnings=lines)
 
 
-def _sphinx_html(source: Path, out_dir: Path, work_dir: Path, conf_dir: str | os.PathLike) -> tuple[str, ...]:
-    """Sphinx's HTML build of ``source`` into ``out_dir`` with the site's configuration and static files;
-    returns its warnings, one line each."""
+def _publish(html_dir: Path, out_dir: Path) -> None:
+    """Copy a finished Sphinx output folder to ``out_dir`` (made if missing; Sphinx's own files stay behind)."""
+    shutil.copytree(html_dir, out_dir, dirs_exist_ok=True, ignore=shutil.ignore_patterns(".buildinfo", ".doctrees"))
+
+
+def _sphinx_html(source: Path, html_dir: Path, work_dir: Path, conf_dir: str | os.PathLike,
+                 extra: Path | None = None) -> tuple[str, ...]:
+    """Sphinx's HTML build of ``source`` into ``html_dir`` (emptied first) with the site's configuration and
+    static files; returns its warnings, one line each. ``extra``'s files are copied into the output as they are."""
     from sphinx.application import Sphinx
     from sphinx.errors import SphinxError
 
     static = _install_npm_assets(work_dir)
+    shutil.rmtree(html_dir, ignore_errors=True)
     warnings = io.StringIO()
+    overrides = {"html_static_path": [str(Path(conf_dir).resolve() / "_static"), str(static)]}
+    if extra is not None:
+        overrides["html_extra_path"] = [str(extra)]
     try:
-        app = Sphinx(str(source), str(conf_dir), str(out_dir), str(work_dir / "doctrees"), "html",
-                     confoverrides={"html_static_path": [str(Path(conf_dir).resolve() / "_static"),
-                                                         str(static)]},
-                     status=None, warning=warnings, freshenv=True)
+        app = Sphinx(str(source), str(conf_dir), str(html_dir), str(work_dir / "doctrees"), "html",
+                     confoverrides=overrides, status=None, warning=warnings, freshenv=True)
         app.build(force_all=True)
     except SphinxError as err:
         raise SiteError(f"sphinx: {type(err).__name__}: {' '.join(str(err).split())[:300]}") from err
     if app.statuscode:
         raise SiteError(f"sphinx exited with {app.statuscode}: {warnings.getvalue().strip()[-300:]}")
-    return tuple(_ANSI.sub("", line) for line in warnings.getvalue().splitlines() if "WARNING" in line)
+    # A second Sphinx app in one process (the site, then its lecture page) re-registers docutils' node
+    # classes: a note about the process, not about a page.
+    return tuple(_ANSI.sub("", line) for line in warnings.getvalue().splitlines()
+                 if "WARNING" in line and "is already registered" not in line)
+
+
+def _work_dir(work_dir: str | os.PathLike | None, tier: str) -> Path:
+    return (Path(work_dir) if work_dir is not None else REPO_ROOT / "build" / f"site-{tier}").resolve()
 
 
 def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", notebooks_dir: str | os.PathLike = NOTEBOOKS_DIR,
                executed_dir: str | os.PathLike | None = None, work_dir: str | os.PathLike | None = None,
                log=print) -> SiteResult:
     """Execute the notebooks in ``tier`` (unless ``executed_dir`` already holds executed copies) and render
-    the site into ``out_dir``.
+    the site, with its lecture page in ``<out_dir>/lecture/``, into ``out_dir``.
 
     Args:
         tier: ``"smoke"`` (CI: seconds per notebook), ``"cpu"`` or ``"gpu"`` (for publishing).
@@ -328,30 +472,42 @@ def build_site(tier: str = "smoke", out_dir: str | os.PathLike = "site", noteboo
         notebooks_dir: the learner's notebooks (committed, without outputs).
         executed_dir: notebooks already executed (e.g. by a test fixture); rendered as they are.
         work_dir: the build folder (default ``build/site-<tier>`` in the repository): run cache,
-            executed copies and the Sphinx source; kept so the next build reuses them.
+            executed copies, the Sphinx source and output; kept so the next build reuses them.
         log: where progress lines go (``print``; ``lambda line: None`` for silence).
 
     Returns:
         :class:`SiteResult`.
 
     Raises:
-        ValueError: unknown tier, gpu tier without CUDA, ``out_dir`` inside ``notebooks_dir``, no npm, no anywidget.
+        ValueError: unknown tier, gpu tier without CUDA, a missing package, no clone around this package,
+            a bad ``out_dir`` (:func:`check_out_dir`), no npm, no anywidget.
+        SiteBusy: another build holds the build folder.
         SiteError: a notebook raised, or Sphinx failed.
     """
     check_tier(tier)
-    notebooks_dir = Path(notebooks_dir)
-    if Path(out_dir).resolve().is_relative_to(notebooks_dir.resolve()):
-        raise ValueError(f"--out {out_dir} is inside the notebook folder {notebooks_dir}; choose another, e.g. site")
-    work_dir = Path(work_dir) if work_dir is not None else REPO_ROOT / "build" / f"site-{tier}"
-    _install_npm_assets(work_dir.resolve())  # before minutes of execution: fails fast without npm
-    if executed_dir is None:
-        executed = execute_notebooks(tier, work_dir / "executed", notebooks_dir, work_dir / "cache", log=log)
-    else:
-        executed = sorted(Path(executed_dir).glob("*.ipynb"))
-        if not executed:
-            raise ValueError(f"executed_dir {executed_dir} holds no .ipynb notebooks; leave it out to execute them")
-    log("crl: rendering the site (sphinx)")
-    return render_site(executed, out_dir, work_dir)
+    require_site_packages()
+    require_clone(CONF_DIR, notebooks_dir)
+    out = check_out_dir(out_dir, notebooks_dir)
+    work_dir = _work_dir(work_dir, tier)
+    with hold_build_folder(work_dir):
+        _install_npm_assets(work_dir)  # before minutes of execution: fails fast without npm
+        if executed_dir is None:
+            executed = execute_notebooks(tier, work_dir / "executed", notebooks_dir, work_dir / "cache", log=log)
+        else:
+            executed = sorted(Path(executed_dir).glob("*.ipynb"))
+            if not executed:
+                raise ValueError(f"executed_dir {executed_dir} holds no .ipynb notebooks; leave it out to execute them")
+        try:
+            lecture = lecture_notebook(executed, tier)
+        except ValueError:  # no browser explorer in these notebooks: no lecture page, and no link to one
+            lecture = None
+        log("crl: rendering the site")
+        result = render_site(executed, out, work_dir, tier=tier, notebooks_dir=notebooks_dir,
+                             cache_dir=work_dir / "cache", lecture=lecture is not None)
+        if lecture is not None:
+            lines = _render_lecture(lecture, out / "lecture", work_dir)
+            result = SiteResult(result.index, result.executed, result.warnings + lines)
+    return result
 
 
 # ------------------------------------------------------------------------------------------ lecture mode
@@ -361,15 +517,6 @@ LECTURE_INTRO = ("The course's interactive explorers, without the code around th
                  "page, with no Python kernel behind it (the augmentation explorer steps through views drawn ahead "
                  "for a grid of settings; the others compute in the page). Each comes from the notebook named in "
                  "its heading, executed in the {tier} tier.")
-
-
-def _title(nb) -> str:
-    for cell in nb.cells:
-        if cell.cell_type == "markdown":
-            for line in cell.source.splitlines():
-                if line.startswith("# "):
-                    return line[2:].strip()
-    return ""
 
 
 def lecture_notebook(executed: list[Path], tier: str = "smoke"):
@@ -397,7 +544,7 @@ def lecture_notebook(executed: list[Path], tier: str = "smoke"):
                 # The code stays in the notebook (myst-nb drops a cell without source) but not on the page.
                 shown.append(nbformat.v4.new_code_cell(cell.source, metadata={"tags": ["remove-input"]}, outputs=views))
         if shown:
-            cells.append(nbformat.v4.new_markdown_cell(f"## {_title(nb) or path.stem}\n\nFrom `{path.stem}`."))
+            cells.append(nbformat.v4.new_markdown_cell(f"## {pages.notebook_title(nb) or path.stem}\n\nFrom `{path.stem}`."))
             cells += shown
             state.update(models)
     if len(cells) == 1:
@@ -407,6 +554,19 @@ def lecture_notebook(executed: list[Path], tier: str = "smoke"):
     lecture.metadata["widgets"] = {WIDGET_STATE: {"version_major": 2, "version_minor": 0, "state": state}}
     lecture.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     return lecture
+
+
+def _render_lecture(lecture, out_dir: Path, work_dir: Path) -> tuple[str, ...]:
+    """Render :func:`lecture_notebook`'s notebook as ``<out_dir>/index.html``; returns Sphinx's warnings."""
+    import nbformat
+
+    source = work_dir / "lecture-source"
+    shutil.rmtree(source, ignore_errors=True)
+    source.mkdir(parents=True)
+    nbformat.write(lecture, source / "index.ipynb")
+    lines = _sphinx_html(source, work_dir / "lecture-html", work_dir, CONF_DIR)
+    _publish(work_dir / "lecture-html", out_dir)
+    return lines
 
 
 def build_lecture(tier: str = "smoke", out_dir: str | os.PathLike = "lecture",
@@ -420,21 +580,18 @@ def build_lecture(tier: str = "smoke", out_dir: str | os.PathLike = "lecture",
     itself (MathJax, the widget manager), so it opens from ``file://`` on a lecture-room machine offline.
 
     Raises:
-        ValueError, SiteError: as :func:`build_site`; no explorer in the notebooks.
+        ValueError, SiteBusy, SiteError: as :func:`build_site`; no explorer in the notebooks.
     """
-    import nbformat
-
     check_tier(tier)
-    work_dir = (Path(work_dir) if work_dir is not None else REPO_ROOT / "build" / f"site-{tier}").resolve()
-    _install_npm_assets(work_dir)  # fails fast without npm
-    if executed is None:
-        executed = execute_notebooks(tier, work_dir / "executed", notebooks_dir, work_dir / "cache", log=log)
-    lecture = lecture_notebook(list(executed), tier)
-    source = work_dir / "lecture-source"
-    shutil.rmtree(source, ignore_errors=True)
-    source.mkdir(parents=True)
-    nbformat.write(lecture, source / "index.ipynb")
-    log("crl: rendering the lecture page (sphinx)")
-    out_dir = Path(out_dir).resolve()
-    lines = _sphinx_html(source, out_dir, work_dir, CONF_DIR)
-    return SiteResult(index=out_dir / "index.html", executed=tuple(executed), warnings=lines)
+    require_site_packages()
+    require_clone(CONF_DIR, notebooks_dir)
+    out = check_out_dir(out_dir, notebooks_dir, command="lecture")
+    work_dir = _work_dir(work_dir, tier)
+    with hold_build_folder(work_dir):
+        _install_npm_assets(work_dir)  # fails fast without npm
+        if executed is None:
+            executed = execute_notebooks(tier, work_dir / "executed", notebooks_dir, work_dir / "cache", log=log)
+        lecture = lecture_notebook(list(executed), tier)
+        log("crl: rendering the lecture page")
+        lines = _render_lecture(lecture, out, work_dir)
+    return SiteResult(index=out / "index.html", executed=tuple(executed), warnings=lines)
