@@ -287,8 +287,6 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
     run = build_run(config, context, train_data)
     if resume:
         resume_run(run, config)
-    if config.out_dir and context.is_main:
-        run_dir.clear_report_files(config.out_dir)  # an earlier run's report never sits beside this run's files
     step = TrainStep(run.model, run.objective, run.optimizer, config, context.device, context.world_size)
     on_cuda = context.device.type == "cuda"
     augment = ViewAugmenter(run.views, context.device, n_views=run.objective.n_views,
@@ -307,6 +305,8 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
             if callback is not None and context.is_main:
                 callback(epoch + 1, run.model, row)
             if config.out_dir and context.is_main:  # one writer: rank 0
+                if epoch == run.start_epoch:  # an earlier run's report goes when this run's first epoch is saved
+                    run_dir.clear_report_files(config.out_dir)
                 save_run(run, config, epoch + 1)
     finally:
         if progress is not None:
