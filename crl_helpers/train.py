@@ -397,6 +397,11 @@ def build_run(config: TrainConfig, context: DistributedContext, train_data: Imag
                          f"BatchNorm needs >= 2 images per half batch; use --batch-size {4 * world_size} or more")
     torch.manual_seed(config.seed)
     mean, std = train_data.channel_stats()
+    # A channel that is constant in the data (red-only images: green and blue are 0) has std 0, and its
+    # normalisation would divide by 0. Colour jitter still moves it in the views, so it is scaled like
+    # the widest other channel (or not at all, when every channel is constant).
+    widest = max(std) if max(std) >= 1e-3 else 1.0
+    std = tuple(s if s >= 1e-3 else widest for s in std)
     model = build_model(config).to(context.device)
     if world_size > 1 and context.device.type == "cuda" and config.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys as BatchNorm
