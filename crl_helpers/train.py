@@ -590,12 +590,14 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
     loss_avg, acc_avg = (sums / steps).tolist()
     seconds = time.perf_counter() - t0
     if not math.isfinite(loss_avg):
-        kept = (f"; the checkpoint of epoch {epoch}, the last that passed the checks, is kept in {config.out_dir}"
-                if config.out_dir and epoch else "")
+        kept = kept_epoch(epoch, config)
         raise NonFiniteLossError(
             f"the loss became {loss_avg} in epoch {epoch + 1}{kept}. Lower --lr or raise --temperature")
     row = {"epoch": epoch + 1, "loss": loss_avg, "contrastive_acc": acc_avg, "lr": lr,
            "seconds": seconds, "images_per_second": steps * batch / seconds}
+    if not bool(torch.isfinite(z1).all() and torch.isfinite(z2).all()):  # the statistics below refuse them
+        raise NonFiniteLossError(f"the embeddings became NaN or inf in epoch {epoch + 1} (the loss stayed finite)"
+                                 f"{kept_epoch(epoch, config)}. Lower --lr or raise --temperature")
     with torch.no_grad():
         row.update(alignment=alignment(z1, z2), uniformity=uniformity(z1), embedding_std=embedding_std(z1))
     if context.world_size > 1:
@@ -604,6 +606,12 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
         row.update(zip(names, means.tolist()))
     check_healthy(run.model, row, config, halt_on_collapse=run.objective.halt_on_collapse)
     return row
+
+
+def kept_epoch(epoch: int, config: TrainConfig) -> str:
+    """"; the checkpoint of epoch <epoch> ... is kept in <out>", for a run that stopped in 0-based ``epoch``."""
+    return (f"; the checkpoint of epoch {epoch}, the last that passed the checks, is kept in {config.out_dir}"
+            if config.out_dir and epoch else "")
 
 
 def check_healthy(model: nn.Module, row: dict, config: TrainConfig, halt_on_collapse: bool = True) -> None:
