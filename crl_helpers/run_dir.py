@@ -7,7 +7,7 @@ is refused with :class:`RunDirInUse`, naming the holder's process id. Files anot
 (:data:`OUTPUTS`) are never touched by a run that was not told to: :func:`check_outputs` refuses
 a folder that holds them without ``--resume`` or ``--overwrite``, or where one of them is not a
 file, before any work starts. The earlier run's report files (:data:`REPORT_FILES`) are removed
-only when the new run saves its first epoch, together with its checkpoint, so a run that fails
+only once the new run has saved its first epoch (its checkpoint and history), so a run that fails
 before that leaves the folder as it was. A run that fails before writing anything removes the
 folders it created (its parents included). Temporary files that a killed writer left behind
 are removed when the next run takes the folder. Where ``fcntl`` is missing (Windows) folders are
@@ -166,9 +166,9 @@ def hold(out_dir: str | os.PathLike) -> Iterator[Path]:
             _remove_created(path, first_existing)
 
 
-def clear_report_files(out_dir: str | os.PathLike) -> None:
-    """Remove an earlier run's report files from ``out_dir`` (not its checkpoint)."""
-    for name in REPORT_FILES:
+def clear_report_files(out_dir: str | os.PathLike, keep: tuple[str, ...] = ()) -> None:
+    """Remove an earlier run's report files from ``out_dir`` (not its checkpoint, nor the names in ``keep``)."""
+    for name in set(REPORT_FILES) - set(keep):
         with contextlib.suppress(FileNotFoundError):
             (Path(out_dir) / name).unlink()
 

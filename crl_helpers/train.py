@@ -333,9 +333,9 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
             if callback is not None and context.is_main:
                 callback(epoch + 1, run.model, row)
             if config.out_dir and context.is_main:  # one writer: rank 0
-                if epoch == run.start_epoch:  # an earlier run's report goes when this run's first epoch is saved
-                    run_dir.clear_report_files(config.out_dir)
                 save_run(run, config, epoch + 1)
+                if epoch == run.start_epoch:  # this run's first epoch is saved: an earlier run's report goes
+                    run_dir.clear_report_files(config.out_dir, keep=("history.csv",))
     finally:
         if progress is not None:
             progress.close()
