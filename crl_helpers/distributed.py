@@ -157,9 +157,11 @@ def _rendezvous(rank: int, world_size: int, timeout_s: float):
         store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size,
                                            timeout=datetime.timedelta(seconds=timeout_s)))
     except (RuntimeError, OSError, ValueError) as err:  # DistStoreError (a timeout), an address in use, no route
-        reason = " ".join(str(err).split())[:160]
+        timed_out = isinstance(err, getattr(dist, "DistStoreError", ())) or "timed out" in str(err).lower()
+        reason = ("no other process came" if timed_out
+                  else f"{type(err).__name__}: {' '.join(str(err).split())[:160]}")
         raise ValueError(f"the {world_size} processes of WORLD_SIZE={world_size} did not meet at "
-                         f"{host}:{port} within {timeout_s:g} s ({type(err).__name__}: {reason}); stale torchrun "
+                         f"{host}:{port} within {timeout_s:g} s ({reason}); stale torchrun "
                          f"variables? {_TORCHRUN_FIX} (CRL_INIT_TIMEOUT sets the wait in seconds)") from None
     return store
 

@@ -33,6 +33,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from crl_helpers.files import kind_of
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -100,9 +102,9 @@ def check_outputs(out_dir: str | os.PathLike, resume: bool, overwrite: bool) -> 
     for name in OUTPUTS:
         path = out / name
         if os.path.lexists(path) and not path.is_file():
-            kind = "a directory" if path.is_dir() else "not a regular file"
-            raise ValueError(f"{path} is {kind}, where the run writes its {name}; move it away or choose "
-                             f"another --out")
+            kind = kind_of(path.stat().st_mode) if path.exists() else "a broken symlink"
+            raise ValueError(f"{path} is {kind}, not a file, where the run writes its {name}; move it away or "
+                             f"choose another --out")
     if resume or overwrite:
         return
     if (out / "checkpoint.pt").exists():

@@ -334,8 +334,6 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
                 callback(epoch + 1, run.model, row)
             if config.out_dir and context.is_main:  # one writer: rank 0
                 save_run(run, config, epoch + 1)
-                if epoch == run.start_epoch:  # this run's first epoch is saved: an earlier run's report goes
-                    run_dir.clear_report_files(config.out_dir, keep=("history.csv",))
     finally:
         if progress is not None:
             progress.close()
@@ -440,7 +438,11 @@ def data_fingerprint(data: ImageData) -> dict:
 
 
 def save_run(run: Run, config: TrainConfig, epoch: int) -> None:
-    """Write ``checkpoint.pt`` and ``history.csv`` in ``config.out_dir`` after ``epoch`` finished epochs (atomically)."""
+    """Write ``checkpoint.pt`` and ``history.csv`` in ``config.out_dir`` after ``epoch`` finished epochs (atomically).
+
+    After the run's first epoch, the report files of an earlier run (``metrics.json``, plots) are removed,
+    so the folder never mixes two runs' files, and a run that fails earlier leaves them as they were.
+    """
     save_checkpoint({
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "objective": run.objective.state_dict(), "epoch": epoch, "history": run.history,
@@ -448,6 +450,8 @@ def save_run(run: Run, config: TrainConfig, epoch: int) -> None:
         "initial_encoder": run.initial_encoder, "torch_rng": torch.get_rng_state(), "data": run.data,
     }, Path(config.out_dir) / "checkpoint.pt")
     run_dir.write_history(run.history, Path(config.out_dir) / "history.csv")
+    if epoch == run.start_epoch + 1:  # this run's first epoch is saved: an earlier run's report goes
+        run_dir.clear_report_files(config.out_dir, keep=("history.csv",))
 
 
 def resume_run(run: Run, config: TrainConfig) -> None:
@@ -506,6 +510,20 @@ def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 def _check_resumable(state: dict, config: TrainConfig, path: Path, data: dict | None = None) -> None:
     """Refuse a checkpoint whose config differs from ``config`` but in the epoch count (and the like), whose
     epoch and history do not fit together, or whose training data differ from ``data`` (a fingerprint)."""
+    saved = state.get("config")
+    if isinstance(saved, dict):
+        now = _config_dict(config)
+        changed = [k for k in now if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != now[k]]
+        if changed:
+            def named(key, value):  # as the command line spells it where it has a flag
+                flag = CLI_FLAGS.get(key)
+                return f"--{flag} {value}" if flag else f"{key}={value!r}"
+
+            was = ", ".join(named(k, saved[k]) for k in changed[:3])
+            asks = ", ".join(named(k, now[k]) for k in changed[:3])
+            more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+            raise CheckpointError(f"{path} was trained with {was}, this run asks for {asks}{more}; resume with "
+                                  f"the same flags (only --epochs may change), or use a fresh --out")
     epoch, history = state.get("epoch"), state.get("history")
     valid = (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 and isinstance(history, list)
              and len(history) == epoch and all(isinstance(r, dict) for r in history)
@@ -514,22 +532,9 @@ def _check_resumable(state: dict, config: TrainConfig, path: Path, data: dict | 
     if not valid:
         raise CheckpointError(f"{path} holds an invalid epoch count or history (epoch {epoch!r}); "
                               f"it was not written by crl train: start afresh with --overwrite")
-    saved = state.get("config")
     if not isinstance(saved, dict):
         raise CheckpointError(f"{path} holds no config, so nothing says it was trained with these flags; it was "
                               f"not written by crl train: start afresh with --overwrite, or use a fresh --out")
-    now = _config_dict(config)
-    changed = [k for k in now if k not in _RESUMABLE_CHANGES and k in saved and saved[k] != now[k]]
-    if changed:
-        def named(key, value):  # as the command line spells it where it has a flag
-            flag = CLI_FLAGS.get(key)
-            return f"--{flag} {value}" if flag else f"{key}={value!r}"
-
-        was = ", ".join(named(k, saved[k]) for k in changed[:3])
-        asks = ", ".join(named(k, now[k]) for k in changed[:3])
-        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
-        raise CheckpointError(f"{path} was trained with {was}, this run asks for {asks}{more}; resume with "
-                              f"the same flags (only --epochs may change), or use a fresh --out")
     saved_data = state.get("data")
     if data and isinstance(saved_data, dict) and saved_data != data:
         def described(d):
@@ -541,9 +546,9 @@ def _check_resumable(state: dict, config: TrainConfig, path: Path, data: dict | 
                               f"--dataset {config.dataset} --data-root {config.data_root} ({described(data)}); "
                               f"resume with the data it was trained on, or use a fresh --out")
     if not isinstance(saved_data, dict) and saved.get("data_root", config.data_root) != config.data_root:
-        raise CheckpointError(f"{path} was trained with --data-root {saved.get('data_root')} and holds no fingerprint "
-                              f"of its data, this run asks for --data-root {config.data_root}; resume with the same "
-                              f"--data-root, or use a fresh --out")
+        raise CheckpointError(f"{path} was trained with --data-root {saved.get('data_root')} and holds no "
+                              f"fingerprint of its data, this run asks for --data-root {config.data_root}; resume "
+                              f"with the same --data-root, or use a fresh --out")
     if epoch > config.epochs:
         raise CheckpointError(f"{path} already holds {epoch} epochs, more than --epochs {config.epochs}; "
                               f"resume with --epochs {epoch} or more")

@@ -151,8 +151,8 @@ def check_embeddings(name: str, z: object, dim: int | None = None, *, ndim: int 
 
     Raises:
         TypeError: not a tensor, or not floating point.
-        ValueError: the wrong number of dimensions, ``d = 0``, the wrong width, fewer than
-            ``min_rows`` rows, or (with ``finite``) NaN/inf.
+        ValueError: a meta tensor, the wrong number of dimensions, ``d = 0``, the wrong width, fewer
+            than ``min_rows`` rows, or (with ``finite``) NaN/inf.
 
     Example:
         >>> check_embeddings("z", torch.ones(4, 8), min_rows=2).shape
@@ -166,6 +166,8 @@ def check_embeddings(name: str, z: object, dim: int | None = None, *, ndim: int 
         raise TypeError(f"{name} is a {type(z).__name__}; pass a torch.Tensor (N, d)")
     if not z.is_floating_point():
         raise TypeError(f"{name} has dtype {z.dtype}; pass floating-point embeddings, e.g. {name}.float()")
+    if z.is_meta:  # shapes without values: every number computed from it would fail or mean nothing
+        raise ValueError(f"{name} is on the meta device (a shape without values); pass a tensor with values")
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if z.ndim not in allowed:
         wanted = "2-D (N, d), one row per sample" if allowed == (2,) else " or ".join(f"{n}-D" for n in allowed)

@@ -61,6 +61,13 @@ def test_empty_input_is_refused(name):
         call(torch.zeros(0, 4))
 
 
+@pytest.mark.parametrize("name", _CALLS)
+def test_meta_tensors_are_refused_naming_the_argument(name):
+    argument, call = _CALLS[name]
+    with pytest.raises(ValueError, match=rf"^{argument} is on the meta device"):
+        call(torch.empty(6, 4, device="meta"))
+
+
 def test_contrastive_accuracy_of_nan_is_an_error_not_chance_level():
     # It returned 1/16 = 0.0625 for all-NaN input of N = 8 (argmax of NaN rows picks index 0).
     with pytest.raises(ValueError, match="z1 contains NaN"):
