@@ -2,10 +2,13 @@
 
 Bad input exits with status 2 and one line naming the value and the fix; any other error
 with status 1 and one line (``--debug`` shows the traceback). Ctrl-C exits with status 130
-and keeps the last finished epoch's checkpoint. A folder that already holds a checkpoint is
-never written over unless ``--resume`` (continue it) or ``--overwrite`` (start afresh) says
-so, and a folder another run is writing to is refused. Under ``torchrun --nproc_per_node=N``
-every process trains its share of each batch and only rank 0 prints.
+and keeps the last finished epoch's checkpoint (SIGTERM: status 143, the same). A folder that
+already holds a checkpoint or another run's report is never written over unless ``--resume``
+(continue it) or ``--overwrite`` (start afresh) says so, and a folder another run is writing
+to is refused. ``crl instructor`` never replaces a notebook that differs from what it would
+write (a learner's edits) without ``--overwrite``, nor writes through a link into the
+notebooks. Under ``torchrun --nproc_per_node=N`` every process trains its share of each batch
+and only rank 0 prints.
 
 Example:
     >>> build_parser().parse_args(["train", "--epochs", "3"]).epochs
@@ -214,7 +217,8 @@ def _fail(message: str, rank0: bool) -> None:
     # Under torchrun every rank has the same flags, data and checkpoint, hence the same error: rank 0 says it.
     if rank0:
         message = re.sub(r"\x1b\[[0-9;]*m", "", message)  # torch's messages carry terminal bold codes
-        print(f"crl: error: {' '.join(message.split())}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # a closed stderr (crl train 2>&1 | head) has no one to tell
+            print(f"crl: error: {' '.join(message.split())}", file=sys.stderr)
 
 
 def _instructor(notebooks: str, out: str, overwrite: bool = False) -> int:
@@ -223,7 +227,7 @@ def _instructor(notebooks: str, out: str, overwrite: bool = False) -> int:
     if out.strip() and Path(out).resolve() == Path(notebooks).resolve():
         raise ValueError(f"--out {out!r} is the notebook folder itself; choose another folder, e.g. instructor")
     written = write_instructor_version(notebooks, out, overwrite=overwrite)
-    print(f"crl: wrote {len(written)} instructor notebooks (solutions inline) to {out}/")
+    _print_out(f"crl: wrote {len(written)} instructor notebooks (solutions inline) to {out}/")
     return 0
 
 

@@ -102,21 +102,25 @@ def _two_processes(_tmp: Path) -> ContextManager:
 
 
 @contextlib.contextmanager
-def _ctrl_c_after_first_epoch(_tmp: Path):
-    """A real SIGINT to this process once epoch 1's checkpoint is written."""
+def _signal_after_first_epoch(signum: int):
+    """A real ``signum`` to this process once epoch 1's checkpoint is written."""
     real = train_module.save_run
 
-    def write_then_interrupt(run, config, epoch):
+    def write_then_signal(run, config, epoch):
         real(run, config, epoch)
         if epoch == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # Python's handler raises KeyboardInterrupt here
+            os.kill(os.getpid(), signum)  # the handler (Python's for SIGINT, crl's for SIGTERM) raises here
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with mock.patch.object(train_module, "save_run", write_then_interrupt):
+        with mock.patch.object(train_module, "save_run", write_then_signal):
             yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_after_first_epoch(_tmp: Path) -> ContextManager:
+    return _signal_after_first_epoch(signal.SIGINT)
 
 
 def _good_checkpoint(path: Path) -> None:
@@ -221,18 +225,8 @@ def _statistics_become_inf(_tmp: Path) -> ContextManager:
     return mock.patch.object(train_module.TrainStep, "__call__", step_then_overflow)
 
 
-@contextlib.contextmanager
-def _sigterm_after_first_epoch(_tmp: Path):
-    """A real SIGTERM to this process once epoch 1's checkpoint is written."""
-    real = train_module.save_run
-
-    def write_then_terminate(run, config, epoch):
-        real(run, config, epoch)
-        if epoch == 1:
-            os.kill(os.getpid(), signal.SIGTERM)  # crl's handler turns it into an exception here
-
-    with mock.patch.object(train_module, "save_run", write_then_terminate):
-        yield
+def _sigterm_after_first_epoch(_tmp: Path) -> ContextManager:
+    return _signal_after_first_epoch(signal.SIGTERM)
 
 
 def _free_port() -> str:
