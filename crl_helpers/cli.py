@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         check_torchrun_environment()  # stray or malformed RANK / WORLD_SIZE: refused before any folder is made
         if config.dataset == "folder" and Path(out).resolve().is_relative_to(Path(config.data_root).resolve()):
             raise ValueError(f"--out {out} is inside --data-root {config.data_root}, whose sub-folders are the "
-                             f"classes: the run's folder would be read as a class of images; choose an --out outside it")
+                             f"classes: the run's folder would be read as a class of images; choose an --out "
+                             f"outside it")
         try:  # --device cuda without a GPU fails here, before any folder is made
             device = pick_device(config.device)
         except ValueError as err:

@@ -224,8 +224,9 @@ def _check_npz_headers(path: Path, f, wanted: tuple[str, ...]) -> None:
                     continue  # refused with the pickle message when loaded (allow_pickle=False)
                 n_bytes = math.prod(shape) * dtype.itemsize
                 if n_bytes > MAX_DECODED_BYTES or n_bytes > info.file_size:
+                    more = "" if n_bytes <= info.file_size else ", more than the archive holds"
                     raise _broken_archive(path, f"{name} declares shape {shape} of {dtype} ({n_bytes / 2**30:.2f} GiB)"
-                                                f"{'' if n_bytes <= info.file_size else ', more than the archive holds'}"
+                                                f"{more}"
                                                 f"; a CIFAR-10 archive holds at most {MAX_ARCHIVE_IMAGES:,} small "
                                                 f"images")
                 shapes[name] = shape
@@ -382,9 +383,9 @@ def load_image_folder(root: str | os.PathLike, split: str = "train", seed: int =
                                  f"is readable, first: {path} ({reason}); replace them with images (PNG, JPEG, ...)")
     if ignored:
         n = len(ignored)
+        rename = "they are images, rename them" if n > 1 else "it is an image, rename it"
         warnings.warn(f"ignored {n} file{'s' * (n > 1)} of the {split} split whose suffix is no image format's, "
-                      f"first: {ignored[0]}; if {'they are images, rename them' if n > 1 else 'it is an image, rename it'} "
-                      f"(e.g. .png)",
+                      f"first: {ignored[0]}; if {rename} (e.g. .png)",
                       stacklevel=2)
     if unreadable:
         path, reason = unreadable[0]

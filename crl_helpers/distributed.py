@@ -226,7 +226,9 @@ def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> Distri
     try:
         init_timeout = float(raw) if raw else INIT_TIMEOUT_S
     except ValueError:
-        raise ValueError(f"CRL_INIT_TIMEOUT={raw!r} is not a number of seconds; e.g. 120") from None
+        init_timeout = float("nan")
+    if not 0 < init_timeout < float("inf"):
+        raise ValueError(f"CRL_INIT_TIMEOUT={raw!r} is not a number of seconds > 0; e.g. 120")
     store = _rendezvous(rank, world_size, init_timeout)
     store.set_timeout(datetime.timedelta(seconds=timeout_s))
     dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,

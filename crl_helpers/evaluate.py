@@ -46,8 +46,8 @@ except ImportError:  # tqdm only draws progress bars; a bare GPU box without it 
 from crl_helpers.device import autocast_dtype
 from crl_helpers.losses import normalize_rows
 from crl_helpers.models import SimCLRModel
-from crl_helpers.validate import (check_channel_stats, check_embeddings, check_images, check_int, check_labels, check_nonnegative,
-                                  check_positive, check_temperature)
+from crl_helpers.validate import (check_channel_stats, check_embeddings, check_images, check_int, check_labels,
+                                  check_nonnegative, check_positive, check_temperature)
 from crl_helpers.views import ViewConfig
 
 # Training's normalisation (ViewConfig's defaults), so that evaluation normalises like training

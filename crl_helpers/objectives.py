@@ -388,7 +388,8 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: flo
 
 
 @torch.no_grad()
-def semi_hard_negatives(anchor: Tensor, positive: Tensor, candidates: Tensor | None = None) -> Tensor:
+def semi_hard_negatives(anchor: Tensor, positive: Tensor, candidates: Tensor | None = None, *,
+                        validate: bool = True) -> Tensor:
     r"""For each anchor, the index of its semi-hard negative among ``candidates`` (Schroff et al. 2015, sec. 3.2).
 
     FaceNet warns that the hardest negatives lead to bad local minima (a collapsed model) early
@@ -402,27 +403,28 @@ def semi_hard_negatives(anchor: Tensor, positive: Tensor, candidates: Tensor | N
         anchor, positive: ``(N, d)``; row ``i`` of each from image ``i``.
         candidates: ``(N, d)`` embeddings of the N images (row ``i`` from image ``i``);
             default ``positive``.
+        validate: False skips the NaN/inf scan (a host sync), for a training step.
 
     Returns:
         int64 ``(N,)`` indices into ``candidates``; use ``candidates[index]`` as the negatives.
 
     Raises:
-        TypeError, ValueError: non-tensors, mismatched shapes, N < 2.
+        TypeError, ValueError: non-tensors, mismatched shapes, N < 2, NaN/inf.
 
     Example:
         >>> a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
         >>> semi_hard_negatives(a, a).tolist()  # the nearest other image, since all are farther than p = a
         [1, 0, 1]
     """
-    anchor = check_embeddings("anchor", anchor)
-    positive = check_embeddings("positive", positive)
-    candidates = positive if candidates is None else check_embeddings("candidates", candidates)
+    anchor = check_embeddings("anchor", anchor, finite=validate)
+    positive = check_embeddings("positive", positive, finite=validate)
+    candidates = positive if candidates is None else check_embeddings("candidates", candidates, finite=validate)
     if not anchor.shape == positive.shape == candidates.shape:
         raise ValueError(f"anchor {tuple(anchor.shape)}, positive {tuple(positive.shape)} and candidates "
                          f"{tuple(candidates.shape)} must have the same shape, row i from image i")
     if anchor.shape[0] < 2:
         raise ValueError("semi-hard mining needs N >= 2 images (a negative must come from another image)")
-    a, p, c = (F.normalize(t.float(), dim=1) for t in (anchor, positive, candidates))
+    a, p, c = (normalize_rows(t, torch.float32) for t in (anchor, positive, candidates))  # any scale
     d_ap = (a - p).pow(2).sum(dim=1, keepdim=True)  # (N, 1)
     d_ac = (2 - 2 * a @ c.T).clamp_min(0)  # (N, N) squared distances of unit vectors
     own = torch.eye(len(a), dtype=torch.bool, device=a.device)  # (N, N)
@@ -714,7 +716,8 @@ class Triplet(Objective):
     def forward(self, model: nn.Module, views: Tensor, index: Tensor | None = None,
                 labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         z1, z2 = self.embed(model, views).chunk(2)  # (B, d) each
-        negative = z2[semi_hard_negatives(z1, z2)]  # (B, d): another image's view, just past the positive
+        # (B, d): another image's view, just past the positive
+        negative = z2[semi_hard_negatives(z1, z2, validate=False)]
         return triplet_loss(z1, z2, negative, self.margin, validate=False), z1.detach(), z2.detach()
 
 

@@ -15,7 +15,8 @@ from crl_helpers.evaluate import extract_embeddings, knn_predict
 from crl_helpers.metrics import (alignment, contrastive_accuracy, cosine_stats, effective_rank, embedding_std,
                                  uniformity)
 from crl_helpers.models import build_encoder
-from crl_helpers.objectives import MemoryBank, MoCoQueue, simsiam_loss, supcon_loss, triplet_loss
+from crl_helpers.objectives import (MemoryBank, MoCoQueue, semi_hard_negatives, simsiam_loss, supcon_loss,
+                                    triplet_loss)
 from crl_helpers.pretrained import CIFAR10_CONVNET, load_encoder, save_encoder
 
 
@@ -41,6 +42,7 @@ _CALLS = {
     "supcon_loss": ("z", lambda z: supcon_loss(z, _LABELS, 0.1)),
     "triplet_loss": ("anchor", lambda z: triplet_loss(z, _z(seed=1), _z(seed=2))),
     "simsiam_loss": ("p1", lambda z: simsiam_loss(z, _z(seed=1), _z(seed=2), _z(seed=3))),
+    "semi_hard_negatives": ("anchor", lambda z: semi_hard_negatives(z, z.flip(0) + 1).float().mean()),
 }
 
 
@@ -57,7 +59,7 @@ def test_nan_input_is_refused_naming_the_argument(name):
 @pytest.mark.parametrize("name", _CALLS)
 def test_empty_input_is_refused(name):
     _, call = _CALLS[name]
-    with pytest.raises(ValueError, match="N=0 rows|has shape"):
+    with pytest.raises(ValueError, match="N=0 rows|has shape|needs N >= 2"):
         call(torch.zeros(0, 4))
 
 
@@ -88,6 +90,7 @@ def test_scale_free_functions_do_not_change_with_the_scale_of_the_features(scale
     train_v, test_v, train_y = _z(20, 5, 4), _z(6, 5, 5), torch.arange(20) % 3
     assert torch.equal(knn_predict(train_v * scale, train_y, test_v * scale, k=5),
                        knn_predict(train_v, train_y, test_v, k=5))
+    assert torch.equal(semi_hard_negatives(a * scale, p * scale), semi_hard_negatives(a, p))
 
 
 def test_memory_bank_and_queue_refuse_nan_rows_and_stay_as_they_were():
