@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import math
 import os
 import re
@@ -28,6 +29,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from crl_helpers.data import DATASETS
+
+# Writing failed for a reason the user can fix (not a bug): no space, a quota, a file-size limit, no permission.
+_DISK_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
 
 class UsageError(ValueError):
     """A flag that argparse refused; :func:`main` prints it on one line and returns 2."""
@@ -321,6 +326,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(err, (ValueError, DatasetUnavailable, CheckpointError, NonFiniteLossError)):
             _fail(str(err), rank0)
+            return 2
+        if isinstance(err, OSError) and err.errno in _DISK_ERRORS:  # a full disk, a quota, a read-only folder
+            kept = (f"; the last finished epoch is kept in {out}/checkpoint.pt"
+                    if out and (Path(out) / "checkpoint.pt").exists() else "")
+            _fail(f"could not write {err.filename or out} ({err.strerror}): free space or choose another --out"
+                  f"{kept}", rank0)
             return 2
         if isinstance(err, torch.cuda.OutOfMemoryError):  # the one crash a student can fix by a flag
             batch = config.batch_size

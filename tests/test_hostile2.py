@@ -219,6 +219,32 @@ except CheckpointError as err:
     assert path.read_bytes() == before and not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_full_disk_while_writing_the_report_is_one_line_and_keeps_the_checkpoint(tmp_path, capsys, monkeypatch):
+    import errno
+
+    from crl_helpers import run_dir
+
+    def disk_full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_dir, "atomic_write_text", disk_full)
+    out = tmp_path / "run"
+    _one_line(_train(capsys, "--epochs", "1", "--out", str(out)), 2, "(No space left on device): free space",
+              f"the last finished epoch is kept in {out}/checkpoint.pt")
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+
+
+def test_a_notebook_whose_exercise_cannot_be_solved_is_named(tmp_path, capsys, course):
+    import nbformat
+
+    path = course / "04_infonce_and_temperature.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_code_cell("f = check_nothing_such(f).or_reference()"))
+    nbformat.write(nb, path)
+    _one_line(_instructor(capsys, course, tmp_path / "inst"), 2, f"{path}, cell {len(nb.cells) - 1}: check_nothing_such")
+    assert not (tmp_path / "inst").exists()
+
+
 # ------------------------------------------------------------------ resume: the same run, or nothing
 def _folder(root: Path, colours: dict[str, tuple[int, int, int]], n: int = 10, suffix: str = ".png") -> Path:
     for name, colour in colours.items():

@@ -125,9 +125,12 @@ def write_instructor_version(notebook_dir: str | Path, out_dir: str | Path, over
     texts = []
     for path in paths:
         nb = _read_notebook(path)
-        for cell in nb.cells:
+        for index, cell in enumerate(nb.cells):
             if cell.cell_type == "code" and exercise_calls(cell.source):
-                cell.source = instructor_cell(cell.source)
+                try:
+                    cell.source = instructor_cell(cell.source)
+                except (ValueError, SyntaxError) as err:
+                    raise ValueError(f"{path}, cell {index}: {err}") from None
         texts.append(nbformat.writes(nb))
     targets = [out_dir / path.name for path in paths]
     for target, text in zip(targets, texts):
