@@ -7,7 +7,11 @@ write (two writers never share one) and is created with mode 0666 less the umask
 like every other file a run writes. Loading uses ``torch.load(weights_only=True)``,
 which refuses pickled objects: a checkpoint carrying code is rejected, not run; and it
 reads only a regular file of at most :data:`MAX_CHECKPOINT_BYTES` (a FIFO would hang
-the reader, a symlink to ``/dev/zero`` would fill the memory).
+the reader, a symlink to ``/dev/zero`` would fill the memory) whose entries are stored
+uncompressed, as ``torch.save`` writes them, so that what it unpacks to is bounded by the
+file's size (a compressed entry of 1 MB could unpack to gigabytes). Tensors must be real
+(a ``meta`` tensor has no values). A write that fails (a full disk, a file-size limit) raises
+:class:`CheckpointError` and leaves the previous checkpoint as it was.
 
 Example:
     >>> import tempfile, os
@@ -53,10 +57,16 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         # Whatever happened (disk full, Ctrl-C), the previous checkpoint is untouched.
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, (OSError, RuntimeError)):  # torch reports ENOSPC / EFBIG as "[enforce fail at ...]"
+            reason = " ".join(str(err).split())[:200]
+            kept = "the previous checkpoint is kept" if path.exists() else "no checkpoint was written"
+            raise CheckpointError(f"could not write {path} ({type(err).__name__}: {reason}): is the disk full, or "
+                                  f"a file-size limit (ulimit -f) set? {kept}; free space and resume with "
+                                  f"resume=True, or point TrainConfig.out_dir at another disk") from err
         raise
 
 
@@ -118,6 +128,8 @@ def _load_open(path: Path, f, map_location: str | torch.device) -> dict:
         raise CheckpointError(f"{path} is corrupt or truncated (not the zip archive torch.save writes); "
                               f"delete it to start afresh, or point TrainConfig.out_dir at a fresh folder")
     f.seek(0)
+    _check_entries(path, f)
+    f.seek(0)
     try:
         state = torch.load(f, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -131,4 +143,40 @@ def _load_open(path: Path, f, map_location: str | torch.device) -> dict:
             f"delete it to start afresh, or point TrainConfig.out_dir at a fresh folder") from err
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} does not hold a checkpoint dict; delete it or point TrainConfig.out_dir at a fresh folder")
+    if any(t.is_meta for t in _tensors(state)):
+        raise CheckpointError(f"{path} holds meta tensors (shapes without values): it is not a saved run; "
+                              f"delete it or point TrainConfig.out_dir at a fresh folder")
     return state
+
+
+def _tensors(value) -> list[torch.Tensor]:
+    """Every tensor in a nest of dicts, lists and tuples."""
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for item in value for t in _tensors(item)]
+    return []
+
+
+def _check_entries(path: Path, f) -> None:
+    """Refuse an archive whose entries are compressed or unpack to more than the file holds (a zip bomb).
+
+    ``torch.save`` stores every entry uncompressed, so an honest checkpoint unpacks to its own size.
+    """
+    try:
+        with zipfile.ZipFile(f) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+        raise CheckpointError(f"{path} is corrupt or truncated ({type(err).__name__}: {err}); delete it to start "
+                              f"afresh, or point TrainConfig.out_dir at a fresh folder") from None
+    size = os.fstat(f.fileno()).st_size
+    packed = [e for e in entries if e.compress_type != zipfile.ZIP_STORED]
+    unpacked = sum(e.file_size for e in entries)
+    if packed or unpacked > size:
+        what = (f"{packed[0].filename} is compressed" if packed
+                else f"its entries claim {unpacked:,} bytes, more than the file's {size:,}")
+        raise CheckpointError(f"{path} is not a checkpoint torch.save wrote ({what}; torch.save stores entries "
+                              f"uncompressed, and unpacking it could exhaust the memory); delete it, or point "
+                              f"TrainConfig.out_dir at a fresh folder")

@@ -2,10 +2,13 @@
 
 Bad input exits with status 2 and one line naming the value and the fix; any other error
 with status 1 and one line (``--debug`` shows the traceback). Ctrl-C exits with status 130
-and keeps the last finished epoch's checkpoint. A folder that already holds a checkpoint is
-never written over unless ``--resume`` (continue it) or ``--overwrite`` (start afresh) says
-so, and a folder another run is writing to is refused. Under ``torchrun --nproc_per_node=N``
-every process trains its share of each batch and only rank 0 prints.
+and keeps the last finished epoch's checkpoint (SIGTERM: status 143, the same). A folder that
+already holds a checkpoint or another run's report is never written over unless ``--resume``
+(continue it) or ``--overwrite`` (start afresh) says so, and a folder another run is writing
+to is refused. ``crl instructor`` never replaces a notebook that differs from what it would
+write (a learner's edits) without ``--overwrite``, nor writes through a link into the
+notebooks. Under ``torchrun --nproc_per_node=N`` every process trains its share of each batch
+and only rank 0 prints.
 
 Example:
     >>> build_parser().parse_args(["train", "--epochs", "3"]).epochs
@@ -14,10 +17,14 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import math
 import os
 import re
+import signal
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,6 +66,9 @@ def cli_words(message: str) -> str:
 
     message = re.sub(r"TrainConfig\.(\w+)(=?)", flag, message)
     return re.sub(r"^device=", "--device ", message)  # crl_helpers.device.pick_device names its argument
+
+# Writing failed for a reason the user can fix (not a bug): no space, a quota, a file-size limit, no permission.
+_DISK_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class UsageError(ValueError):
@@ -141,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "inline, made from the same notebooks (crl_helpers.exercises.instructor).")
     i.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
     i.add_argument("--out", default="instructor", help="output folder (default: instructor)")
+    i.add_argument("--overwrite", action="store_true",
+                   help="replace notebooks in --out that differ from the instructor version (a learner's edits)")
     site = sub.add_parser("site", help="build the course as a static HTML site (notebooks executed in a tier)",
                           description="Execute the learner's notebooks in a tier (copies, in build/site-<tier>/, "
                                       "which caches runs for the next build) and render them, with a home page "
@@ -191,29 +203,68 @@ def _summary(metrics: dict, out: str, umap: bool = True) -> str:
 
 
 def _check_fresh(out: str, resume: bool, overwrite: bool) -> None:
-    # A finished or interrupted run is hours of compute: never replace its checkpoint by accident.
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite contradict each other; pass one of them")
-    checkpoint = Path(out) / "checkpoint.pt"
-    if not resume and not overwrite and checkpoint.exists():
-        raise ValueError(f"--out {out!r} already holds checkpoint.pt; continue that run with --resume, "
-                         f"start afresh with --overwrite, or choose another --out")
+    # A finished or interrupted run is hours of compute: never replace its files by accident.
+    from crl_helpers.run_dir import check_outputs
+
+    check_outputs(out, resume, overwrite)
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a batch system's time limit) while training: handled as Ctrl-C, so files are cleaned up."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    # SIGTERM's default action ends the process on the spot, leaving a half-written checkpoint.pt.<hex>.tmp;
+    # raised as an exception it runs the same clean-up as Ctrl-C. Only the main thread may set handlers.
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise _Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print_out(text: str, out: str | None = None) -> None:
+    """Print ``text`` on stdout; a closed pipe or an encoding that cannot show it never fails the run.
+
+    After hours of training, printing must not be what fails: a closed pipe (``crl train ... | head``)
+    or a stdout that cannot encode a non-ASCII ``--out`` costs nothing but the summary, which
+    ``metrics.json`` holds (``out`` names it).
+    """
+    try:
+        encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+        print(text.encode(encoding, "backslashreplace").decode(encoding), flush=True)
+    except BrokenPipeError:
+        with contextlib.suppress(OSError):  # Python would report the pipe again when it flushes at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        if out is not None:
+            with contextlib.suppress(OSError):
+                print(f"crl: note: stdout was closed before the summary; the run finished, see {out}/metrics.json",
+                      file=sys.stderr)
 
 
 def _fail(message: str, rank0: bool) -> None:
     # Under torchrun every rank has the same flags, data and checkpoint, hence the same error: rank 0 says it.
     if rank0:
         message = re.sub(r"\x1b\[[0-9;]*m", "", message)  # torch's messages carry terminal bold codes
-        print(f"crl: error: {' '.join(message.split())}", file=sys.stderr)
+        with contextlib.suppress(OSError):  # a closed stderr (crl train 2>&1 | head) has no one to tell
+            print(f"crl: error: {' '.join(message.split())}", file=sys.stderr)
 
 
-def _instructor(notebooks: str, out: str) -> int:
+def _instructor(notebooks: str, out: str, overwrite: bool = False) -> int:
     from crl_helpers.exercises.instructor import write_instructor_version
 
-    if Path(out).resolve() == Path(notebooks).resolve():
+    if out.strip() and Path(out).resolve() == Path(notebooks).resolve():
         raise ValueError(f"--out {out!r} is the notebook folder itself; choose another folder, e.g. instructor")
-    written = write_instructor_version(notebooks, out)
-    print(f"crl: wrote {len(written)} instructor notebooks (solutions inline) to {out}/")
+    written = write_instructor_version(notebooks, out, overwrite=overwrite)
+    _print_out(f"crl: wrote {len(written)} instructor notebooks (solutions inline) to {out}/")
     return 0
 
 
@@ -238,7 +289,8 @@ def _site(tier: str, out: str, notebooks: str, lecture: bool = False) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run ``crl``; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted).
+    """Run ``crl``; returns the exit status (0 done, 2 bad input, 1 unexpected error, 130 interrupted,
+    143 terminated by SIGTERM).
 
     Every error is one line on stderr; ``--debug`` shows the traceback instead.
     """
@@ -250,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "instructor":
-            return _instructor(args.notebooks, args.out)
+            return _instructor(args.notebooks, args.out, args.overwrite)
         if args.command in ("site", "lecture"):
             return _site(args.tier, args.out, args.notebooks, lecture=args.command == "lecture")
         from crl_helpers.device import pick_device
@@ -258,6 +310,13 @@ def main(argv: list[str] | None = None) -> int:
 
         config = config_from_args(args)
         out = config.out_dir
+        from crl_helpers.distributed import check_torchrun_environment
+
+        check_torchrun_environment()  # stray or malformed RANK / WORLD_SIZE: refused before any folder is made
+        if config.dataset == "folder" and Path(out).resolve().is_relative_to(Path(config.data_root).resolve()):
+            raise ValueError(f"--out {out} is inside --data-root {config.data_root}, whose sub-folders are the "
+                             f"classes: the run's folder would be read as a class of images; choose an --out "
+                             f"outside it")
         device = pick_device(config.device)  # --device cuda without a GPU fails here, before any folder is made
         if device.type == "cpu" and config.encoder != "convnet" and rank0:
             # Not an error (it works, and --n-train makes it small), but hours for a full dataset on a laptop.
@@ -268,18 +327,22 @@ def main(argv: list[str] | None = None) -> int:
         if rank0 and config.progress:  # --quiet prints nothing but the summary
             from crl_helpers.device import describe_precision
 
-            print(f"crl: {describe_precision(device, config.precision)}")
+            _print_out(f"crl: {describe_precision(device, config.precision)}")
         _check_fresh(out, args.resume, args.overwrite)
-        result = train_and_evaluate(config, resume=args.resume, threads=args.threads)
-    except KeyboardInterrupt:
+        with _sigterm_interrupts():
+            result = train_and_evaluate(config, resume=args.resume, threads=args.threads)
+        if rank0:
+            _print_out(_summary(result.metrics, out, config.umap), out)
+    except KeyboardInterrupt as err:
         if rank0:
             saved = out is not None and (Path(out) / "checkpoint.pt").exists()
             where = (f"the last finished epoch is saved in {out}/checkpoint.pt; continue with: "
                      f"crl train --resume --out {out} (and the same flags)" if saved
                      else "no epoch finished, nothing was saved")
             lead = "\n" if config is not None and config.progress else ""  # end the progress bar's line
-            print(f"{lead}crl: interrupted; {where}", file=sys.stderr)
-        return 130
+            how = "terminated (SIGTERM)" if isinstance(err, _Terminated) else "interrupted"
+            print(f"{lead}crl: {how}; {where}", file=sys.stderr)
+        return 143 if isinstance(err, _Terminated) else 130
     except Exception as err:
         import torch
 
@@ -291,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         if isinstance(err, (ValueError, DatasetUnavailable, CheckpointError, NonFiniteLossError)):
             _fail(cli_words(str(err)), rank0)
+            return 2
+        if isinstance(err, OSError) and err.errno in _DISK_ERRORS:  # a full disk, a quota, a read-only folder
+            kept = (f"; the last finished epoch is kept in {out}/checkpoint.pt"
+                    if out and (Path(out) / "checkpoint.pt").exists() else "")
+            _fail(f"could not write {err.filename or out} ({err.strerror}): free space or choose another --out"
+                  f"{kept}", rank0)
             return 2
         if isinstance(err, torch.cuda.OutOfMemoryError):  # the one crash a student can fix by a flag
             batch = config.batch_size
@@ -305,8 +374,6 @@ def main(argv: list[str] | None = None) -> int:
         _fail(f"{type(err).__name__}: {first} (unexpected; run again with --debug for the traceback, and "
               f"please report it)", rank0)
         return 1
-    if rank0:
-        print(_summary(result.metrics, out, config.umap))
     return 0
 
 

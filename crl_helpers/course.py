@@ -41,18 +41,39 @@ CACHE_DIR = Path(os.environ.get("CRL_CACHE", "runs/cache"))
 NOTEBOOK_DATA_ROOT = "../data"  # the repository's data/ folder, seen from notebooks/ where the notebooks run
 
 
-def pick_tier(override: str | None = None) -> str:
-    """The notebook's cost tier: ``override`` if given, else smoke under ``CRL_SMOKE=1``,
-    else gpu with CUDA, else cpu.
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("", "0", "false", "no", "off")
+
+
+def env_flag(name: str) -> bool:
+    """The environment variable ``name`` read as a yes/no flag: 1/true/yes/on or 0/false/no/off (any case), unset = no.
 
     Raises:
-        ValueError: ``override`` is not one of :data:`TIERS`.
+        ValueError: any other value (a typo must not pick a tier silently).
+
+    Example:
+        >>> os.environ["CRL_EXAMPLE_FLAG"] = "Off"
+        >>> env_flag("CRL_EXAMPLE_FLAG")
+        False
+    """
+    value = os.environ.get(name, "").strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ValueError(f"{name}={os.environ[name]!r} is not a yes/no value; set {name}=1 (or true, yes, on) "
+                     f"or {name}=0 (or false, no, off), or unset it")
+
+
+def pick_tier(override: str | None = None) -> str:
+    """The notebook's cost tier: ``override`` if given, else smoke under ``CRL_SMOKE=1``
+    (:func:`env_flag`: ``false``, ``no``, ``off`` mean no), else gpu with CUDA, else cpu.
+
+    Raises:
+        ValueError: ``override`` is not one of :data:`TIERS`; ``CRL_SMOKE`` is not a yes/no value.
     """
     if override is not None:
         if override not in TIERS:
             raise ValueError(f"tier={override!r} is unknown; choose one of {', '.join(TIERS)}")
         return override
-    if os.environ.get("CRL_SMOKE", "") not in ("", "0"):
+    if env_flag("CRL_SMOKE"):
         return "smoke"
     return "gpu" if torch.cuda.is_available() else "cpu"
 
@@ -185,7 +206,12 @@ def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: 
     from crl_helpers.train import TrainResult, build_model
 
     key = config_key(config)
-    folder = Path(cache_dir or CACHE_DIR) / key
+    root = Path(cache_dir or CACHE_DIR)
+    if root.exists() and not root.is_dir():
+        named = "cache_dir" if cache_dir else "CRL_CACHE" if "CRL_CACHE" in os.environ else "the cache folder"
+        raise ValueError(f"{named}={str(root)!r} is a file, not a folder; point it at a folder (default "
+                         f"runs/cache), or move the file away")
+    folder = root / key
     config = replace(config, out_dir=str(folder))
     metrics_file, ckpt = folder / "metrics.json", folder / "checkpoint.pt"
     resume = ckpt.exists()

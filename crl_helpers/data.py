@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import math
 import os
 import warnings
 import zipfile
@@ -37,6 +38,13 @@ CIFAR10_NPZ = "cifar10_jpeg.npz"
 # What to do with a damaged CIFAR-10 archive: load_dataset("cifar10") downloads when it is absent.
 _REFETCH = "delete it and copy it again (without it, --dataset cifar10 downloads CIFAR-10 with torchvision into {parent}/)"
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+# Bounds on what a file may unpack to, checked from headers before anything is decoded or loaded:
+# a 7,000 x 7,000 photo (decoding alone needs ~150 MB); an archive image of 1,024 pixels a side (CIFAR's
+# are 32); 10 million images; 4 GiB of decoded pixels or of archive arrays.
+MAX_IMAGE_PIXELS = 50_000_000
+MAX_ARCHIVE_SIDE = 1024
+MAX_ARCHIVE_IMAGES = 10_000_000
+MAX_DECODED_BYTES = 4 * 2**30
 
 
 def load_dataset(name: str, split: str = "train", root: str | os.PathLike = "data", n: int | None = None,
@@ -151,19 +159,27 @@ def load_cifar10_npz(path: str | os.PathLike, split: str = "train") -> ImageData
             # np.load would try the unpickler on it, and numpy's refusal advises loading it unsafely.
             raise _broken_archive(path, "not a .npz (zip) archive: empty, truncated or another format")
         f.seek(0)
+        _check_npz_headers(path, f, wanted)
+        f.seek(0)
         buf, off, y, names = _read_npz(path, f, wanted)
     _check_cifar_arrays(path, wanted, buf, off, y, names)
-    x = []
+    x, first = [], None
     for i in range(len(off) - 1):
         try:
             with Image.open(io.BytesIO(buf[off[i]:off[i + 1]].tobytes())) as image:
+                size = image.size  # from the header: checked before a pixel is decoded
+                if first is None:
+                    first = size
+                    _check_archive_image_size(path, wanted[0], size, len(off) - 1)
+                if size != first:
+                    raise _broken_archive(path, f"image {i} of {wanted[0]} is {size[0]}x{size[1]} pixels, image 0 is "
+                                                f"{first[0]}x{first[1]}")
                 x.append(np.asarray(image.convert("RGB")))  # (H, W, 3)
+        except ValueError:
+            raise
         except Exception as err:  # noqa: BLE001 - a decoder meets hostile bytes with any exception type
             raise ValueError(f"{path}: image {i} of {wanted[0]} does not decode ({_reason(err)}); the archive is "
                              f"damaged: {_REFETCH.format(parent=path.parent)}") from err
-        if x[-1].shape != x[0].shape:
-            raise ValueError(f"{path}: image {i} of {wanted[0]} is {x[-1].shape[1]}x{x[-1].shape[0]} pixels, "
-                             f"image 0 is {x[0].shape[1]}x{x[0].shape[0]}; {_REFETCH.format(parent=path.parent)}")
     x = np.stack(x) if x else np.zeros((0, 32, 32, 3), np.uint8)  # (N, 32, 32, 3)
     return ImageData(torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long(),
                      tuple(str(c) for c in names))
@@ -172,6 +188,59 @@ def load_cifar10_npz(path: str | os.PathLike, split: str = "train") -> ImageData
 def _broken_archive(path: Path, why: Exception | str) -> ValueError:
     reason = why if isinstance(why, str) else _reason(why)
     return ValueError(f"{path} is not a readable CIFAR-10 archive ({reason}); {_REFETCH.format(parent=path.parent)}")
+
+
+def _check_archive_image_size(path: Path, member: str, size: tuple[int, int], n: int) -> None:
+    """Refuse archive images too large to be CIFAR-like, or too many to decode into memory, from image 0's header."""
+    width, height = size
+    if max(width, height) > MAX_ARCHIVE_SIDE or n * width * height * 3 > MAX_DECODED_BYTES:
+        raise _broken_archive(path, f"{n:,} images of {width}x{height} pixels in {member} would decode to "
+                                    f"{n * width * height * 3 / 2**30:.1f} GiB; this format holds small images "
+                                    f"(at most {MAX_ARCHIVE_SIDE} pixels a side, {MAX_DECODED_BYTES / 2**30:g} GiB "
+                                    f"in all)")
+
+
+def _check_npz_headers(path: Path, f, wanted: tuple[str, ...]) -> None:
+    """Check each array's shape, dtype and size from its ``.npy`` header, before any array is loaded.
+
+    A compressed member of a few MB can declare (and unpack to) gigabytes; the headers say how much
+    memory loading takes, so an archive that declares more than a CIFAR-like one can hold is refused
+    without unpacking it. Members that are missing or unreadable are left to :func:`_read_npz`'s messages.
+    """
+    shapes = {}
+    try:
+        with zipfile.ZipFile(f) as archive:
+            for name in wanted:
+                try:
+                    info = archive.getinfo(f"{name}.npy")
+                except KeyError:
+                    continue
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                                   else np.lib.format.read_array_header_2_0)
+                    shape, _, dtype = read_header(member)
+                if dtype.hasobject:
+                    continue  # refused with the pickle message when loaded (allow_pickle=False)
+                n_bytes = math.prod(shape) * dtype.itemsize
+                if n_bytes > MAX_DECODED_BYTES or n_bytes > info.file_size:
+                    more = "" if n_bytes <= info.file_size else ", more than the archive holds"
+                    raise _broken_archive(path, f"{name} declares shape {shape} of {dtype} ({n_bytes / 2**30:.2f} GiB)"
+                                                f"{more}"
+                                                f"; a CIFAR-10 archive holds at most {MAX_ARCHIVE_IMAGES:,} small "
+                                                f"images")
+                shapes[name] = shape
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error, ValueError) as err:
+        if isinstance(err, ValueError) and str(err).startswith(str(path)):
+            raise
+        raise _broken_archive(path, err) from err
+    jpeg, offsets, labels, _ = wanted
+    n = shapes[offsets][0] - 1 if len(shapes.get(offsets, ())) == 1 else None
+    if n is not None and n > MAX_ARCHIVE_IMAGES:
+        raise _broken_archive(path, f"{offsets} declares {n:,} images, more than {MAX_ARCHIVE_IMAGES:,}")
+    if n is not None and labels in shapes and shapes[labels] != (n,):
+        raise _broken_archive(path, f"{labels} must be a 1-D integer array of one label per image ({n}); "
+                                    f"its header declares shape {shapes[labels]}")
 
 
 def _read_npz(path: Path, f, wanted: tuple[str, ...]) -> list:
@@ -239,7 +308,10 @@ def load_image_folder(root: str | os.PathLike, split: str = "train", seed: int =
 
     Class indices come from the training split's classes, sorted by name, in both splits: a
     ``test/`` folder that lacks a class keeps every other label, and a test class that training
-    lacks is an error (its images could have no label). Names starting with ``.`` (``.DS_Store``,
+    lacks is an error (its images could have no label). A class's images may sit in sub-folders of its
+    folder (``dog/2019/a.png``) and be in any format PIL reads (``.ppm``, ``.tga``, ...); a file whose
+    suffix is no image format's is ignored with a warning that counts them. 16-bit and floating-point
+    images are scaled to 8 bits, not clipped. Names starting with ``.`` (``.DS_Store``,
     macOS's ``._name.png``, ``.ipynb_checkpoints/``) are skipped silently. A file with an image
     suffix that cannot be read (corrupt or truncated, a broken symlink or a loop, a directory
     named ``x.png``, a FIFO) is skipped with a warning that counts them and names the first:
@@ -280,7 +352,8 @@ def load_image_folder(root: str | os.PathLike, split: str = "train", seed: int =
                 f"{folder} has class folder{'s' * (len(unknown) > 1)} {', '.join(unknown)} that {root}/train lacks, "
                 f"so {'their' if len(unknown) > 1 else 'its'} images have no training label; add "
                 f"{root}/train/{unknown[0]}/ with training images, or move {folder}/{unknown[0]}/ out of {folder}")
-    per_class = [_image_paths(folder / name) for name in classes]
+    ignored: list[Path] = []
+    per_class = [_image_paths(folder / name, ignored) for name in classes]
     if not any(per_class):
         raise DatasetUnavailable(
             f"{folder} holds no images in class sub-folders; expected {folder}/<class>/<image>.png "
@@ -308,6 +381,12 @@ def load_image_folder(root: str | os.PathLike, split: str = "train", seed: int =
         path, reason = unreadable[0]
         raise DatasetUnavailable(f"none of the {len(unreadable)} image files of the {split} split in {folder} "
                                  f"is readable, first: {path} ({reason}); replace them with images (PNG, JPEG, ...)")
+    if ignored:
+        n = len(ignored)
+        rename = "they are images, rename them" if n > 1 else "it is an image, rename it"
+        warnings.warn(f"ignored {n} file{'s' * (n > 1)} of the {split} split whose suffix is no image format's, "
+                      f"first: {ignored[0]}; if {rename} (e.g. .png)",
+                      stacklevel=2)
     if unreadable:
         path, reason = unreadable[0]
         n = len(unreadable)
@@ -324,14 +403,38 @@ def _class_folders(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
 
 
-def _image_paths(folder: Path) -> list[Path]:
-    """``folder``'s entries with an image suffix, sorted, hidden ones left out; none for a missing folder.
+def _image_suffixes() -> set[str]:
+    """The suffixes of the image formats PIL can read here (``.ppm``, ``.tga``, ...), with the common ones."""
+    from PIL import Image
 
-    Entries are not checked here (a directory named ``x.png`` is listed): reading them reports what they are.
+    Image.init()
+    readable = {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+    return (readable - {".eps", ".ps", ".pdf", ".mpg", ".mpeg", ".h5", ".hdf", ".grib", ".bufr"}) | _IMAGE_SUFFIXES
+
+
+def _image_paths(folder: Path, ignored: list[Path] | None = None) -> list[Path]:
+    """The images under ``folder``, in sub-folders too (``dog/2019/a.png``), sorted; none for a missing folder.
+
+    Hidden names (``.name``) are left out; other files whose suffix is no image format's are appended
+    to ``ignored`` (when given), so the caller can say so. Entries are not checked here (a directory
+    named ``x.png`` is listed): reading them reports what they are. Symlinked sub-folders are not
+    followed (a loop would never end).
     """
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in _IMAGE_SUFFIXES)
+    suffixes = _image_suffixes()
+    found = []
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in files + [d for d in dirs if Path(d).suffix.lower() in suffixes]:
+            if name.startswith("."):
+                continue
+            path = Path(parent) / name
+            if path.suffix.lower() in suffixes:
+                found.append(path)
+            elif ignored is not None:
+                ignored.append(path)
+    return sorted(set(found))
 
 
 def _split_class(paths: list[Path], split: str, seed: int, test_fraction: float) -> list[Path]:
@@ -343,11 +446,40 @@ def _split_class(paths: list[Path], split: str, seed: int, test_fraction: float)
 
 
 def _read_image(path: Path, image_size: int) -> np.ndarray:
-    """The image at ``path`` in RGB, resized to ``image_size`` squared: uint8 (S, S, 3)."""
+    """The image at ``path`` in RGB, resized to ``image_size`` squared: uint8 (S, S, 3).
+
+    The size is read from the header and capped (:data:`MAX_IMAGE_PIXELS`) before decoding. 16-bit
+    images are scaled to 8 bits (``convert("RGB")`` would clip them to white) and floating-point ones
+    in [0, 1] to 0..255 (it would round them to black); floating pixels outside [0, 1] are refused.
+    """
     from PIL import Image
 
     with open_regular_file(path) as f, Image.open(f) as image:
-        return np.asarray(image.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ValueError(f"{width}x{height} pixels, more than MAX_IMAGE_PIXELS = {MAX_IMAGE_PIXELS:,}; "
+                             f"shrink it first")
+        image.draft("RGB", (image_size, image_size))  # JPEG: decode at a reduced scale where the codec can
+        return np.asarray(_to_rgb(image).resize((image_size, image_size), Image.BILINEAR))
+
+
+def _to_rgb(image):
+    """``image`` as 8-bit RGB, scaling 16-bit and floating-point pixels instead of clipping them."""
+    from PIL import Image
+
+    if image.mode.startswith("I;16") or image.mode == "I":
+        pixels = np.asarray(image).astype(np.int64)  # (H, W)
+        if pixels.size and (pixels.min() < 0 or pixels.max() > 65535):
+            raise ValueError(f"32-bit integer pixels in [{pixels.min()}, {pixels.max()}], outside 16 bits; "
+                             f"save it as 8- or 16-bit")
+        return Image.fromarray((pixels // 257).astype(np.uint8)).convert("RGB")  # 65535 -> 255
+    if image.mode == "F":
+        pixels = np.asarray(image, dtype=np.float64)  # (H, W)
+        if pixels.size and not (np.isfinite(pixels).all() and pixels.min() >= 0 and pixels.max() <= 1):
+            raise ValueError(f"floating-point pixels in [{np.nanmin(pixels):.4g}, {np.nanmax(pixels):.4g}], "
+                             f"outside [0, 1]; save it as 8-bit, or scale it to [0, 1]")
+        return Image.fromarray(np.round(pixels * 255).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
 
 
 def _reason(err: Exception) -> str:

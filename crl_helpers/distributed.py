@@ -56,6 +56,7 @@ from crl_helpers.validate import check_embedding_pair, check_temperature
 __all__ = [
     "DistributedContext",
     "all_reduce_mean",
+    "check_torchrun_environment",
     "cleanup_distributed",
     "gather_with_grad",
     "is_distributed",
@@ -109,6 +110,61 @@ def _env_int(name: str, default: int | None = None) -> int:
     return value
 
 
+# How long the processes of a torchrun world wait for each other to appear at start-up; the collectives
+# of the run itself wait ``timeout_s``. torchrun starts all processes within seconds, so a longer wait
+# means stale variables (WORLD_SIZE=2 left in the shell) or an unreachable MASTER_ADDR, not a slow peer.
+# CRL_INIT_TIMEOUT (seconds) overrides it, for clusters whose nodes start minutes apart.
+INIT_TIMEOUT_S = 120.0
+_TORCHRUN_FIX = ("launch with torchrun --nproc_per_node=N ..., or unset RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR "
+                 "and MASTER_PORT for a single-process run")
+
+
+def check_torchrun_environment() -> int:
+    """The world size that torchrun's variables describe (1 without them), checked before any work.
+
+    Raises:
+        ValueError: ``RANK``, ``LOCAL_RANK`` or ``WORLD_SIZE`` is not a non-negative integer, or
+            ``RANK``/``LOCAL_RANK`` is set without ``WORLD_SIZE`` (a variable left over from another
+            launch: the process would think it is not rank 0 and silently write nothing).
+
+    Example:
+        >>> import os
+        >>> check_torchrun_environment() if "WORLD_SIZE" not in os.environ else 1
+        1
+    """
+    world_size = _env_int("WORLD_SIZE", default=1)
+    for name in ("RANK", "LOCAL_RANK"):
+        if name in os.environ:
+            value = _env_int(name)
+            if "WORLD_SIZE" not in os.environ:
+                raise ValueError(f"environment variable {name}={value} is set but WORLD_SIZE is not (left over "
+                                 f"from an earlier launch?); {_TORCHRUN_FIX}")
+            if world_size >= 1 and value >= world_size:
+                raise ValueError(f"environment variable {name}={value} must be < WORLD_SIZE={world_size}; "
+                                 f"{_TORCHRUN_FIX}")
+    return world_size
+
+
+def _rendezvous(rank: int, world_size: int, timeout_s: float):
+    """torchrun's store (``env://``), reached by all ``world_size`` processes within ``timeout_s``."""
+    host, port = os.environ.get("MASTER_ADDR"), os.environ.get("MASTER_PORT")
+    if not host or not port or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"WORLD_SIZE={world_size} but MASTER_ADDR={host!r} and MASTER_PORT={port!r} do not name "
+                         f"a host and a port; {_TORCHRUN_FIX}")
+    try:
+        # Rank 0's store waits for every process to connect, the others wait to connect: both for timeout_s.
+        store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size,
+                                           timeout=datetime.timedelta(seconds=timeout_s)))
+    except (RuntimeError, OSError, ValueError) as err:  # DistStoreError (a timeout), an address in use, no route
+        timed_out = isinstance(err, getattr(dist, "DistStoreError", ())) or "timed out" in str(err).lower()
+        reason = ("no other process came" if timed_out
+                  else f"{type(err).__name__}: {' '.join(str(err).split())[:160]}")
+        raise ValueError(f"the {world_size} processes of WORLD_SIZE={world_size} did not meet at "
+                         f"{host}:{port} within {timeout_s:g} s ({reason}); stale torchrun "
+                         f"variables? {_TORCHRUN_FIX} (CRL_INIT_TIMEOUT sets the wait in seconds)") from None
+    return store
+
+
 def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistributedContext:
     """Initialise the process group from torchrun's environment (NCCL on CUDA, gloo on the CPU).
 
@@ -119,13 +175,15 @@ def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> Distri
     Args:
         device: ``"auto"`` (CUDA when present, else the CPU), ``"cpu"`` or ``"cuda"``; under torchrun a
             CUDA run uses ``cuda:LOCAL_RANK``. Apple MPS has no distributed backend.
-        timeout_s: how long a collective waits for the other ranks before failing.
+        timeout_s: how long a collective waits for the other ranks before failing. At start-up the
+            processes wait for each other :data:`INIT_TIMEOUT_S` (``$CRL_INIT_TIMEOUT``) at most.
 
     Returns:
         A :class:`DistributedContext`.
 
     Raises:
-        ValueError: torchrun's variables are missing or malformed, the device does not exist here,
+        ValueError: torchrun's variables are missing, malformed or stale (the other processes do not
+            appear within the start-up wait), the device does not exist here,
             ``LOCAL_RANK`` exceeds the number of GPUs, or ``device`` is MPS with ``WORLD_SIZE > 1``.
 
     Example:
@@ -140,7 +198,7 @@ def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> Distri
         placed = torch.device("cuda", local_rank) if on_cuda else torch.device("cpu")
         return DistributedContext(rank, local_rank, world_size, placed, owns_group=False)
 
-    world_size = _env_int("WORLD_SIZE", default=1)
+    world_size = check_torchrun_environment()
     if world_size <= 1:
         return DistributedContext(device=pick_device(device))
     if not dist.is_available():
@@ -163,7 +221,16 @@ def setup_distributed(device: str = "auto", timeout_s: float = 1800.0) -> Distri
         placed, backend = torch.device("cpu"), "gloo"
     else:
         raise ValueError(f"device={device!r} has no distributed backend; use --device cuda or cpu with torchrun")
-    dist.init_process_group(backend, rank=rank, world_size=world_size,
+    raw = os.environ.get("CRL_INIT_TIMEOUT", "")
+    try:
+        init_timeout = float(raw) if raw else INIT_TIMEOUT_S
+    except ValueError:
+        init_timeout = float("nan")
+    if not 0 < init_timeout < float("inf"):
+        raise ValueError(f"CRL_INIT_TIMEOUT={raw!r} is not a number of seconds > 0; e.g. 120")
+    store = _rendezvous(rank, world_size, init_timeout)
+    store.set_timeout(datetime.timedelta(seconds=timeout_s))
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world_size,
                             timeout=datetime.timedelta(seconds=timeout_s))
     return DistributedContext(rank, local_rank, world_size, placed, owns_group=True)
 
@@ -196,7 +263,13 @@ def is_main_process() -> bool:
     """
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0") or 0) == 0
+    # torchrun's RANK counts only with WORLD_SIZE > 1; malformed or stray variables count as rank 0, so
+    # that the process that refuses them (check_torchrun_environment) is the one that prints why.
+    try:
+        world_size, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return True
+    return not (world_size > 1 and 0 < rank < world_size)
 
 
 class _GatherWithGrad(torch.autograd.Function):

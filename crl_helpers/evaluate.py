@@ -44,9 +44,10 @@ except ImportError:  # tqdm only draws progress bars; a bare GPU box without it 
 
 
 from crl_helpers.device import autocast_dtype
+from crl_helpers.losses import normalize_rows
 from crl_helpers.models import SimCLRModel
-from crl_helpers.validate import (check_embeddings, check_images, check_int, check_labels, check_nonnegative,
-                                  check_positive, check_temperature)
+from crl_helpers.validate import (check_channel_stats, check_embeddings, check_images, check_int, check_labels,
+                                  check_nonnegative, check_positive, check_temperature)
 from crl_helpers.views import ViewConfig
 
 # Training's normalisation (ViewConfig's defaults), so that evaluation normalises like training
@@ -187,7 +188,8 @@ def extract_embeddings(
         float32 tensor ``(N, d)``, on the CPU (or on ``device`` if ``to_cpu=False``).
 
     Raises:
-        TypeError, ValueError: bad ``x``, ``batch_size`` or ``which``; ``which="z"``
+        TypeError, ValueError: bad ``x``, ``batch_size``, ``mean``/``std`` (one finite number per
+            channel, ``std`` > 0) or ``which``; ``which="z"``
             with a plain encoder (there is no head to produce ``z``).
 
     Example:
@@ -205,6 +207,7 @@ def extract_embeddings(
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     check_images("x", x)
     check_int("batch_size", batch_size, 1)
+    mean, std = check_channel_stats(mean, std)
     if which not in ("v", "z"):
         raise ValueError(f"which={which!r}; use 'v' (encoder features) or 'z' (projection-head embeddings)")
     if not isinstance(to_cpu, bool):
@@ -299,11 +302,11 @@ def knn_predict(
     k = min(k, n_train)
 
     device = train_v.device
-    bank = F.normalize(train_v.float(), dim=1)  # (N, d)
+    bank = normalize_rows(train_v, torch.float32)  # (N, d), whatever the features' scale (1e20 or 1e-20)
     bank_y = train_y.to(device)
     preds = []
     for start in range(0, test_v.shape[0], chunk):
-        query = F.normalize(test_v[start : start + chunk].to(device).float(), dim=1)  # (c, d)
+        query = normalize_rows(test_v[start : start + chunk].to(device), torch.float32)  # (c, d)
         sim = query @ bank.T  # (c, N)
         top_sim, top_idx = sim.topk(k, dim=1)  # (c, k), most similar first
         if weighting == "exp":
@@ -351,10 +354,10 @@ def nearest_neighbours(train_v: torch.Tensor, test_v: torch.Tensor, k: int, chun
     if k > train_v.shape[0]:
         raise ValueError(f"k={k} but there are only {train_v.shape[0]} training rows; use k <= {train_v.shape[0]}")
     chunk = check_int("chunk", chunk, 1)
-    bank = F.normalize(train_v.float(), dim=1)  # (N, d)
+    bank = normalize_rows(train_v, torch.float32)  # (N, d)
     index = []
     for start in range(0, test_v.shape[0], chunk):
-        query = F.normalize(test_v[start : start + chunk].to(bank.device).float(), dim=1)  # (c, d)
+        query = normalize_rows(test_v[start : start + chunk].to(bank.device), torch.float32)  # (c, d)
         index.append((query @ bank.T).topk(k, dim=1).indices)  # (c, k), most similar first
     return torch.cat(index)  # (M, k)
 

@@ -30,6 +30,18 @@ class NotARegularFile(OSError):
     """A path names a directory, FIFO, device or socket; the message says which."""
 
 
+def kind_of(mode: int) -> str:
+    """What a ``st_mode`` names, in the words of an error message: "a directory", "a FIFO (named pipe)", ...
+
+    Example:
+        >>> kind_of(os.stat(".").st_mode)
+        'a directory'
+    """
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return next((name for is_kind, name in _KINDS if is_kind(mode)), "not a file of bytes")
+
+
 def open_regular_file(path: str | os.PathLike) -> BinaryIO:
     """Open ``path`` for binary reading if it is a regular file, following symlinks.
 
@@ -46,8 +58,7 @@ def open_regular_file(path: str | os.PathLike) -> BinaryIO:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = next((name for is_kind, name in _KINDS if is_kind(mode)), "not a file of bytes")
-            raise NotARegularFile(f"{kind}, not a regular file")
+            raise NotARegularFile(f"{kind_of(mode)}, not a regular file")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")

@@ -13,7 +13,10 @@ Cheap numbers to log during contrastive training, next to the loss:
 
 Every function L2-normalises its inputs (:func:`crl_helpers.losses.normalize_rows`), runs
 without building a graph, and returns Python floats (friendlier for logging than tensors).
-Inputs are not checked for NaN/inf: a diverged run should log ``nan``, not crash the logger.
+Like the losses, the public functions refuse NaN/inf inputs with a ``ValueError`` naming the
+argument (one host sync): a ``nan`` returned as a statistic is a silently wrong number.
+:func:`contrastive_accuracy_tensor`, which the training step calls on every batch, checks
+nothing; the training loop stops a diverged run itself (its loss or weights become non-finite).
 """
 from __future__ import annotations
 
@@ -35,11 +38,11 @@ _WHY_TWO_ROWS = "these statistics need N >= 2"
 
 
 def _check(name: str, z: object) -> Tensor:
-    return check_embeddings(name, z, min_rows=2, why=_WHY_TWO_ROWS)
+    return check_embeddings(name, z, min_rows=2, why=_WHY_TWO_ROWS, finite=True)
 
 
 def _check_pair(z1: object, z2: object) -> tuple[Tensor, Tensor]:
-    return check_embedding_pair("z1", z1, "z2", z2, min_rows=2, why=_WHY_TWO_ROWS)
+    return check_embedding_pair("z1", z1, "z2", z2, min_rows=2, why=_WHY_TWO_ROWS, finite=True)
 
 
 @contextlib.contextmanager
@@ -97,7 +100,7 @@ def contrastive_accuracy(z1: Tensor, z2: Tensor) -> float:
 
     Raises:
         TypeError: a non-tensor or non-floating input.
-        ValueError: a non-2-D input, mismatched shapes, or N < 2.
+        ValueError: a non-2-D input, mismatched shapes, N < 2, or NaN/inf.
 
     Example:
         >>> z1 = torch.eye(3)
@@ -123,7 +126,7 @@ def alignment(z1: Tensor, z2: Tensor, alpha: float = 2) -> float:
 
     Raises:
         TypeError: a non-tensor or non-floating input, or a non-numeric alpha.
-        ValueError: a non-2-D input, mismatched shapes, N < 2, or alpha not finite and > 0.
+        ValueError: a non-2-D input, mismatched shapes, N < 2, NaN/inf, or alpha not finite and > 0.
 
     Example:
         >>> z1 = torch.eye(2)
@@ -154,7 +157,7 @@ def uniformity(z: Tensor, t: float = 2) -> float:
 
     Raises:
         TypeError: a non-tensor or non-floating input, or a non-numeric t.
-        ValueError: a non-2-D input, N < 2, or t not finite and > 0.
+        ValueError: a non-2-D input, N < 2, NaN/inf, or t not finite and > 0.
 
     Example:
         >>> uniformity(torch.eye(3), t=2)  # orthogonal rows: log exp(-2 * 2)
@@ -191,7 +194,7 @@ def cosine_stats(z1: Tensor, z2: Tensor) -> dict[str, float]:
 
     Raises:
         TypeError: a non-tensor or non-floating input.
-        ValueError: a non-2-D input, mismatched shapes, or N < 2.
+        ValueError: a non-2-D input, mismatched shapes, N < 2, or NaN/inf.
 
     Example:
         >>> stats = cosine_stats(torch.eye(3), torch.eye(3))
@@ -230,7 +233,7 @@ def embedding_std(z: Tensor) -> float:
 
     Raises:
         TypeError: a non-tensor or non-floating input.
-        ValueError: a non-2-D input or N < 2.
+        ValueError: a non-2-D input, N < 2, or NaN/inf.
 
     Example:
         >>> embedding_std(torch.ones(5, 8))  # collapsed
@@ -259,7 +262,7 @@ def effective_rank(z: Tensor) -> float:
 
     Raises:
         TypeError: a non-tensor or non-floating input.
-        ValueError: a non-2-D input or N < 2.
+        ValueError: a non-2-D input, N < 2, or NaN/inf.
 
     Example:
         >>> round(effective_rank(torch.eye(4)), 6)  # four orthogonal directions

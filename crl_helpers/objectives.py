@@ -53,10 +53,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from crl_helpers.distributed import nt_xent_distributed
-from crl_helpers.losses import debiased_nt_xent, info_nce, normalize_rows, nt_xent
+from crl_helpers.losses import compute_dtype, debiased_nt_xent, info_nce, normalize_rows, nt_xent
 from crl_helpers.models import ProjectionHead
 from crl_helpers.validate import (check_embedding_pair, check_embeddings, check_fraction, check_int, check_nonnegative,
-                                  check_positive)
+                                  check_positive, check_temperature)
 
 __all__ = [
     "METHODS",
@@ -144,22 +144,24 @@ class MemoryBank(nn.Module):
         return self.bank[self._check_index(index)].clone()
 
     @torch.no_grad()
-    def update(self, index: Tensor, z: Tensor) -> None:
+    def update(self, index: Tensor, z: Tensor, *, validate: bool = True) -> None:
         """Move the entries of images ``index`` ``(B,)`` towards embeddings ``z`` ``(B, dim)`` and renormalise.
 
-        ``z`` is normalised first (only its direction counts) and detached. Indices must be
-        distinct within one call (a batch never holds an image twice).
+        ``z`` is normalised first (only its direction counts, whatever its scale) and detached. Indices
+        must be distinct within one call (a batch never holds an image twice). ``validate=False`` skips
+        the NaN/inf scan of ``z`` (a host sync), for a training step that checks its loss.
 
         Raises:
-            TypeError, ValueError: bad index, mismatched shapes, repeated indices.
+            TypeError, ValueError: bad index, mismatched shapes, repeated indices, NaN/inf in ``z``
+                (a NaN entry would poison every later loss that draws it).
         """
         index = self._check_index(index)
-        z = check_embeddings("z", z, self.dim)
+        z = check_embeddings("z", z, self.dim, finite=validate)
         if z.shape[0] != index.shape[0]:
             raise ValueError(f"z has {z.shape[0]} rows but index has {index.shape[0]}; one index per embedding")
         if index.unique().numel() != index.numel():
             raise ValueError("index repeats an image; a batch must hold each image once")
-        z = F.normalize(z.detach().to(self.bank), dim=1)  # (B, dim)
+        z = normalize_rows(z.detach(), self.bank.dtype).to(self.bank.device)  # (B, dim)
         mixed = self.momentum * self.bank[index] + (1 - self.momentum) * z  # (B, dim)
         self.bank[index] = F.normalize(mixed, dim=1)
 
@@ -220,21 +222,23 @@ class MoCoQueue(nn.Module):
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def enqueue(self, keys: Tensor) -> None:
-        """Add ``keys`` ``(B, dim)`` (normalised, detached), overwriting the ``B`` oldest.
+    def enqueue(self, keys: Tensor, *, validate: bool = True) -> None:
+        """Add ``keys`` ``(B, dim)`` (normalised whatever their scale, detached), overwriting the ``B`` oldest.
+
+        ``validate=False`` skips the NaN/inf scan of ``keys`` (a host sync), for a training step.
 
         Raises:
             TypeError, ValueError: not a 2-D float tensor of width ``dim``; ``B > size``
-                (a batch would overwrite its own keys: make the queue larger than the batch).
+                (a batch would overwrite its own keys: make the queue larger than the batch); NaN/inf.
         """
-        keys = check_embeddings("keys", keys, self.dim)
+        keys = check_embeddings("keys", keys, self.dim, finite=validate)
         b = keys.shape[0]
         if b > self.size:
             raise ValueError(f"keys has {b} rows but the queue holds {self.size}; use a queue of at least "
                              f"batch_size keys (MoCo: many batches)")
         ptr = int(self.ptr)
         slots = (ptr + torch.arange(b)) % self.size  # (B,) wraps around the ring
-        self.keys[slots.to(self.keys.device)] = F.normalize(keys.detach().to(self.keys), dim=1)
+        self.keys[slots.to(self.keys.device)] = normalize_rows(keys.detach(), self.keys.dtype).to(self.keys.device)
         self.ptr.fill_((ptr + b) % self.size)
 
     def ordered(self) -> Tensor:
@@ -281,7 +285,7 @@ def momentum_update(online: nn.Module, target: nn.Module, m: float = 0.99) -> No
 
 
 # --------------------------------------------------------------------- SupCon
-def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
+def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.1, *, validate: bool = True) -> Tensor:
     r"""Supervised contrastive loss :math:`\mathcal{L}^{sup}_{out}` (Khosla et al. 2020, eq. 2).
 
     For the views ``z`` (all views of all images, stacked) with labels ``y``, anchor ``i``'s
@@ -298,15 +302,18 @@ def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
     Args:
         z: ``(M, d)`` embeddings, e.g. ``torch.cat([z1, z2])`` (M = 2N); normalised here.
         labels: ``(M,)`` integer labels, e.g. ``torch.cat([y, y])``.
-        temperature: > 0; the paper uses 0.1.
+        temperature: > 0; the paper uses 0.1. The rule of every loss (:func:`crl_helpers.validate.check_temperature`).
+        validate: False skips the NaN/inf scan of ``z`` (a host sync), for a training step that checks its loss.
 
     Returns:
-        A scalar tensor, float32 (float64 for float64 input).
+        A scalar tensor, float32 (float64 for float64 input). Rows are normalised whatever their scale
+        (:func:`crl_helpers.losses.normalize_rows`), so ``z * 1e20`` gives the same loss.
 
     Raises:
         TypeError: a non-tensor, non-float ``z``, non-integer labels, a non-numeric temperature.
-        ValueError: shapes that do not match, a temperature that is not > 0, or no anchor
-            with a positive (every label unique: give each image's views the same label).
+        ValueError: shapes that do not match, fewer than 2 rows, NaN/inf in ``z``, a temperature that is
+            not finite and >= 1e-8, or no anchor with a positive (every label unique: give each image's
+            views the same label).
 
     Example:
         >>> z1, z2 = torch.eye(3), torch.eye(3) + 0.1
@@ -314,15 +321,14 @@ def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
         >>> torch.allclose(supcon_loss(torch.cat([z1, z2]), torch.cat([y, y]), 0.5), nt_xent(z1, z2, 0.5))
         True
     """
-    z = check_embeddings("z", z)
+    z = check_embeddings("z", z, min_rows=2, why="an anchor needs another row as its positive", finite=validate)
     if not isinstance(labels, Tensor) or labels.is_floating_point() or labels.dtype == torch.bool:
         raise TypeError(f"labels must be an integer tensor (M,), got {labels!r:.60}")
     if labels.shape != (z.shape[0],):
         raise ValueError(f"labels has shape {tuple(labels.shape)} but z has {z.shape[0]} rows; one label per row")
-    temperature = check_positive("temperature", temperature, "SupCon uses 0.1")
-    dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+    temperature = check_temperature(temperature, z)
     with torch.autocast(device_type=z.device.type, enabled=False):
-        z = F.normalize(z.to(dtype), dim=1)  # (M, d)
+        z = normalize_rows(z)  # (M, d), float32 (float64 stays float64)
         logits = z @ z.T / temperature  # (M, M)
     labels = labels.to(z.device)
     self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)  # (M, M)
@@ -338,7 +344,8 @@ def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
 
 
 # -------------------------------------------------------------------- triplet
-def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 0.2) -> Tensor:
+def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 0.2, *,
+                 validate: bool = True) -> Tensor:
     r"""FaceNet's triplet loss on the unit sphere (Schroff et al. 2015, eq. 1).
 
     .. math:: \ell_i = \max\big(\lVert a_i - p_i \rVert^2 - \lVert a_i - n_i \rVert^2 + \alpha,\; 0\big)
@@ -351,12 +358,14 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: flo
     Args:
         anchor, positive, negative: ``(N, d)`` each; row ``i`` is one triplet.
         margin: :math:`\alpha \ge 0`; 0.2 as in FaceNet.
+        validate: False skips the NaN/inf scan of the inputs (a host sync), for a training step.
 
     Returns:
-        A scalar tensor, float32 (float64 for float64 inputs).
+        A scalar tensor, float32 (float64 for float64 inputs); rows are normalised whatever their scale.
 
     Raises:
-        TypeError, ValueError: non-tensors, mismatched shapes, a negative or non-finite margin.
+        TypeError, ValueError: non-tensors, mismatched shapes, no rows, NaN/inf in an input, a negative
+            or non-finite margin.
 
     Example:
         >>> a, p, n = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
@@ -365,22 +374,22 @@ def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: flo
         >>> triplet_loss(a, n, p, margin=0.2).item()  # 2 - 0 + 0.2
         2.200000047683716
     """
-    anchor = check_embeddings("anchor", anchor)
-    positive = check_embeddings("positive", positive)
-    negative = check_embeddings("negative", negative)
+    anchor, positive, negative = (check_embeddings(name, t, min_rows=1, finite=validate) for name, t in
+                                  (("anchor", anchor), ("positive", positive), ("negative", negative)))
     if not anchor.shape == positive.shape == negative.shape:
         raise ValueError(f"anchor {tuple(anchor.shape)}, positive {tuple(positive.shape)} and negative "
                          f"{tuple(negative.shape)} must have the same shape, one triplet per row")
     margin = check_nonnegative("margin", margin, "FaceNet uses 0.2")
-    dtype = torch.float64 if torch.float64 in (anchor.dtype, positive.dtype, negative.dtype) else torch.float32
-    a, p, n = (F.normalize(t.to(dtype), dim=1) for t in (anchor, positive, negative))  # (N, d) each
+    dtype = compute_dtype(anchor, positive, negative)
+    a, p, n = (normalize_rows(t, dtype) for t in (anchor, positive, negative))  # (N, d) each
     d_ap = (a - p).pow(2).sum(dim=1)  # (N,)
     d_an = (a - n).pow(2).sum(dim=1)  # (N,)
     return F.relu(d_ap - d_an + margin).mean()
 
 
 @torch.no_grad()
-def semi_hard_negatives(anchor: Tensor, positive: Tensor, candidates: Tensor | None = None) -> Tensor:
+def semi_hard_negatives(anchor: Tensor, positive: Tensor, candidates: Tensor | None = None, *,
+                        validate: bool = True) -> Tensor:
     r"""For each anchor, the index of its semi-hard negative among ``candidates`` (Schroff et al. 2015, sec. 3.2).
 
     FaceNet warns that the hardest negatives lead to bad local minima (a collapsed model) early
@@ -394,27 +403,28 @@ def semi_hard_negatives(anchor: Tensor, positive: Tensor, candidates: Tensor | N
         anchor, positive: ``(N, d)``; row ``i`` of each from image ``i``.
         candidates: ``(N, d)`` embeddings of the N images (row ``i`` from image ``i``);
             default ``positive``.
+        validate: False skips the NaN/inf scan (a host sync), for a training step.
 
     Returns:
         int64 ``(N,)`` indices into ``candidates``; use ``candidates[index]`` as the negatives.
 
     Raises:
-        TypeError, ValueError: non-tensors, mismatched shapes, N < 2.
+        TypeError, ValueError: non-tensors, mismatched shapes, N < 2, NaN/inf.
 
     Example:
         >>> a = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
         >>> semi_hard_negatives(a, a).tolist()  # the nearest other image, since all are farther than p = a
         [1, 0, 1]
     """
-    anchor = check_embeddings("anchor", anchor)
-    positive = check_embeddings("positive", positive)
-    candidates = positive if candidates is None else check_embeddings("candidates", candidates)
+    anchor = check_embeddings("anchor", anchor, finite=validate)
+    positive = check_embeddings("positive", positive, finite=validate)
+    candidates = positive if candidates is None else check_embeddings("candidates", candidates, finite=validate)
     if not anchor.shape == positive.shape == candidates.shape:
         raise ValueError(f"anchor {tuple(anchor.shape)}, positive {tuple(positive.shape)} and candidates "
                          f"{tuple(candidates.shape)} must have the same shape, row i from image i")
     if anchor.shape[0] < 2:
         raise ValueError("semi-hard mining needs N >= 2 images (a negative must come from another image)")
-    a, p, c = (F.normalize(t.float(), dim=1) for t in (anchor, positive, candidates))
+    a, p, c = (normalize_rows(t, torch.float32) for t in (anchor, positive, candidates))  # any scale
     d_ap = (a - p).pow(2).sum(dim=1, keepdim=True)  # (N, 1)
     d_ac = (2 - 2 * a @ c.T).clamp_min(0)  # (N, N) squared distances of unit vectors
     own = torch.eye(len(a), dtype=torch.bool, device=a.device)  # (N, N)
@@ -539,7 +549,7 @@ class InstDisc(Objective):
         positive = self.bank[index]  # (B, d) a copy: the update below does not change it
         loss = info_nce(z, positive, self.bank.negatives(self.n_negatives, self.generator), self.temperature,
                         validate=False)
-        self.bank.update(index, z)
+        self.bank.update(index, z, validate=False)
         return loss, z.detach(), positive
 
 
@@ -582,7 +592,7 @@ class MoCo(Objective):
             key = _shuffled_key_forward(self, self.key_model, x2)  # (B, d)
         negatives = self.queue.keys.clone()  # (K, d): a snapshot, since enqueue writes in place
         loss = info_nce(query, key, negatives, self.temperature, validate=False)
-        self.queue.enqueue(key[-self.queue.size:])  # a queue shorter than the batch keeps its newest keys
+        self.queue.enqueue(key[-self.queue.size:], validate=False)  # a queue shorter than the batch keeps its newest keys
         return loss, query.detach(), key
 
     @torch.no_grad()
@@ -598,7 +608,7 @@ class SupCon(Objective):
     def forward(self, model: nn.Module, views: Tensor, index: Tensor | None = None,
                 labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         z1, z2 = self.embed(model, views).chunk(2)  # (B, d) each
-        loss = supcon_loss(torch.cat([z1, z2]), torch.cat([labels, labels]), self.temperature)
+        loss = supcon_loss(torch.cat([z1, z2]), torch.cat([labels, labels]), self.temperature, validate=False)
         return loss, z1.detach(), z2.detach()
 
 
@@ -620,7 +630,8 @@ class Debiased(Objective):
         return loss, z1.detach(), z2.detach()
 
 
-def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True) -> Tensor:
+def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: bool = True, *,
+                 validate: bool = True) -> Tensor:
     r"""SimSiam's symmetrised negative cosine (Chen & He 2021, eq. 2 and Algorithm 1).
 
     .. math:: \mathcal{L} = \tfrac12 D(p_1, \mathrm{sg}(z_2)) + \tfrac12 D(p_2, \mathrm{sg}(z_1)),
@@ -636,20 +647,21 @@ def simsiam_loss(p1: Tensor, p2: Tensor, z1: Tensor, z2: Tensor, stop_gradient: 
         p1, p2: ``(N, d)`` predictions from view 1 and view 2.
         z1, z2: ``(N, d)`` projections of view 1 and view 2 (the targets).
         stop_gradient: detach the targets, as SimSiam does.
+        validate: False skips the NaN/inf scan of the inputs (a host sync), for a training step.
 
     Returns:
         A scalar tensor, float32 (float64 for float64 inputs).
 
     Raises:
-        TypeError, ValueError: non-tensors, non-float, or shapes that differ.
+        TypeError, ValueError: non-tensors, non-float, shapes that differ, no rows, or NaN/inf.
 
     Example:
         >>> z = torch.randn(4, 8, requires_grad=True)
         >>> abs(simsiam_loss(z, z, z, z).item() + 1) < 1e-6  # every prediction on its target
         True
     """
-    p1, z2 = check_embedding_pair("p1", p1, "z2", z2)
-    p2, z1 = check_embedding_pair("p2", p2, "z1", z1)
+    p1, z2 = check_embedding_pair("p1", p1, "z2", z2, min_rows=1, finite=validate)
+    p2, z1 = check_embedding_pair("p2", p2, "z1", z1, min_rows=1, finite=validate)
     if p1.shape != p2.shape:
         raise ValueError(f"p1 {tuple(p1.shape)} and p2 {tuple(p2.shape)} must have the same shape, row i from image i")
     if stop_gradient:
@@ -687,7 +699,7 @@ class SimSiam(Objective):
         p = self.predictor(z)  # (2B, d)
         z1, z2 = z.chunk(2)  # (B, d) each
         p1, p2 = p.chunk(2)  # (B, d) each
-        loss = simsiam_loss(p1, p2, z1, z2, self.stop_gradient)
+        loss = simsiam_loss(p1, p2, z1, z2, self.stop_gradient, validate=False)
         return loss, z1.detach(), z2.detach()
 
 
@@ -704,8 +716,9 @@ class Triplet(Objective):
     def forward(self, model: nn.Module, views: Tensor, index: Tensor | None = None,
                 labels: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         z1, z2 = self.embed(model, views).chunk(2)  # (B, d) each
-        negative = z2[semi_hard_negatives(z1, z2)]  # (B, d): another image's view, just past the positive
-        return triplet_loss(z1, z2, negative, self.margin), z1.detach(), z2.detach()
+        # (B, d): another image's view, just past the positive
+        negative = z2[semi_hard_negatives(z1, z2, validate=False)]
+        return triplet_loss(z1, z2, negative, self.margin, validate=False), z1.detach(), z2.detach()
 
 
 def build_objective(method: str, model: nn.Module, n_images: int, batch_size: int, temperature: float,

@@ -29,7 +29,9 @@ from pathlib import Path
 from torch import nn
 
 from crl_helpers.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from crl_helpers.files import open_regular_file
 from crl_helpers.models import build_encoder
+from crl_helpers.validate import check_channel_stats
 
 __all__ = ["CHECKPOINTS", "CIFAR10_CONVNET", "CIFAR10_CONVNET_SHA256", "PretrainedEncoder", "encoder_from_run",
            "load_encoder", "save_encoder", "sha256"]
@@ -100,21 +102,47 @@ def encoder_from_run(checkpoint_path: str | os.PathLike, path: str | os.PathLike
 def load_encoder(path: str | os.PathLike) -> PretrainedEncoder:
     """The encoder saved by :func:`save_encoder` at ``path``, rebuilt and in eval mode, on the CPU.
 
+    A file named like the shipped one (:data:`CIFAR10_CONVNET`) must hold its bytes (:data:`CIFAR10_CONVNET_SHA256`),
+    so that results computed from it are those its documentation describes.
+
     Raises:
-        CheckpointError: the file is missing, corrupt, or not an encoder file.
+        CheckpointError: the file is missing, corrupt, not an encoder file, or holds fields of the wrong
+            kind (a name ``build_encoder`` does not know, weights of other shapes, a ``mean``/``std`` that
+            is not one finite number per channel); or it is named like the shipped file but is not it.
     """
+    if Path(path).name == CIFAR10_CONVNET.name:
+        digest = sha256(path) if Path(path).is_file() else None
+        if digest is not None and digest != CIFAR10_CONVNET_SHA256:
+            raise CheckpointError(f"{path} is named like the shipped encoder but does not hold its weights (sha256 "
+                                  f"{digest[:12]}..., expected {CIFAR10_CONVNET_SHA256[:12]}...); restore it with "
+                                  f"git checkout -- checkpoints/{CIFAR10_CONVNET.name}, or save yours under another name")
     state = load_checkpoint(path)
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an encoder file (format {state.get('format')!r}, expected "
                               f"{FORMAT!r}); write one with crl_helpers.pretrained.save_encoder")
-    encoder = build_encoder(state["name"], **state["encoder_kwargs"])
-    encoder.load_state_dict(state["state_dict"])
-    return PretrainedEncoder(encoder.eval(), state["name"], tuple(state["mean"]), tuple(state["std"]),
-                             state["config"])
+    fix = "write it again with crl_helpers.pretrained.save_encoder"
+    try:
+        mean, std = check_channel_stats(state.get("mean"), state.get("std"))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path} holds a bad normalisation ({err}); {fix}") from None
+    name, kwargs, config = state.get("name"), state.get("encoder_kwargs", {}), state.get("config", {})
+    if not isinstance(name, str) or not isinstance(kwargs, dict) or not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds name={name!r}, encoder_kwargs of type {type(kwargs).__name__}, "
+                              f"config of type {type(config).__name__}; {fix}")
+    try:
+        encoder = build_encoder(name, **kwargs)
+        encoder.load_state_dict(state.get("state_dict"))
+    except (TypeError, ValueError, RuntimeError, KeyError, AttributeError) as err:
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        raise CheckpointError(f"{path} does not rebuild encoder {name!r} ({reason}); {fix}") from None
+    return PretrainedEncoder(encoder.eval(), name, mean, std, config)
 
 
 def sha256(path: str | os.PathLike) -> str:
     """The SHA-256 of a file's bytes, as 64 hex digits.
+
+    Raises:
+        OSError: ``path`` is missing, or not a regular file (:class:`crl_helpers.files.NotARegularFile`).
 
     Example:
         >>> import tempfile
@@ -124,7 +152,7 @@ def sha256(path: str | os.PathLike) -> str:
         'ba7816bf8f01cfea'
     """
     digest = hashlib.sha256()
-    with open(Path(path), "rb") as f:
+    with open_regular_file(path) as f:  # a FIFO or a device would block or never end
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

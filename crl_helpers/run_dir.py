@@ -3,11 +3,15 @@
 :func:`hold` locks ``out_dir`` for the lifetime of a run (an advisory ``flock`` on
 ``out_dir/.crl.lock``, which the operating system releases when the process ends, even by
 ``kill -9``, so a killed run never blocks ``--resume``); a second run into the same folder
-is refused with :class:`RunDirInUse`, naming the holder's process id. When a run starts,
-the report files of any earlier run (:data:`REPORT_FILES`) are removed, so the folder never
-mixes two runs' outputs; ``checkpoint.pt`` is replaced only when the new run saves its first
-epoch. A folder the run created is removed again if the run fails before writing anything.
-Where ``fcntl`` is missing (Windows) folders are not locked.
+is refused with :class:`RunDirInUse`, naming the holder's process id. Files another run left
+(:data:`OUTPUTS`) are never touched by a run that was not told to: :func:`check_outputs` refuses
+a folder that holds them without ``--resume`` or ``--overwrite``, or where one of them is not a
+file, before any work starts. The earlier run's report files (:data:`REPORT_FILES`) are removed
+only once the new run has saved its first epoch (its checkpoint and history), so a run that fails
+before that leaves the folder as it was. A run that fails before writing anything removes the
+folders it created (its parents included). Temporary files that a killed writer left behind
+are removed when the next run takes the folder. Where ``fcntl`` is missing (Windows) folders are
+not locked.
 
 Example:
     >>> import tempfile
@@ -29,15 +33,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from crl_helpers.files import kind_of
+
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None
 
-__all__ = ["REPORT_FILES", "OUTPUTS", "RunDirInUse", "hold", "clear_report_files", "atomic_write_text",
-           "write_history"]
+__all__ = ["REPORT_FILES", "OUTPUTS", "RunDirInUse", "hold", "check_outputs", "clear_report_files",
+           "atomic_write_text", "write_history"]
 
-#: What the end-of-run report writes; an earlier run's copies are removed when a run starts.
+#: What the end-of-run report writes; an earlier run's copies are removed when a run saves its first epoch.
 REPORT_FILES = ("history.csv", "metrics.json", "curves.png", "umap.png")
 #: Every file a run writes.
 OUTPUTS = ("checkpoint.pt",) + REPORT_FILES
@@ -51,6 +57,63 @@ class RunDirInUse(ValueError):
 
 def _unused_folder(path: Path) -> bool:
     return path.is_dir() and all(child.name == _LOCK for child in path.iterdir())
+
+
+def _remove_created(path: Path, first_existing: Path) -> None:
+    """Remove ``path`` and its parents up to (not including) ``first_existing``, while they are empty."""
+    while path != first_existing and path.is_relative_to(first_existing) and _unused_folder(path):
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Delete the temporary files of a writer that was killed mid-write (``checkpoint.pt.<hex>.tmp``, ...)."""
+    for name in OUTPUTS:
+        for pattern in (f"{name}.*.tmp", f".{name}.*.tmp"):
+            for stale in path.glob(pattern):
+                if stale.is_file() and not stale.is_symlink():
+                    with contextlib.suppress(OSError):
+                        stale.unlink()
+
+
+def check_outputs(out_dir: str | os.PathLike, resume: bool, overwrite: bool) -> None:
+    """Refuse, before any work, a folder whose files this run must not touch or cannot write.
+
+    Raises:
+        ValueError: both ``resume`` and ``overwrite``; an output name (``metrics.json``, ...) that is a
+            directory or another non-file; ``checkpoint.pt`` or report files of another run without
+            ``resume`` or ``overwrite``.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> _ = (out / "metrics.json").write_text("{}")
+        >>> check_outputs(out, resume=False, overwrite=False)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: --out '...' already holds metrics.json but no checkpoint.pt; ...
+    """
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one of them")
+    out = Path(out_dir)
+    for name in OUTPUTS:
+        path = out / name
+        if os.path.lexists(path) and not path.is_file():
+            kind = kind_of(path.stat().st_mode) if path.exists() else "a broken symlink"
+            raise ValueError(f"{path} is {kind}, not a file, where the run writes its {name}; move it away or "
+                             f"choose another --out")
+    if resume or overwrite:
+        return
+    if (out / "checkpoint.pt").exists():
+        raise ValueError(f"--out {str(out_dir)!r} already holds checkpoint.pt; continue that run with --resume, "
+                         f"start afresh with --overwrite, or choose another --out")
+    found = [name for name in REPORT_FILES if (out / name).exists()]
+    if found:
+        raise ValueError(f"--out {str(out_dir)!r} already holds {', '.join(found)} but no checkpoint.pt; replace "
+                         f"{'them' if len(found) > 1 else 'it'} with --overwrite, or choose another --out")
 
 
 @contextlib.contextmanager
@@ -70,7 +133,8 @@ def hold(out_dir: str | os.PathLike) -> Iterator[Path]:
         finally:
             _held[path] = (fd, depth)
         return
-    created = not path.exists()
+    first_existing = next(p for p in (path, *path.parents) if p.exists())
+    created = first_existing != path
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / _LOCK, os.O_RDWR | os.O_CREAT, 0o666)
@@ -87,6 +151,7 @@ def hold(out_dir: str | os.PathLike) -> Iterator[Path]:
                               f"to finish, stop it, or choose another --out") from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
+    _remove_stale_temporaries(path)  # the lock is ours: no live writer owns them
     _held[path] = (fd, 1)
     failed = False
     try:
@@ -99,14 +164,13 @@ def hold(out_dir: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             os.unlink(path / _LOCK)
         os.close(fd)  # releases the flock
-        if failed and created and _unused_folder(path):
-            with contextlib.suppress(OSError):
-                path.rmdir()
+        if failed and created:
+            _remove_created(path, first_existing)
 
 
-def clear_report_files(out_dir: str | os.PathLike) -> None:
-    """Remove an earlier run's report files from ``out_dir`` (not its checkpoint)."""
-    for name in REPORT_FILES:
+def clear_report_files(out_dir: str | os.PathLike, keep: tuple[str, ...] = ()) -> None:
+    """Remove an earlier run's report files from ``out_dir`` (not its checkpoint, nor the names in ``keep``)."""
+    for name in set(REPORT_FILES) - set(keep):
         with contextlib.suppress(FileNotFoundError):
             (Path(out_dir) / name).unlink()
 
@@ -116,7 +180,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", newline="") as f:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
             f.write(text)
         umask = os.umask(0)
         os.umask(umask)

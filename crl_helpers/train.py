@@ -285,15 +285,41 @@ def train(config: TrainConfig = CPU, resume: bool = False, data: tuple[ImageData
         cleanup_distributed(context)
 
 
+def check_data(config: TrainConfig, train_data: ImageData, test_data: ImageData) -> None:
+    """Refuse data that would fail, or give a meaningless number, only after training.
+
+    Raises:
+        ValueError: images smaller than :data:`MIN_VIEW_SIZE` pixels (the encoders downsample 8x, and
+            evaluation reads whole images); ``view_size`` larger than the images (views are crops
+            of them: upscaling costs memory and adds nothing); a training split with fewer than two
+            classes (every accuracy would be 1.000 whatever the encoder learned); an empty test split.
+    """
+    side = min(train_data.x.shape[-2:])
+    if side < MIN_VIEW_SIZE:
+        raise ValueError(f"the {config.dataset} images are {train_data.x.shape[-1]}x{train_data.x.shape[-2]} pixels; "
+                         f"the encoders need at least {MIN_VIEW_SIZE}x{MIN_VIEW_SIZE} (they downsample 8x): "
+                         f"use larger images, or TrainConfig.dataset='shapes'")
+    if config.view_size is not None and config.view_size > side:
+        raise ValueError(f"TrainConfig.view_size={config.view_size} is larger than the {side}-pixel images; views are crops of "
+                         f"an image, so use TrainConfig.view_size={side} or less (or unset: the images' own size)")
+    classes = torch.unique(train_data.y)
+    if len(classes) < 2:
+        only = train_data.class_names[int(classes[0])] if len(classes) else "none"
+        raise ValueError(f"the training split of TrainConfig.dataset={config.dataset!r} holds one class ({only}): kNN and linear "
+                         f"accuracy would be 1.000 whatever the encoder learned; add a second class "
+                         f"(a folder per class under TrainConfig.data_root)")
+    if len(test_data) == 0:
+        raise ValueError(f"the test split of TrainConfig.dataset={config.dataset!r} is empty; add test images")
+
+
 def _train(config: TrainConfig, context: DistributedContext, resume: bool,
            data: tuple[ImageData, ImageData] | None, callback: Callable | None, threads: int | None = None
            ) -> TrainResult:
     train_data, test_data = data if data is not None else load_data(config)
+    check_data(config, train_data, test_data)
     run = build_run(config, context, train_data)
     if resume:
         resume_run(run, config)
-    if config.out_dir and context.is_main:
-        run_dir.clear_report_files(config.out_dir)  # an earlier run's report never sits beside this run's files
     step = TrainStep(run.model, run.objective, run.optimizer, config, context.device, context.world_size)
     on_cuda = context.device.type == "cuda"
     augment = ViewAugmenter(run.views, context.device, n_views=run.objective.n_views,
@@ -357,6 +383,7 @@ class Run:
     initial_encoder: dict  # the encoder's weights before training
     history: list[dict] = field(default_factory=list)
     start_epoch: int = 0
+    data: dict = field(default_factory=dict)  # data_fingerprint of the training split: a resume must see the same
 
 
 def build_run(config: TrainConfig, context: DistributedContext, train_data: ImageData) -> Run:
@@ -370,8 +397,18 @@ def build_run(config: TrainConfig, context: DistributedContext, train_data: Imag
     if config.batch_size > len(train_data):
         raise ValueError(f"TrainConfig.batch_size={config.batch_size} exceeds the {len(train_data)} training images; "
                          f"use TrainConfig.batch_size={len(train_data)} or fewer")
+    if config.method == "moco" and config.batch_size // world_size < 4:
+        # MoCo's shuffling BN splits each key batch in two, and BatchNorm needs two images per half.
+        raise ValueError(f"TrainConfig.batch_size={config.batch_size} is too small for TrainConfig.method='moco', "
+                         f"whose shuffled BatchNorm needs >= 2 images per half batch; use "
+                         f"TrainConfig.batch_size={4 * world_size} or more")
     torch.manual_seed(config.seed)
     mean, std = train_data.channel_stats()
+    # A channel that is constant in the data (red-only images: green and blue are 0) has std 0, and its
+    # normalisation would divide by 0. Colour jitter still moves it in the views, so it is scaled like
+    # the widest other channel (or not at all, when every channel is constant).
+    widest = max(std) if max(std) >= 1e-3 else 1.0
+    std = tuple(s if s >= 1e-3 else widest for s in std)
     model = build_model(config).to(context.device)
     if world_size > 1 and context.device.type == "cuda" and config.sync_batchnorm:
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)  # same state_dict keys as BatchNorm
@@ -386,18 +423,44 @@ def build_run(config: TrainConfig, context: DistributedContext, train_data: Imag
                lr_schedule=cosine_schedule(config.lr, config.epochs, steps_per_epoch, config.warmup_epochs),
                steps_per_epoch=steps_per_epoch, local_batch=local_batch,
                views=replace(config.views, image_size=config.view_size or train_data.image_size, mean=mean, std=std), mean=mean, std=std,
-               initial_encoder={k: v.detach().clone() for k, v in model.encoder.state_dict().items()})
+               initial_encoder={k: v.detach().clone() for k, v in model.encoder.state_dict().items()},
+               data=data_fingerprint(train_data))
+
+
+def data_fingerprint(data: ImageData) -> dict:
+    """What identifies a training split: its size, class names and a SHA-256 of its pixels and labels.
+
+    Saved with every checkpoint, so that ``--resume`` with another ``--data-root`` (other images under
+    the same flags) is refused instead of training one run on two datasets.
+
+    Example:
+        >>> from crl_helpers.data import load_dataset
+        >>> data_fingerprint(load_dataset("shapes", n=4))["n"]
+        4
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for t in (data.x, data.y):
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return {"n": len(data), "class_names": list(data.class_names), "sha256": digest.hexdigest()}
 
 
 def save_run(run: Run, config: TrainConfig, epoch: int) -> None:
-    """Write ``checkpoint.pt`` and ``history.csv`` in ``config.out_dir`` after ``epoch`` finished epochs (atomically)."""
+    """Write ``checkpoint.pt`` and ``history.csv`` in ``config.out_dir`` after ``epoch`` finished epochs (atomically).
+
+    After the run's first epoch, the report files of an earlier run (``metrics.json``, plots) are removed,
+    so the folder never mixes two runs' files, and a run that fails earlier leaves them as they were.
+    """
     save_checkpoint({
         "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
         "objective": run.objective.state_dict(), "epoch": epoch, "history": run.history,
         "config": _config_dict(config), "mean": list(run.mean), "std": list(run.std),
-        "initial_encoder": run.initial_encoder, "torch_rng": torch.get_rng_state(),
+        "initial_encoder": run.initial_encoder, "torch_rng": torch.get_rng_state(), "data": run.data,
     }, Path(config.out_dir) / "checkpoint.pt")
     run_dir.write_history(run.history, Path(config.out_dir) / "history.csv")
+    if epoch == run.start_epoch + 1:  # this run's first epoch is saved: an earlier run's report goes
+        run_dir.clear_report_files(config.out_dir, keep=("history.csv",))
 
 
 def resume_run(run: Run, config: TrainConfig) -> None:
@@ -406,11 +469,14 @@ def resume_run(run: Run, config: TrainConfig) -> None:
         raise CheckpointError("resume needs an output directory holding checkpoint.pt")
     path = Path(config.out_dir) / "checkpoint.pt"
     state = load_checkpoint(path, map_location=next(run.model.parameters()).device)
-    _check_resumable(state, config, path)
+    _check_resumable(state, config, path, run.data)
     try:
         run.model.load_state_dict(state["model"])
         run.optimizer.load_state_dict(state["optimizer"])
+        _check_optimizer_state(run.optimizer)
         run.objective.load_state_dict(state.get("objective", {}))
+        # The random-init baseline is evaluated after the last epoch: load it now, so a bad one fails now.
+        build_encoder(config.encoder).load_state_dict(state["initial_encoder"])
         run.initial_encoder = state["initial_encoder"]
         run.history, run.start_epoch = [dict(row) for row in state["history"]], int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
@@ -428,9 +494,22 @@ def resume_run(run: Run, config: TrainConfig) -> None:
 
 # Fields a resumed run may change: they do not change what is trained, only how long, where and how it is shown.
 _RESUMABLE_CHANGES = ("epochs", "device", "progress", "umap", "out_dir", "data_root", "compile")
-def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
-    """Refuse a checkpoint whose config differs from ``config`` but in the epoch count (and the like), or whose
-    epoch and history do not fit together."""
+def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Refuse optimizer state (momenta, step counts) that does not fit its parameters: it would fail mid-epoch."""
+    for p, slots in optimizer.state.items():
+        for name, value in slots.items():
+            if not isinstance(value, (torch.Tensor, int, float)) or isinstance(value, bool):
+                raise ValueError(f"optimizer state {name!r} is a {type(value).__name__}, not a tensor")
+            if isinstance(value, torch.Tensor) and value.ndim and value.shape != p.shape:
+                raise ValueError(f"optimizer state {name!r} has shape {tuple(value.shape)}, its parameter "
+                                 f"{tuple(p.shape)}")
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+                raise ValueError(f"optimizer state {name!r} holds NaN or inf")
+
+
+def _check_resumable(state: dict, config: TrainConfig, path: Path, data: dict | None = None) -> None:
+    """Refuse a checkpoint whose config differs from ``config`` but in the epoch count (and the like), whose
+    epoch and history do not fit together, or whose training data differ from ``data`` (a fingerprint)."""
     saved = state.get("config")
     if isinstance(saved, dict):
         now = _config_dict(config)
@@ -445,14 +524,33 @@ def _check_resumable(state: dict, config: TrainConfig, path: Path) -> None:
     epoch, history = state.get("epoch"), state.get("history")
     valid = (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 and isinstance(history, list)
              and len(history) == epoch and all(isinstance(r, dict) for r in history)
-             and [r.get("epoch") for r in history] == list(range(1, epoch + 1)))
+             and [r.get("epoch") for r in history] == list(range(1, epoch + 1))
+             and all(isinstance(r.get("loss"), (int, float)) and not isinstance(r.get("loss"), bool) for r in history))
     if not valid:
         raise CheckpointError(f"{path} holds an invalid epoch count or history (epoch {epoch!r}); "
                               f"it was not written by crl train: start afresh with resume=False")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path} holds no config, so nothing says it was trained with these flags; it was "
+                              f"not written by crl train: start afresh with resume=False, or use a fresh TrainConfig.out_dir")
+    saved_data = state.get("data")
+    if data and isinstance(saved_data, dict) and saved_data != data:
+        def described(d):
+            names = [str(name) for name in d.get("class_names") or []]
+            shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+            return f"{d.get('n')} images of {len(names)} classes ({shown})"
+
+        raise CheckpointError(f"{path} was trained on other data ({described(saved_data)}) than this run's "
+                              f"TrainConfig.dataset={config.dataset!r} TrainConfig.data_root={config.data_root!r} "
+                              f"({described(data)}); "
+                              f"resume with the data it was trained on, or use a fresh TrainConfig.out_dir")
+    if not isinstance(saved_data, dict) and saved.get("data_root", config.data_root) != config.data_root:
+        raise CheckpointError(f"{path} was trained with TrainConfig.data_root={saved.get('data_root')!r} and holds no "
+                              f"fingerprint of its data, this run asks for TrainConfig.data_root={config.data_root!r}; "
+                              f"resume with the same TrainConfig.data_root, or use a fresh TrainConfig.out_dir")
     if epoch > config.epochs:
         raise CheckpointError(f"{path} already holds {epoch} epochs, more than TrainConfig.epochs={config.epochs}; "
                               f"resume with TrainConfig.epochs={epoch} or more")
-    finite = all(math.isfinite(r.get("loss", float("nan"))) for r in history)
+    finite = all(math.isfinite(r["loss"]) for r in history)
     weights = state.get("model") if isinstance(state.get("model"), dict) else {}
     if not finite or not all(torch.isfinite(t).all() for t in weights.values()
                              if isinstance(t, torch.Tensor) and t.is_floating_point()):
@@ -500,13 +598,15 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
     loss_avg, acc_avg = (sums / steps).tolist()
     seconds = time.perf_counter() - t0
     if not math.isfinite(loss_avg):
-        kept = (f"; the checkpoint of epoch {epoch}, the last that passed the checks, is kept in {config.out_dir}"
-                if config.out_dir and epoch else "")
+        kept = kept_epoch(epoch, config)
         raise NonFiniteLossError(
             f"the loss became {loss_avg} in epoch {epoch + 1}{kept}. Lower TrainConfig.lr or raise "
             f"TrainConfig.temperature")
     row = {"epoch": epoch + 1, "loss": loss_avg, "contrastive_acc": acc_avg, "lr": lr,
            "seconds": seconds, "images_per_second": steps * batch / seconds}
+    if not bool(torch.isfinite(z1).all() and torch.isfinite(z2).all()):  # the statistics below refuse them
+        raise NonFiniteLossError(f"the embeddings became NaN or inf in epoch {epoch + 1} (the loss stayed finite)"
+                                 f"{kept_epoch(epoch, config)}. Lower TrainConfig.lr or raise TrainConfig.temperature")
     with torch.no_grad():
         row.update(alignment=alignment(z1, z2), uniformity=uniformity(z1), embedding_std=embedding_std(z1))
     if context.world_size > 1:
@@ -515,6 +615,12 @@ def train_one_epoch(step: "TrainStep", augment: ViewAugmenter, x_train: torch.Te
         row.update(zip(names, means.tolist()))
     check_healthy(run.model, row, config, halt_on_collapse=run.objective.halt_on_collapse)
     return row
+
+
+def kept_epoch(epoch: int, config: TrainConfig) -> str:
+    """"; the checkpoint of epoch <epoch> ... is kept in <out>", for a run that stopped in 0-based ``epoch``."""
+    return (f"; the checkpoint of epoch {epoch}, the last that passed the checks, is kept in {config.out_dir}"
+            if config.out_dir and epoch else "")
 
 
 def check_healthy(model: nn.Module, row: dict, config: TrainConfig, halt_on_collapse: bool = True) -> None:

@@ -24,7 +24,7 @@ from torch import Tensor
 
 __all__ = ["MIN_TEMPERATURE", "FLOAT16_MIN_TEMPERATURE", "check_int", "check_choice", "check_fraction", "check_positive",
            "check_nonnegative", "check_temperature", "check_embeddings", "check_embedding_pair", "check_labels",
-           "check_images"]
+           "check_images", "check_channel_stats"]
 
 # Below this, cos / temperature can reach 1e38 and a loss (a sum over anchors) overflows to inf in float32.
 MIN_TEMPERATURE = 1e-8
@@ -185,8 +185,8 @@ def check_embeddings(name: str, z: object, dim: int | None = None, *, ndim: int 
 
     Raises:
         TypeError: not a tensor, or not floating point.
-        ValueError: the wrong number of dimensions, ``d = 0``, the wrong width, fewer than
-            ``min_rows`` rows, or (with ``finite``) NaN/inf.
+        ValueError: a meta tensor, the wrong number of dimensions, ``d = 0``, the wrong width, fewer
+            than ``min_rows`` rows, or (with ``finite``) NaN/inf.
 
     Example:
         >>> check_embeddings("z", torch.ones(4, 8), min_rows=2).shape
@@ -200,6 +200,8 @@ def check_embeddings(name: str, z: object, dim: int | None = None, *, ndim: int 
         raise TypeError(f"{name} is a {type(z).__name__}; pass a torch.Tensor (N, d)")
     if not z.is_floating_point():
         raise TypeError(f"{name} has dtype {z.dtype}; pass floating-point embeddings, e.g. {name}.float()")
+    if z.is_meta:  # shapes without values: every number computed from it would fail or mean nothing
+        raise ValueError(f"{name} is on the meta device (a shape without values); pass a tensor with values")
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
     if z.ndim not in allowed:
         wanted = "2-D (N, d), one row per sample" if allowed == (2,) else " or ".join(f"{n}-D" for n in allowed)
@@ -313,3 +315,37 @@ def check_images(name: str, x: object, *, channels: int | None = None, min_image
             raise ValueError(f"{name} has values in [{low.item():.4g}, {high.item():.4g}] but floating images must "
                              "be in [0, 1]; divide by 255 (or pass uint8 in [0, 255])")
     return x
+
+
+def check_channel_stats(mean: object, std: object, channels: int | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``mean`` and ``std`` as tuples of floats, one per channel: the normalisation ``(x / 255 - mean) / std``.
+
+    Raises:
+        TypeError: not a sequence of real numbers (a string such as ``"abc"`` included).
+        ValueError: empty, of different lengths (or not ``channels`` long), not finite, or a ``std`` <= 0.
+
+    Example:
+        >>> check_channel_stats((0.5, 0.5, 0.5), [0.25] * 3)
+        ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+        >>> check_channel_stats((0.5,) * 3, (0.0, 1.0, 1.0))
+        Traceback (most recent call last):
+        ...
+        ValueError: std=(0.0, 1.0, 1.0) must hold finite numbers > 0, one per channel; pass the data's per-channel std
+    """
+    values = {}
+    for name, value in (("mean", mean), ("std", std)):
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or not hasattr(value, "__iter__"):
+            raise TypeError(f"{name}={value!r} must be a sequence of numbers, one per channel")
+        items = list(value.tolist() if isinstance(value, Tensor) else value)
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in items):
+            raise TypeError(f"{name}={value!r} must be a sequence of numbers, one per channel")
+        values[name] = tuple(float(v) for v in items)
+    mean, std = values["mean"], values["std"]
+    if not mean or len(mean) != len(std) or (channels is not None and len(mean) != channels):
+        wanted = f"{channels} values each" if channels is not None else "one value per channel each"
+        raise ValueError(f"mean={mean!r} and std={std!r} need {wanted}")
+    if not all(math.isfinite(m) for m in mean):
+        raise ValueError(f"mean={mean!r} must hold finite numbers, one per channel")
+    if not all(math.isfinite(v) and v > 0 for v in std):
+        raise ValueError(f"std={std!r} must hold finite numbers > 0, one per channel; pass the data's per-channel std")
+    return mean, std

@@ -73,6 +73,7 @@ class CliRow:
     prepare: Callable[[Path], object] | None = None  # writes the files the row needs into its folder
     patch: Callable[[Path], ContextManager] | None = None  # a fault the CPU cannot produce, simulated
     status: int = 2  # what the header promises
+    command: str = "train"  # the crl sub-command; only train rows start from TINY
 
 
 def _no_cuda(_tmp: Path | None = None) -> ContextManager:
@@ -101,21 +102,25 @@ def _two_processes(_tmp: Path) -> ContextManager:
 
 
 @contextlib.contextmanager
-def _ctrl_c_after_first_epoch(_tmp: Path):
-    """A real SIGINT to this process once epoch 1's checkpoint is written."""
+def _signal_after_first_epoch(signum: int):
+    """A real ``signum`` to this process once epoch 1's checkpoint is written."""
     real = train_module.save_run
 
-    def write_then_interrupt(run, config, epoch):
+    def write_then_signal(run, config, epoch):
         real(run, config, epoch)
         if epoch == 1:
-            os.kill(os.getpid(), signal.SIGINT)  # Python's handler raises KeyboardInterrupt here
+            os.kill(os.getpid(), signum)  # the handler (Python's for SIGINT, crl's for SIGTERM) raises here
 
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        with mock.patch.object(train_module, "save_run", write_then_interrupt):
+        with mock.patch.object(train_module, "save_run", write_then_signal):
             yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _ctrl_c_after_first_epoch(_tmp: Path) -> ContextManager:
+    return _signal_after_first_epoch(signal.SIGINT)
 
 
 def _good_checkpoint(path: Path) -> None:
@@ -220,6 +225,121 @@ def _statistics_become_inf(_tmp: Path) -> ContextManager:
     return mock.patch.object(train_module.TrainStep, "__call__", step_then_overflow)
 
 
+def _sigterm_after_first_epoch(_tmp: Path) -> ContextManager:
+    return _signal_after_first_epoch(signal.SIGTERM)
+
+
+def _free_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def _written(path: Path, content: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def _class_folders(root: Path, names: tuple[str, ...], n: int = 50) -> None:
+    """``n`` 8x8 PNGs of shades of one colour per class folder."""
+    from PIL import Image
+
+    for c, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        for i in range(n):
+            colour = [40] * 3
+            colour[c % 3] = 100 + i
+            Image.new("RGB", (8, 8), tuple(colour)).save(root / name / f"{i}.png")
+
+
+def _run_on_other_images(tmp: Path) -> None:
+    _class_folders(tmp / "pets", ("cat", "dog"))
+    _class_folders(tmp / "insects", ("ant", "bee"))
+    _finished_run(tmp, "--dataset", "folder", "--data-root", str(tmp / "pets"))
+
+
+def _checkpoint_without_config(tmp: Path) -> None:
+    _finished_run(tmp)
+    state = load_checkpoint(tmp / "run" / "checkpoint.pt")
+    del state["config"]
+    save_checkpoint(state, tmp / "run" / "checkpoint.pt")
+
+
+def _checkpoint_with_bad_initial_encoder(tmp: Path) -> None:
+    _finished_run(tmp)
+    state = load_checkpoint(tmp / "run" / "checkpoint.pt")
+    state["initial_encoder"] = {"w": torch.zeros(3)}
+    save_checkpoint(state, tmp / "run" / "checkpoint.pt")
+
+
+def _compressed_checkpoint(tmp: Path) -> None:
+    import zipfile
+
+    plain = tmp / "plain.pt"
+    save_checkpoint({"epoch": 1, "w": torch.zeros(100_000)}, plain)
+    (tmp / "zip").mkdir()
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(tmp / "zip" / "checkpoint.pt", "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+
+
+def _jpegs(side: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (side, side), (90, 30, 200)).save(buffer, "JPEG")
+    one = np.frombuffer(buffer.getvalue(), np.uint8)
+    return np.tile(one, n), np.arange(n + 1) * len(one)
+
+
+def _npz_bomb(tmp: Path) -> None:
+    import zipfile
+
+    (tmp / "cifar").mkdir()
+    path = tmp / "cifar" / data.CIFAR10_NPZ
+    jpeg, offsets = _jpegs(8, 2)
+    np.savez(path, train_jpeg=jpeg, train_offsets=offsets, y_train=np.arange(2), class_names=np.array(["a", "b"]))
+    with zipfile.ZipFile(path) as z:
+        members = {name: z.read(name) for name in z.namelist()}
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<i8", "fortran_order": False, "shape": (300_000_000,)})
+    members["y_train.npy"] = header.getvalue() + np.arange(2, dtype="<i8").tobytes()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, blob in members.items():
+            z.writestr(name, blob)
+
+
+def _tiny_image_archive(tmp: Path) -> None:
+    (tmp / "tiny").mkdir()
+    jpeg, offsets = _jpegs(4, 40)
+    y = np.arange(40) % 2
+    np.savez(tmp / "tiny" / data.CIFAR10_NPZ, train_jpeg=jpeg, train_offsets=offsets, y_train=y,
+             test_jpeg=jpeg, test_offsets=offsets, y_test=y, class_names=np.array(["a", "b"]))
+
+
+def _notebooks(tmp: Path) -> Path:
+    import shutil
+
+    shutil.copytree(REPO / "notebooks", tmp / "notebooks", ignore=shutil.ignore_patterns(".*"))
+    return tmp / "notebooks"
+
+
+def _edited_instructor_copy(tmp: Path) -> None:
+    from crl_helpers.exercises.instructor import write_instructor_version
+
+    write_instructor_version(_notebooks(tmp), tmp / "inst")
+    edited = tmp / "inst" / "04_infonce_and_temperature.ipynb"
+    edited.write_text(edited.read_text().replace("self_mask", "my own attempt"))
+
+
+def _linked_instructor_copy(tmp: Path) -> None:
+    (tmp / "inst").mkdir()
+    os.link(_notebooks(tmp) / "04_infonce_and_temperature.ipynb", tmp / "inst" / "04_infonce_and_temperature.ipynb")
+
+
 CLI_ROWS = [
     *(CliRow(f"`{' '.join(flags)}`", flags) for flags in [
         ("--n-train", "0"), ("--n-train", "1"), ("--n-test", "0"), ("--epochs", "0"), ("--epochs", "two"),
@@ -269,6 +389,52 @@ CLI_ROWS = [
            patch=_two_processes),
     CliRow("`Ctrl-C (SIGINT) after the first epoch`", ("--epochs", "3", "--out", "{tmp}/ctrl-c"),
            patch=_ctrl_c_after_first_epoch, status=130),
+    CliRow("`SIGTERM (kill) after the first epoch`", ("--epochs", "3", "--out", "{tmp}/sigterm"),
+           patch=_sigterm_after_first_epoch, status=143),
+    CliRow("`--out <folder with another run's metrics.json, no checkpoint.pt>`", ("--out", "{tmp}/foreign"),
+           prepare=lambda tmp: _written(tmp / "foreign" / "metrics.json", b"{}")),
+    CliRow("`--overwrite --out <folder where metrics.json is a directory>`", ("--overwrite", "--out", "{tmp}/dir"),
+           prepare=lambda tmp: (tmp / "dir" / "metrics.json").mkdir(parents=True)),
+    CliRow("`RANK=1` left in the shell, no `WORLD_SIZE`", ("--out", "{tmp}/rank"),
+           patch=lambda tmp: _torchrun_env(RANK="1")),
+    CliRow("`RANK=abc`", ("--out", "{tmp}/rank"), patch=lambda tmp: _torchrun_env(RANK="abc", WORLD_SIZE="2")),
+    CliRow("stale `WORLD_SIZE=2 RANK=0 MASTER_ADDR MASTER_PORT` (no other process; `CRL_INIT_TIMEOUT=1`)",
+           ("--out", "{tmp}/stale"), patch=lambda tmp: _torchrun_env(
+               WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=_free_port(),
+               CRL_INIT_TIMEOUT="1")),
+    CliRow("`--view-size 1024` (32-pixel images)", ("--view-size", "1024")),
+    CliRow("`--method moco --batch-size 2`", ("--method", "moco", "--batch-size", "2")),
+    CliRow("`--dataset folder`, one class folder", ("--dataset", "folder", "--data-root", "{tmp}/one-class"),
+           prepare=lambda tmp: _class_folders(tmp / "one-class", ("cat",))),
+    CliRow("`--dataset folder --out <a folder inside --data-root>`",
+           ("--dataset", "folder", "--data-root", "{tmp}/pets", "--out", "{tmp}/pets/run"),
+           prepare=lambda tmp: _class_folders(tmp / "pets", ("cat", "dog"))),
+    CliRow("`--resume --data-root <other images>` (trained on cat/dog, resumed on ant/bee)",
+           ("--dataset", "folder", "--data-root", "{tmp}/insects", "--epochs", "2", "--resume", "--out", "{tmp}/run"),
+           prepare=_run_on_other_images),
+    CliRow("`--resume`, checkpoint.pt without a config", ("--resume", "--out", "{tmp}/run"),
+           prepare=_checkpoint_without_config),
+    CliRow("`--resume`, checkpoint.pt whose initial_encoder is not the encoder's", ("--resume", "--out", "{tmp}/run"),
+           prepare=_checkpoint_with_bad_initial_encoder),
+    CliRow("`--resume`, checkpoint.pt with a DEFLATE-compressed entry (a zip bomb)", ("--resume", "--out", "{tmp}/zip"),
+           prepare=_compressed_checkpoint),
+    CliRow("`--dataset cifar10`, `y_train` declares 300 million labels", ("--dataset", "cifar10", "--data-root",
+                                                                         "{tmp}/cifar"), prepare=_npz_bomb),
+    CliRow("`--dataset cifar10`, an archive of 4x4 images", ("--dataset", "cifar10", "--data-root", "{tmp}/tiny",
+                                                            "--n-train", "32", "--n-test", "8"),
+           prepare=_tiny_image_archive),
+    CliRow("`crl instructor --out ''`", ("--notebooks", "{tmp}/notebooks", "--out", ""), command="instructor",
+           prepare=_notebooks),
+    CliRow("`crl instructor --out <a file>`", ("--notebooks", "{tmp}/notebooks", "--out", "{tmp}/file"),
+           command="instructor", prepare=lambda tmp: (_notebooks(tmp), _written(tmp / "file", b"mine"))),
+    CliRow("`crl instructor`, `--out` holds the learner's edited copy", ("--notebooks", "{tmp}/notebooks", "--out",
+                                                                        "{tmp}/inst"),
+           command="instructor", prepare=_edited_instructor_copy),
+    CliRow("`crl instructor`, `--out` holds a hard link to a notebook", ("--notebooks", "{tmp}/notebooks", "--out",
+                                                                        "{tmp}/inst", "--overwrite"),
+           command="instructor", prepare=_linked_instructor_copy),
+    CliRow("`crl instructor`, a notebook that is `{}`", ("--notebooks", "{tmp}/notebooks", "--out", "{tmp}/inst"),
+           command="instructor", prepare=lambda tmp: (_notebooks(tmp), _written(tmp / "notebooks" / "99_x.ipynb", b"{}"))),
 ]
 
 
@@ -291,18 +457,18 @@ def cli_rows(tmp: Path) -> list[tuple[str, str, str]]:
         if "--out" not in flags:
             flags += ["--out", str(folder / "run")]
         with row.patch(folder) if row.patch else contextlib.nullcontext():
-            status, stderr = _run_crl(["train", *TINY, *flags])
+            status, stderr = _run_crl([row.command, *TINY, *flags] if row.command == "train" else [row.command, *flags])
         lines = stderr.splitlines()
         if status != row.status or len(lines) != 1:
-            raise SystemExit(f"docs/make_errors.py: `crl train {' '.join(flags)}` ({row.label}) gave status {status} "
+            raise SystemExit(f"docs/make_errors.py: `crl {row.command} {' '.join(flags)}` ({row.label}) gave status {status} "
                              f"and {len(lines)} stderr lines, but docs/errors.md promises status {row.status} "
                              f"and one line:\n{stderr}")
         out.append((row.label, str(status), _scrub(lines[0], folder)))
     # "Under torchrun only rank 0 prints it": a rank-1 process fails with the same status, silently.
-    with mock.patch.dict(os.environ, {"RANK": "1"}):
+    with mock.patch.dict(os.environ, {"RANK": "1", "WORLD_SIZE": "2"}):
         status, stderr = _run_crl(["train", *TINY, "--epochs", "0"])
     if (status, stderr) != (2, ""):
-        raise SystemExit(f"docs/make_errors.py: with RANK=1, crl printed {stderr!r} (status {status}); "
+        raise SystemExit(f"docs/make_errors.py: with RANK=1 WORLD_SIZE=2, crl printed {stderr!r} (status {status}); "
                          "docs/errors.md promises that only rank 0 prints")
     return out
 
@@ -739,6 +905,7 @@ def _scrub(text: str, tmp: Path) -> str:
     """``text`` with the temporary folder ``tmp`` written as ``<tmp>``, and process ids as ``<pid>``."""
     for path in sorted({str(tmp), str(tmp.resolve())}, key=len, reverse=True):
         text = text.replace(path, "<tmp>")
+    text = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:<port>", text)
     return re.sub(r"\(process \d+\)", "(process <pid>)", text)
 
 
@@ -768,12 +935,13 @@ def render(tmp: Path) -> str:
         "",
         "## The `crl` command",
         "",
-        "Every failure below exits with status 2 (130 for Ctrl-C) and prints exactly one line on stderr, no",
-        "traceback. Under `torchrun` only rank 0 prints it.",
+        "Every failure below exits with status 2 (130 for Ctrl-C, 143 for SIGTERM) and prints exactly one line on",
+        "stderr, no traceback. Under `torchrun` only rank 0 prints it.",
         "",
         "The rows call `crl train` in-process (`crl_helpers.cli.main`) with small CPU flags; a GPU that runs out",
         "of memory, a loss that becomes NaN, a 2-process `torchrun` world and a machine without CUDA are",
-        "simulated as the tests do, and Ctrl-C is a real SIGINT.",
+        "simulated as the tests do, and Ctrl-C is a real SIGINT (SIGTERM a real SIGTERM). The `crl instructor` rows",
+        "run on a copy of the course's notebooks.",
         "",
         "| bad input | status | stderr |",
         "|---|---|---|",

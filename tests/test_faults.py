@@ -8,6 +8,8 @@ stopped at the same point, between two epochs, whatever the machine's speed. The
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -219,8 +221,10 @@ def test_rerun_into_a_finished_run_needs_resume_or_overwrite(tmp_path, capsys):
 
 def test_checkpoint_of_another_shape_is_refused_in_one_line(tmp_path, capsys):
     out = tmp_path / "run"
-    save_checkpoint({"epoch": 1, "history": [{"epoch": 1, "loss": 1.0}], "model": {"w": torch.zeros(2)}},
-                    out / "checkpoint.pt")
+    config = cli.config_from_args(cli.build_parser().parse_args(["train", *TINY_FLAGS, "--epochs", "1",
+                                                                 "--out", str(out)]))
+    save_checkpoint({"epoch": 1, "history": [{"epoch": 1, "loss": 1.0}], "model": {"w": torch.zeros(2)},
+                     "config": json.loads(json.dumps(dataclasses.asdict(config)))}, out / "checkpoint.pt")
     status, err = _main(capsys, "train", *TINY_FLAGS, "--epochs", "1", "--out", str(out), "--resume")
     assert (status, len(err)) == (2, 1)
     assert "does not match this config" in err[0] and "fresh --out" in err[0]

@@ -17,7 +17,11 @@ Example:
 from __future__ import annotations
 
 import ast
+import os
+import stat
 from pathlib import Path
+
+from crl_helpers.run_dir import atomic_write_text
 
 __all__ = ["exercise_calls", "instructor_cell", "write_instructor_version"]
 
@@ -65,22 +69,88 @@ def instructor_cell(source: str) -> str:
     return source
 
 
-def write_instructor_version(notebook_dir: str | Path, out_dir: str | Path) -> list[Path]:
-    """Write every notebook of ``notebook_dir`` to ``out_dir`` with the solutions inline; returns the paths."""
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    return (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev)
+
+
+def _read_notebook(path: Path):
+    """The notebook at ``path``, validated against its schema; ValueError naming the file otherwise."""
     import nbformat
 
+    try:
+        nb = nbformat.read(path, as_version=4)
+        nbformat.validate(nb)
+    except Exception as err:  # noqa: BLE001 - JSON, schema and encoding errors come in many types
+        reason = " ".join(str(err).split())[:160] or type(err).__name__
+        raise ValueError(f"{path} is not a readable notebook ({type(err).__name__}: {reason}); repair it "
+                         f"(e.g. git checkout -- {path}) or move it out of {path.parent}") from None
+    return nb
+
+
+def write_instructor_version(notebook_dir: str | Path, out_dir: str | Path, overwrite: bool = False) -> list[Path]:
+    """Write every notebook of ``notebook_dir`` to ``out_dir`` with the solutions inline; returns the paths.
+
+    Nothing is written until every notebook has been read and converted. A notebook already in
+    ``out_dir`` with other contents (a learner may have worked in that copy) is replaced only with
+    ``overwrite``; one with the same contents is left as it is. A target that is a symlink, or a hard
+    link to a file of ``notebook_dir``, is refused even with ``overwrite``: writing there would rewrite
+    the learner's own notebook.
+
+    Raises:
+        ValueError: ``out_dir`` is empty, a file, or ``notebook_dir`` itself; no notebooks; a notebook
+            that does not read or validate (named); a target that differs (without ``overwrite``) or
+            that links into ``notebook_dir``.
+
+    Example:
+        >>> import tempfile
+        >>> write_instructor_version(tempfile.mkdtemp(), "  ")
+        Traceback (most recent call last):
+        ...
+        ValueError: --out '  ' is empty; name a folder such as instructor
+    """
+    import nbformat
+
+    if not str(out_dir).strip():
+        raise ValueError(f"--out {str(out_dir)!r} is empty; name a folder such as instructor")
     notebook_dir, out_dir = Path(notebook_dir), Path(out_dir)
     paths = sorted(notebook_dir.glob("*.ipynb"))
     if not paths:
         raise ValueError(f"no notebooks in {notebook_dir}; pass the course's notebooks/ folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {str(out_dir)!r} is a file, not a folder; choose a folder, e.g. instructor")
+    if out_dir.is_dir() and _same_file(out_dir.stat(), notebook_dir.stat()):
+        raise ValueError(f"--out {str(out_dir)!r} is the notebook folder itself; choose another folder, e.g. instructor")
+    sources = [path.stat() for path in paths]
+    # Every notebook read and converted before the first write: a broken one stops the command with nothing written.
+    texts = []
     for path in paths:
-        nb = nbformat.read(path, as_version=4)
-        for cell in nb.cells:
+        nb = _read_notebook(path)
+        for index, cell in enumerate(nb.cells):
             if cell.cell_type == "code" and exercise_calls(cell.source):
-                cell.source = instructor_cell(cell.source)
-        target = out_dir / path.name
-        nbformat.write(nb, target)
-        written.append(target)
-    return written
+                try:
+                    cell.source = instructor_cell(cell.source)
+                except (ValueError, SyntaxError) as err:
+                    raise ValueError(f"{path}, cell {index}: {err}") from None
+        texts.append(nbformat.writes(nb))
+    targets = [out_dir / path.name for path in paths]
+    for target, text in zip(targets, texts):
+        if not os.path.lexists(target):
+            continue
+        if target.is_symlink():
+            raise ValueError(f"{target} is a symlink (to {os.readlink(target)}); writing through it could rewrite "
+                             f"a learner's notebook: remove it or choose another --out")
+        st = target.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{target} exists and is not a file; move it away or choose another --out")
+        if any(_same_file(st, source) for source in sources):
+            raise ValueError(f"{target} is a hard link to a notebook of {notebook_dir}; writing it would rewrite "
+                             f"the learner's notebook: remove the link or choose another --out")
+        if not overwrite and target.read_bytes() != text.encode():
+            raise ValueError(f"{target} exists and differs from the instructor version (a learner's edits?); "
+                             f"pass --overwrite to replace it, or choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for target, text in zip(targets, texts):
+        if os.path.lexists(target) and target.read_bytes() == text.encode():
+            continue  # the same notebook: leave the file (and its times) as it is
+        atomic_write_text(target, text)
+    return targets
