@@ -115,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--tier", default="smoke", help="smoke (default: fast, as in CI), cpu, or gpu (needs CUDA)")
         command.add_argument("--out", default=out, help=f"output folder (default: {out}); open <out>/index.html")
         command.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
+    g = sub.add_parser("grade", help="grade submitted notebooks: one verdict per exercise, in a CSV",
+                       description="Run each submission (a notebook, or a folder of one student's notebooks) on a "
+                                   "temporary copy in a fresh kernel and write one row per exercise: passed, not yet, "
+                                   "error, timeout or refused (crl_helpers.grading; needs nbclient).")
+    g.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="a notebook or a folder of notebooks")
+    g.add_argument("--out", default="grades.csv", help="the CSV to write (default: grades.csv)")
+    g.add_argument("--tier", default="smoke", help="smoke (default), cpu, or gpu: the tier the notebooks run in")
+    g.add_argument("--cell-timeout", type=_positive_float("300"), default=300.0,
+                   help="seconds a cell may run (default: 300)")
+    g.add_argument("--memory-gb", type=float, default=8.0,
+                   help="the kernel's address-space limit in GiB (default: 8; 0: none, as CUDA needs)")
     return parser
 
 
@@ -184,6 +195,38 @@ def _instructor(notebooks: str, out: str) -> int:
     return 0
 
 
+def _grade(args: argparse.Namespace) -> int:
+    try:
+        import nbclient  # noqa: F401  (checked before any notebook runs)
+    except ImportError as err:
+        raise ValueError(f"crl grade needs {err.name}: pip install -e \".[site]\"") from None
+    from crl_helpers.grading import grade, summary_table, write_grades
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {args.out!r} is a folder; name the CSV file, e.g. grades.csv")
+    for submission in args.submissions:
+        if Path(submission).is_dir() and out.resolve().is_relative_to(Path(submission).resolve()):
+            raise ValueError(f"--out {args.out} is inside the submission {submission}, which grading never writes "
+                             f"into; choose another place, e.g. grades.csv")
+    rows = []
+
+    def save(these):  # after each submission: an interrupted run keeps what it graded
+        rows.extend(these)
+        write_grades(rows, out)
+
+    try:
+        grade(args.submissions, tier=args.tier, cell_timeout=args.cell_timeout, memory_gb=args.memory_gb,
+              on_submission=save)
+    except KeyboardInterrupt:
+        kept = f"{len({r.submission for r in rows})} graded submissions are in {out}" if rows else "nothing was graded"
+        print(f"crl: interrupted; {kept}", file=sys.stderr)
+        return 130
+    print(summary_table(rows))
+    print(f"crl: {len(rows)} verdicts written to {out}")
+    return 0
+
+
 def _site(tier: str, out: str, notebooks: str, lecture: bool = False) -> int:
     command = "lecture" if lecture else "site"
     try:
@@ -219,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "instructor":
             return _instructor(args.notebooks, args.out)
+        if args.command == "grade":
+            return _grade(args)
         if args.command in ("site", "lecture"):
             return _site(args.tier, args.out, args.notebooks, lecture=args.command == "lecture")
         from crl_helpers.device import pick_device
