@@ -32,8 +32,8 @@ This is not a sandbox: a notebook runs arbitrary code with the grader's rights, 
 deceive (writing the log itself) can. Grade untrusted work in a container.
 
 Example:
-    >>> sorted(IMPLEMENTATIONS["nt_xent"])[:2]
-    ['crl_helpers.losses.info_nce', 'crl_helpers.losses.nt_xent']
+    >>> "crl_helpers.losses.nt_xent" in IMPLEMENTATIONS["nt_xent"]
+    True
     >>> VERDICTS
     ('passed', 'not yet', 'error', 'timeout', 'refused')
 """
@@ -156,8 +156,8 @@ class Tripwire:
         >>> from crl_helpers.losses import nt_xent as package_nt_xent
         >>> with Tripwire("nt_xent") as wire:
         ...     _ = package_nt_xent(torch.ones(2, 3), torch.ones(2, 3), 0.5)
-        >>> wire.called
-        ['crl_helpers.losses.nt_xent']
+        >>> wire.called  # nt_xent calls nt_xent_logits, another implementation of the exercise
+        ['crl_helpers.losses.nt_xent', 'crl_helpers.losses.nt_xent_logits']
     """
 
     def __init__(self, exercise: str, submitted=None) -> None:
