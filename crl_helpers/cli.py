@@ -187,7 +187,11 @@ def _fail(message: str, rank0: bool) -> None:
 
 def _instructor(notebooks: str, out: str) -> int:
     from crl_helpers.exercises.instructor import write_instructor_version
+    from crl_helpers.exercises.solutions import WITHHOLD_ENV, solutions_withheld
 
+    if solutions_withheld():  # checked first: no half-written folder
+        raise ValueError(f"the solutions are withheld in this install ({WITHHOLD_ENV} is set); unset it to write "
+                         f"the instructor version")
     if Path(out).resolve() == Path(notebooks).resolve():
         raise ValueError(f"--out {out!r} is the notebook folder itself; choose another folder, e.g. instructor")
     written = write_instructor_version(notebooks, out)
@@ -215,15 +219,23 @@ def _grade(args: argparse.Namespace) -> int:
         rows.extend(these)
         write_grades(rows, out)
 
+    notes = []
+
+    def note(submission, notebook, problems):  # a notebook that did not run to the end, checks or not
+        if problems:
+            index, what = problems[0]
+            notes.append(f"crl: note: {submission}: {notebook} did not run cleanly ({len(problems)} failed cells); "
+                         f"cell {index}: {what}")
+
     try:
         grade(args.submissions, tier=args.tier, cell_timeout=args.cell_timeout, memory_gb=args.memory_gb,
-              on_submission=save)
+              on_submission=save, on_notebook=note)
     except KeyboardInterrupt:
         kept = f"{len({r.submission for r in rows})} graded submissions are in {out}" if rows else "nothing was graded"
         print(f"crl: interrupted; {kept}", file=sys.stderr)
         return 130
     print(summary_table(rows))
-    print(f"crl: {len(rows)} verdicts written to {out}")
+    print("\n".join(notes + [f"crl: {len(rows)} verdicts written to {out}"]))
     return 0
 
 

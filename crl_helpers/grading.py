@@ -386,8 +386,17 @@ def _verdicts(entries: list[dict], status: dict, cell_timeout: float, memory_gb:
     return rows
 
 
+def _problems(status: dict, cell_timeout: float) -> list[tuple[int, str]]:
+    problems = sorted(status["errors"].items())
+    if status["timeout"] is not None:
+        problems.append((status["timeout"], f"ran over the {cell_timeout:g} s limit; the cells after it did not run"))
+    if status["died"] is not None:
+        problems.append((status["died"], "the kernel died; the cells after it did not run"))
+    return problems
+
+
 def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memory_gb: float = 8.0,
-          on_submission=None) -> list[Grade]:
+          on_submission=None, on_notebook=None) -> list[Grade]:
     """Grade each submission (a notebook or a folder of one student's notebooks); returns every row.
 
     Args:
@@ -397,6 +406,9 @@ def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memo
         memory_gb: the kernel's address-space limit (``RLIMIT_AS``; 0 for none; CUDA needs none, since
             it reserves far more address space than it uses).
         on_submission: called with each submission's rows as soon as they are known (to save them).
+        on_notebook: called as ``on_notebook(submission, notebook, problems)`` after each notebook, with
+            ``problems`` a list of ``(cell index, what happened)`` for the cells that raised, timed out or
+            killed the kernel, checks or not (empty: it ran to the end).
 
     Raises:
         ValueError: a submission that is not a notebook or a folder of notebooks, a bad limit or tier.
@@ -422,6 +434,8 @@ def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memo
                                                 cell_timeout, int(memory_gb * 2**30))
                 these += [Grade(name, path.name, *row)
                           for row in _verdicts(entries, status, cell_timeout, memory_gb)]
+                if on_notebook is not None:
+                    on_notebook(name, path.name, _problems(status, cell_timeout))
         rows += these
         if on_submission is not None:
             on_submission(these)

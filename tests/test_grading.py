@@ -17,7 +17,7 @@ import torch
 
 from crl_helpers import cli, grading
 from crl_helpers.exercises import check_logsumexp, check_nt_xent, check_pair_matrix, check_projection_head
-from crl_helpers.exercises.solutions import reference, solution_names
+from crl_helpers.exercises.solutions import WITHHOLD_ENV, reference, show_solution, solution_names
 from crl_helpers.grading import GRADE_LOG_ENV, IMPLEMENTATIONS, Grade, Tripwire
 from crl_helpers.losses import normalize_rows, nt_xent
 from crl_helpers.models import ProjectionHead
@@ -111,6 +111,35 @@ def test_the_tripwire_tells_the_learners_call_from_the_checkers_own():
     with Tripwire("pair_matrix") as wire:  # another exercise: nt_xent is the package's to use there
         learner_side(z, z, 0.5)
     assert wire.called == []
+
+
+# ----------------------------------------------------------------------------------------- classroom build
+def test_the_classroom_build_withholds_the_solution_yet_still_falls_back_to_the_reference(capsys, monkeypatch):
+    from crl_helpers.exercises.solutions import solution_source
+
+    monkeypatch.setenv(WITHHOLD_ENV, "1")
+    show_solution("nt_xent")
+    shown = capsys.readouterr().out
+    assert "withheld" in shown and "def " not in shown and "cross_entropy" not in shown
+    fallback = check_nt_xent(lambda z1, z2, temperature: None).or_reference()
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("[NOT YET]") and "withheld" in printed[1] and "show_solution" not in printed[1]
+    assert fallback is reference("nt_xent")  # the cells after the exercise still run
+    with pytest.raises(ValueError, match="withheld"):
+        solution_source("nt_xent")
+    with pytest.raises(ValueError, match="no solution named"):
+        show_solution("ntxent")
+    monkeypatch.setenv(WITHHOLD_ENV, "0")  # "0" is off, as for the other CRL_ switches
+    show_solution("nt_xent")
+    assert "cross_entropy" in capsys.readouterr().out
+
+
+def test_crl_instructor_refuses_in_the_classroom_build(capsys, monkeypatch, tmp_path):
+    monkeypatch.setenv(WITHHOLD_ENV, "1")
+    assert cli.main(["instructor", "--notebooks", str(REPO / "notebooks"), "--out", str(tmp_path / "i")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "withheld" in err[0] and WITHHOLD_ENV in err[0]
+    assert not (tmp_path / "i").exists()
 
 
 # ------------------------------------------------------------------------------------ verdicts and tables
@@ -211,18 +240,23 @@ def test_crl_grade_meets_every_verdict_and_never_writes_into_the_submission(tmp_
 
 
 @pytest.mark.notebooks
-def test_notebook_01_as_shipped_scores_nothing_and_as_the_instructor_writes_it_everything(tmp_path):
+def test_notebook_01_as_shipped_scores_nothing_and_as_the_instructor_writes_it_everything(tmp_path, monkeypatch):
+    """Graded in the classroom build (solutions withheld), in which the notebooks still run to the end."""
     pytest.importorskip("nbclient")
     from crl_helpers.exercises.instructor import write_instructor_version  # noqa: I001
 
     instructor = tmp_path / "instructor"
     write_instructor_version(REPO / "notebooks", instructor)
+    monkeypatch.setenv(WITHHOLD_ENV, "1")  # the kernels inherit it
     import nbformat
 
     from crl_helpers.exercises.instructor import exercise_calls
 
     calls = sum(len(exercise_calls(c.source)) for c in nbformat.read(NOTEBOOK_01, as_version=4).cells)
-    rows = grading.grade([NOTEBOOK_01, instructor / NOTEBOOK_01.name], tier="smoke")
+    problems = []
+    rows = grading.grade([NOTEBOOK_01, instructor / NOTEBOOK_01.name], tier="smoke",
+                         on_notebook=lambda submission, notebook, found: problems.append(found))
+    assert problems == [[], []]  # every cell of both versions ran without an error
     shipped = [r.verdict for r in rows if r.submission == str(NOTEBOOK_01)]
     solved = [r.verdict for r in rows if r.submission != str(NOTEBOOK_01)]
     assert calls >= 4 and shipped == ["not yet"] * calls and solved == ["passed"] * calls
