@@ -115,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--tier", default="smoke", help="smoke (default: fast, as in CI), cpu, or gpu (needs CUDA)")
         command.add_argument("--out", default=out, help=f"output folder (default: {out}); open <out>/index.html")
         command.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
+    a = sub.add_parser("assign", help="write the course for a grading tool (nbgrader): solution regions, points",
+                       description="Write every notebook with exercises as an nbgrader source assignment: solution "
+                                   "regions from the reference solutions and autograded cells that run the same "
+                                   "checkers (crl_helpers.assign), in an nbgrader course folder.")
+    a.add_argument("--format", default="nbgrader", help="the grading tool: nbgrader (default, the only one)")
+    a.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
+    a.add_argument("--out", default="nbgrader", help="the nbgrader course folder to write (default: nbgrader)")
+    a.add_argument("--points", type=_positive_float("1"), default=1.0, help="points per exercise (default: 1)")
     g = sub.add_parser("grade", help="grade submitted notebooks: one verdict per exercise, in a CSV",
                        description="Run each submission (a notebook, or a folder of one student's notebooks) on a "
                                    "temporary copy in a fresh kernel and write one row per exercise: passed, not yet, "
@@ -199,6 +207,24 @@ def _instructor(notebooks: str, out: str) -> int:
     return 0
 
 
+def _assign(args: argparse.Namespace) -> int:
+    from crl_helpers.assign import FORMATS, write_nbgrader
+    from crl_helpers.exercises.solutions import WITHHOLD_ENV, solutions_withheld
+
+    if args.format not in FORMATS:
+        raise ValueError(f"--format {args.format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    if solutions_withheld():  # checked first: no half-written folder
+        raise ValueError(f"the solutions are withheld in this install ({WITHHOLD_ENV} is set); unset it to write "
+                         f"the assignment")
+    if Path(args.out).resolve().is_relative_to(Path(args.notebooks).resolve()):
+        raise ValueError(f"--out {args.out} is inside the notebook folder {args.notebooks}; choose another, "
+                         f"e.g. nbgrader")
+    written = write_nbgrader(args.notebooks, args.out, points=args.points)
+    print(f"crl: wrote {len(written)} nbgrader source notebooks to {args.out}/source/ (then, in {args.out}/: "
+          f"nbgrader generate_assignment <name>)")
+    return 0
+
+
 def _grade(args: argparse.Namespace) -> int:
     try:
         import nbclient  # noqa: F401  (checked before any notebook runs)
@@ -274,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "instructor":
             return _instructor(args.notebooks, args.out)
+        if args.command == "assign":
+            return _assign(args)
         if args.command == "grade":
             return _grade(args)
         if args.command in ("site", "lecture"):

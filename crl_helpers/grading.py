@@ -54,8 +54,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GRADE_LOG_ENV", "IMPLEMENTATIONS", "VERDICTS", "Grade", "grade", "grade_hook", "summary_table",
-           "write_grades"]
+__all__ = ["GRADE_LOG_ENV", "IMPLEMENTATIONS", "VERDICTS", "Grade", "Tripwire", "assert_solved", "grade", "grade_hook",
+           "summary_table", "write_grades"]
 
 #: The environment variable that switches grading mode on: the file every check appends its verdict to.
 GRADE_LOG_ENV = "CRL_GRADE_LOG"
@@ -240,6 +240,37 @@ def grade_hook(checker):
         return result
 
     return graded
+
+
+def assert_solved(checker, answer) -> None:
+    """Raise ``AssertionError`` unless ``answer`` is the learner's own and passes ``checker``: nbgrader's test cells.
+
+    After an exercise cell, ``answer`` is the reference solution when the learner's version failed
+    (:meth:`CheckResult.or_reference`): that does not count, nor does an answer that calls (or is) the
+    package's implementation of the exercise (:class:`Tripwire`). The check runs on fresh inputs.
+
+    Example:
+        >>> from crl_helpers.exercises import check_logsumexp
+        >>> assert_solved(check_logsumexp, lambda logits: logits.logsumexp(dim=-1))
+        [PASSED] stable log-sum-exp: matches a float64 loop, even at |logits| = 1000
+        >>> from crl_helpers.exercises.solutions import reference
+        >>> assert_solved(check_logsumexp, reference("logsumexp"))
+        Traceback (most recent call last):
+        ...
+        AssertionError: logsumexp is not solved yet: this is the reference solution the cells fell back to
+    """
+    from crl_helpers.exercises.solutions import reference
+
+    exercise = checker.solution
+    if answer is reference(exercise):
+        raise AssertionError(f"{exercise} is not solved yet: this is the reference solution the cells fell back to")
+    with Tripwire(exercise, answer) as wire:
+        result = checker(answer)
+    if wire.called:
+        raise AssertionError(f"{exercise}: the answer calls {', '.join(wire.called)}, the package's own "
+                             f"implementation or a reference solution; write it yourself")
+    if not result:
+        raise AssertionError(f"{exercise}: {getattr(result, 'message', 'not passed yet')}")
 
 
 # ----------------------------------------------------------------------------------------------- the grader
