@@ -50,9 +50,10 @@ def _metadata(grade_id: str, *, solution: bool = False, grade: bool = False, poi
     return meta
 
 
-def _signature(lines: list[str], node: ast.FunctionDef) -> list[str]:
-    # The def line(s) up to the body, without any comment lines (which could tell the solution).
-    return [line for line in lines[node.lineno - 1:node.body[0].lineno - 1] if not line.strip().startswith("#")]
+def _signature(lines: list[str], node) -> list[str]:
+    # The decorators and the def line(s) up to the body, without comment lines (which could tell the solution).
+    start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+    return [line for line in lines[start:node.body[0].lineno - 1] if not line.strip().startswith("#")]
 
 
 def _comments(lines: list[str], node) -> list[str]:
