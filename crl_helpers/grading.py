@@ -445,9 +445,9 @@ def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memo
         ValueError: a submission that is not a notebook or a folder of notebooks, a bad limit or tier.
     """
     if not cell_timeout > 0:
-        raise ValueError(f"--cell-timeout {cell_timeout} must be > 0 seconds; e.g. 300")
+        raise ValueError(f"--cell-timeout {cell_timeout:g} must be > 0 seconds; e.g. 300")
     if not memory_gb >= 0:
-        raise ValueError(f"--memory-gb {memory_gb} must be >= 0 (0: no limit); e.g. 8")
+        raise ValueError(f"--memory-gb {memory_gb:g} must be >= 0 (0: no limit); e.g. 8")
     environment = _tier_environment(tier)
     plan = [(str(s), _notebooks(Path(s))) for s in submissions]  # every path checked before anything runs
     rows: list[Grade] = []

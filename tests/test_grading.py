@@ -177,7 +177,7 @@ def test_the_csv_and_the_summary_count_each_verdict(tmp_path):
     (["grade", "crl_helpers"], "'crl_helpers' holds no notebooks"),
     (["grade", "notebooks", "--out", "notebooks/grades.csv"], "is inside the submission notebooks"),
     (["grade", str(NOTEBOOK_01), "--tier", "tpu"], "--tier 'tpu' is unknown"),
-    (["grade", str(NOTEBOOK_01), "--memory-gb", "-1"], "--memory-gb -1.0 must be >= 0"),
+    (["grade", str(NOTEBOOK_01), "--memory-gb", "-1"], "--memory-gb -1 must be >= 0"),
     (["grade", str(NOTEBOOK_01), "--cell-timeout", "0"], "--cell-timeout: 0 must be a finite number > 0"),
 ])
 def test_crl_grade_refuses_bad_input_in_one_line(capsys, monkeypatch, argv, expected):
