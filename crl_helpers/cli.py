@@ -195,11 +195,7 @@ def _fail(message: str, rank0: bool) -> None:
 
 def _instructor(notebooks: str, out: str) -> int:
     from crl_helpers.exercises.instructor import write_instructor_version
-    from crl_helpers.exercises.solutions import WITHHOLD_ENV, solutions_withheld
 
-    if solutions_withheld():  # checked first: no half-written folder
-        raise ValueError(f"the solutions are withheld in this install ({WITHHOLD_ENV} is set); unset it to write "
-                         f"the instructor version")
     if Path(out).resolve() == Path(notebooks).resolve():
         raise ValueError(f"--out {out!r} is the notebook folder itself; choose another folder, e.g. instructor")
     written = write_instructor_version(notebooks, out)

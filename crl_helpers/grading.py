@@ -251,8 +251,8 @@ def assert_solved(checker, answer) -> None:
 
     Example:
         >>> from crl_helpers.exercises import check_logsumexp
-        >>> assert_solved(check_logsumexp, lambda logits: logits.logsumexp(dim=-1))
-        [PASSED] stable log-sum-exp: matches a float64 loop, even at |logits| = 1000
+        >>> assert_solved(check_logsumexp, lambda logits: logits.logsumexp(dim=-1))  # doctest: +ELLIPSIS
+        [PASSED] ...
         >>> from crl_helpers.exercises.solutions import reference
         >>> assert_solved(check_logsumexp, reference("logsumexp"))
         Traceback (most recent call last):
