@@ -441,6 +441,8 @@ def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memo
             ``problems`` a list of ``(cell index, what happened)`` for the cells that raised, timed out or
             killed the kernel, checks or not (empty: it ran to the end).
 
+    A notebook that does not read as one gets a single row with an empty ``exercise`` and ``error``.
+
     Raises:
         ValueError: a submission that is not a notebook or a folder of notebooks, a bad limit or tier.
     """
@@ -448,6 +450,8 @@ def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memo
         raise ValueError(f"--cell-timeout {cell_timeout:g} must be > 0 seconds; e.g. 300")
     if not memory_gb >= 0:
         raise ValueError(f"--memory-gb {memory_gb:g} must be >= 0 (0: no limit); e.g. 8")
+    import nbformat
+
     environment = _tier_environment(tier)
     plan = [(str(s), _notebooks(Path(s))) for s in submissions]  # every path checked before anything runs
     rows: list[Grade] = []
@@ -461,6 +465,13 @@ def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memo
                 shutil.copyfile(path, workdir / path.name)
             notebook_env = {**environment, "CRL_CACHE": str(tmp / "cache")}
             for path in paths:
+                try:
+                    nbformat.read(workdir / path.name, as_version=4)
+                except Exception as err:  # noqa: BLE001 - JSON, schema and encoding errors come in many types
+                    # No exercise can be named: one row for the notebook, with an empty exercise.
+                    reason = " ".join(str(err).split())[:160] or type(err).__name__
+                    these.append(Grade(name, path.name, "", "error", f"the notebook does not read: {reason}"))
+                    continue
                 entries, status = _run_notebook(path, workdir, tmp / f"{path.stem}.grades.jsonl", notebook_env,
                                                 cell_timeout, int(memory_gb * 2**30))
                 these += [Grade(name, path.name, *row)

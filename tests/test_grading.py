@@ -223,6 +223,7 @@ def test_crl_grade_meets_every_verdict_and_never_writes_into_the_submission(tmp_
     nbformat.write(_notebook(SYNTHETIC), submission / "a.ipynb")
     nbformat.write(_notebook(["import os\nos._exit(1)\nf = None\nf = check_pair_matrix(f).or_reference()"]),
                    submission / "b.ipynb")
+    (submission / "c.ipynb").write_text("{not json")
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in submission.iterdir()}
     out = tmp_path / "grades.csv"
     assert cli.main(["grade", str(submission), "--out", str(out), "--cell-timeout", "10",
@@ -231,11 +232,12 @@ def test_crl_grade_meets_every_verdict_and_never_writes_into_the_submission(tmp_
         rows = [(r["notebook"], r["exercise"], r["verdict"]) for r in csv.DictReader(f)]
     assert rows == [("a.ipynb", "pair_matrix", "passed"), ("a.ipynb", "nt_xent", "refused"),
                     ("a.ipynb", "logsumexp", "not yet"), ("a.ipynb", "positive_index", "error"),
-                    ("a.ipynb", "alignment", "timeout"), ("b.ipynb", "pair_matrix", "error")]
+                    ("a.ipynb", "alignment", "timeout"), ("b.ipynb", "pair_matrix", "error"),
+                    ("c.ipynb", "", "error")]
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in submission.iterdir()}
     assert after == before  # nothing changed, nothing added
     summary = capsys.readouterr().out
-    assert str(submission) in summary and "1/6" in summary
+    assert str(submission) in summary and "1/7" in summary
 
 
 @pytest.mark.notebooks
