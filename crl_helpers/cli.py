@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tier", default="smoke", help="smoke (default), cpu, or gpu: the tier the notebooks run in")
     g.add_argument("--cell-timeout", type=_positive_float("300"), default=300.0,
                    help="seconds a cell may run (default: 300)")
-    g.add_argument("--memory-gb", type=float, default=8.0,
-                   help="the kernel's address-space limit in GiB (default: 8; 0: none, as CUDA needs)")
+    g.add_argument("--memory-gb", type=float,
+                   help="the kernel's address-space limit in GiB (default: 8, none in the gpu tier; 0: none)")
     return parser
 
 

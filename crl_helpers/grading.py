@@ -60,6 +60,7 @@ __all__ = ["GRADE_LOG_ENV", "IMPLEMENTATIONS", "VERDICTS", "Grade", "Tripwire", 
 #: The environment variable that switches grading mode on: the file every check appends its verdict to.
 GRADE_LOG_ENV = "CRL_GRADE_LOG"
 VERDICTS = ("passed", "not yet", "error", "timeout", "refused")
+DEFAULT_MEMORY_GB = 8.0  # the kernel's address space outside the gpu tier; importing torch alone maps about 4 GiB
 CSV_COLUMNS = ("submission", "notebook", "exercise", "verdict", "hint")
 
 #: The package's own implementation(s) of each exercise (keyed by the exercise's solution name): an
@@ -426,7 +427,7 @@ def _problems(status: dict, cell_timeout: float) -> list[tuple[int, str]]:
     return problems
 
 
-def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memory_gb: float = 8.0,
+def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memory_gb: float | None = None,
           on_submission=None, on_notebook=None) -> list[Grade]:
     """Grade each submission (a notebook or a folder of one student's notebooks); returns every row.
 
@@ -434,8 +435,9 @@ def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memo
         submissions: paths; each is run on a temporary copy (only its ``*.ipynb`` files are copied).
         tier: the cost tier the notebooks run in (:data:`crl_helpers.course.TIERS`).
         cell_timeout: seconds a cell may run; the exercises it and the cells after it check get ``timeout``.
-        memory_gb: the kernel's address-space limit (``RLIMIT_AS``; 0 for none; CUDA needs none, since
-            it reserves far more address space than it uses).
+        memory_gb: the kernel's address-space limit (``RLIMIT_AS``; 0 for none). By default 8 GiB
+            (importing torch alone maps about 4), none in the gpu tier: CUDA reserves far more address
+            space than it uses.
         on_submission: called with each submission's rows as soon as they are known (to save them).
         on_notebook: called as ``on_notebook(submission, notebook, problems)`` after each notebook, with
             ``problems`` a list of ``(cell index, what happened)`` for the cells that raised, timed out or
@@ -448,6 +450,8 @@ def grade(submissions, *, tier: str = "smoke", cell_timeout: float = 300.0, memo
     """
     if not cell_timeout > 0:
         raise ValueError(f"--cell-timeout {cell_timeout:g} must be > 0 seconds; e.g. 300")
+    if memory_gb is None:
+        memory_gb = 0.0 if tier == "gpu" else DEFAULT_MEMORY_GB
     if not memory_gb >= 0:
         raise ValueError(f"--memory-gb {memory_gb:g} must be >= 0 (0: no limit); e.g. 8")
     import nbformat
