@@ -132,17 +132,26 @@ def _where() -> tuple[str, str, tuple[str, ...]]:
     return package + os.sep, str(Path(package) / "exercises") + os.sep, tuple(p + os.sep for p in libraries)
 
 
+# Code without a file that is the learner's: old IPython cells, doctests, the interactive prompt. Other such
+# code (a dataclass's generated __init__, exec'd strings) passes a call on to whoever ran it.
+_LEARNER_PSEUDO_FILES = ("<ipython-input", "<doctest", "<stdin>")
+
+
 def _is_learner_call(frame, package: str, checkers: str, libraries: tuple[str, ...]) -> bool:
     # Walk outwards from the caller: the package's library code and other libraries (torch's Module.__call__)
     # pass a call on; the learner's code (a notebook cell, their own module) records it; a checker's does not.
     frame = frame.f_back
     while frame is not None:
         filename = frame.f_code.co_filename
-        resolved = os.path.realpath(filename) if filename.startswith(os.sep) else filename
-        if resolved.startswith(checkers) and f"{os.sep}solutions{os.sep}" not in resolved[len(checkers) - 1:]:
-            return False
-        if not (resolved.startswith(package) or resolved.startswith(libraries) or filename.startswith("<frozen")):
-            return True
+        if filename.startswith("<"):
+            if filename.startswith(_LEARNER_PSEUDO_FILES):
+                return True
+        else:
+            resolved = os.path.realpath(filename)
+            if resolved.startswith(checkers) and f"{os.sep}solutions{os.sep}" not in resolved[len(checkers) - 1:]:
+                return False
+            if not (resolved.startswith(package) or resolved.startswith(libraries)):
+                return True
         frame = frame.f_back
     return False
 

@@ -111,6 +111,16 @@ def test_the_tripwire_tells_the_learners_call_from_the_checkers_own():
     with Tripwire("pair_matrix") as wire:  # another exercise: nt_xent is the package's to use there
         learner_side(z, z, 0.5)
     assert wire.called == []
+    generated = _function_in("<string>")  # code without a file (a dataclass's __init__): its caller decides
+    namespace = {"generated": generated}
+    exec(compile("def run(z):\n    return generated(z, z, 0.5)\n", str(EXERCISES_DIR / "a_checker.py"), "exec"),
+         namespace)
+    with Tripwire("nt_xent") as wire:
+        namespace["run"](z)  # the checker ran it
+    assert wire.called == []
+    with Tripwire("nt_xent") as wire:
+        generated(z, z, 0.5)  # this test, the learner's side, ran it
+    assert wire.called[0] == "crl_helpers.losses.nt_xent"
 
 
 # ----------------------------------------------------------------------------------------- classroom build
