@@ -235,11 +235,19 @@ def _grade(args: argparse.Namespace) -> int:
         if Path(submission).is_dir() and out.resolve().is_relative_to(Path(submission).resolve()):
             raise ValueError(f"--out {args.out} is inside the submission {submission}, which grading never writes "
                              f"into; choose another place, e.g. grades.csv")
+    # An --out that cannot be written fails now, not after the first student's notebooks have run.
+    parent = out.resolve().parent
+    if not (parent.is_dir() and os.access(parent, os.W_OK) and (not out.exists() or os.access(out, os.W_OK))):
+        raise ValueError(f"--out {args.out} cannot be written (its folder is missing, not a folder, or read-only); "
+                         f"choose another file, e.g. grades.csv")
     rows = []
 
     def save(these):  # after each submission: an interrupted run keeps what it graded
         rows.extend(these)
         write_grades(rows, out)
+        if these:
+            passed = sum(row.verdict == "passed" for row in these)
+            print(f"crl: graded {these[0].submission} ({passed} of {len(these)} passed)", flush=True)
 
     notes = []
 

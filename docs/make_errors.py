@@ -324,6 +324,8 @@ CLASSROOM_ROWS = [
     ("`crl grade <folder without notebooks>`", ["grade", "{tmp}/empty"], {}),
     ("`crl grade student/ --out student/grades.csv`", ["grade", "{tmp}/student", "--out", "{tmp}/student/g.csv"], {}),
     ("`crl grade student/ --out <a folder>`", ["grade", "{tmp}/student", "--out", "{tmp}/empty"], {}),
+    ("`crl grade student/ --out <a path under a file>`", ["grade", "{tmp}/student", "--out", "{tmp}/notes.txt/g.csv"],
+     {}),
     ("`crl grade student/ --tier tpu`", ["grade", "{tmp}/student", "--tier", "tpu", "--out", "{tmp}/g.csv"], {}),
     ("`crl grade student/ --memory-gb -1`", ["grade", "{tmp}/student", "--memory-gb", "-1", "--out", "{tmp}/g.csv"],
      {}),

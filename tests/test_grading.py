@@ -186,6 +186,7 @@ def test_the_csv_and_the_summary_count_each_verdict(tmp_path):
     (["grade", "crl_helpers"], "'crl_helpers' holds no notebooks"),
     (["grade", "notebooks", "--out", "notebooks/grades.csv"], "is inside the submission notebooks"),
     (["grade", str(NOTEBOOK_01), "--tier", "tpu"], "--tier 'tpu' is unknown"),
+    (["grade", str(NOTEBOOK_01), "--out", "README.md/grades.csv"], "--out README.md/grades.csv cannot be written"),
     (["grade", str(NOTEBOOK_01), "--memory-gb", "-1"], "--memory-gb -1 must be >= 0"),
     (["grade", str(NOTEBOOK_01), "--cell-timeout", "0"], "--cell-timeout: 0 must be a finite number > 0"),
 ])
@@ -194,6 +195,7 @@ def test_crl_grade_refuses_bad_input_in_one_line(capsys, monkeypatch, argv, expe
     assert cli.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("crl: error: ") and expected in err[0], err
+    assert not (REPO / "grades.csv").exists()  # refused before anything is written
 
 
 # ------------------------------------------------------------------------------------------- real kernels
