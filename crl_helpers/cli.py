@@ -169,6 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--tier", default="smoke", help="smoke (default: fast, as in CI), cpu, or gpu (needs CUDA)")
         command.add_argument("--out", default=out, help=f"output folder (default: {out}); open <out>/index.html")
         command.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
+    a = sub.add_parser("assign", help="write the course for a grading tool (nbgrader): solution regions, points",
+                       description="Write every notebook with exercises as an nbgrader source assignment: solution "
+                                   "regions from the reference solutions and autograded cells that run the same "
+                                   "checkers (crl_helpers.assign), in an nbgrader course folder.")
+    a.add_argument("--format", default="nbgrader", help="the grading tool: nbgrader (default, the only one)")
+    a.add_argument("--notebooks", default="notebooks", help="the course's notebook folder (default: notebooks)")
+    a.add_argument("--out", default="nbgrader", help="the nbgrader course folder to write (default: nbgrader)")
+    a.add_argument("--points", type=_positive_float("1"), default=1.0, help="points per exercise (default: 1)")
+    g = sub.add_parser("grade", help="grade submitted notebooks: one verdict per exercise, in a CSV",
+                       description="Run each submission (a notebook, or a folder of one student's notebooks) on a "
+                                   "temporary copy in a fresh kernel and write one row per exercise: passed, not yet, "
+                                   "error, timeout or refused (crl_helpers.grading; needs nbclient).")
+    g.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="a notebook or a folder of notebooks")
+    g.add_argument("--out", default="grades.csv", help="the CSV to write (default: grades.csv)")
+    g.add_argument("--tier", default="smoke", help="smoke (default), cpu, or gpu: the tier the notebooks run in")
+    g.add_argument("--cell-timeout", type=_positive_float("300"), default=300.0,
+                   help="seconds a cell may run (default: 300)")
+    g.add_argument("--memory-gb", type=float,
+                   help="the kernel's address-space limit in GiB (default: 8, none in the gpu tier; 0: none)")
     return parser
 
 
@@ -268,6 +287,72 @@ def _instructor(notebooks: str, out: str, overwrite: bool = False) -> int:
     return 0
 
 
+def _assign(args: argparse.Namespace) -> int:
+    from crl_helpers.assign import FORMATS, write_nbgrader
+    from crl_helpers.exercises.solutions import WITHHOLD_ENV, solutions_withheld
+
+    if args.format not in FORMATS:
+        raise ValueError(f"--format {args.format!r} is unknown; choose one of {', '.join(FORMATS)}")
+    if solutions_withheld():  # checked first: no half-written folder
+        raise ValueError(f"the solutions are withheld in this install ({WITHHOLD_ENV} is set); unset it to write "
+                         f"the assignment")
+    if Path(args.out).resolve().is_relative_to(Path(args.notebooks).resolve()):
+        raise ValueError(f"--out {args.out} is inside the notebook folder {args.notebooks}; choose another, "
+                         f"e.g. nbgrader")
+    written = write_nbgrader(args.notebooks, args.out, points=args.points)
+    print(f"crl: wrote {len(written)} nbgrader source notebooks to {args.out}/source/ (then, in {args.out}/: "
+          f"nbgrader generate_assignment <name>)")
+    return 0
+
+
+def _grade(args: argparse.Namespace) -> int:
+    try:
+        import nbclient  # noqa: F401  (checked before any notebook runs)
+    except ImportError as err:
+        raise ValueError(f"crl grade needs {err.name}: pip install -e \".[site]\"") from None
+    from crl_helpers.grading import grade, summary_table, write_grades
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {args.out!r} is a folder; name the CSV file, e.g. grades.csv")
+    for submission in args.submissions:
+        if Path(submission).is_dir() and out.resolve().is_relative_to(Path(submission).resolve()):
+            raise ValueError(f"--out {args.out} is inside the submission {submission}, which grading never writes "
+                             f"into; choose another place, e.g. grades.csv")
+    # An --out that cannot be written fails now, not after the first student's notebooks have run.
+    parent = out.resolve().parent
+    if not (parent.is_dir() and os.access(parent, os.W_OK) and (not out.exists() or os.access(out, os.W_OK))):
+        raise ValueError(f"--out {args.out} cannot be written (its folder is missing, not a folder, or read-only); "
+                         f"choose another file, e.g. grades.csv")
+    rows = []
+
+    def save(these):  # after each submission: an interrupted run keeps what it graded
+        rows.extend(these)
+        write_grades(rows, out)
+        if these:
+            passed = sum(row.verdict == "passed" for row in these)
+            print(f"crl: graded {these[0].submission} ({passed} of {len(these)} passed)", flush=True)
+
+    notes = []
+
+    def note(submission, notebook, problems):  # a notebook that did not run to the end, checks or not
+        if problems:
+            index, what = problems[0]
+            notes.append(f"crl: note: {submission}: {notebook} did not run cleanly ({len(problems)} failed cells); "
+                         f"cell {index}: {what}")
+
+    try:
+        grade(args.submissions, tier=args.tier, cell_timeout=args.cell_timeout, memory_gb=args.memory_gb,
+              on_submission=save, on_notebook=note)
+    except KeyboardInterrupt:
+        kept = f"{len({r.submission for r in rows})} graded submissions are in {out}" if rows else "nothing was graded"
+        print(f"crl: interrupted; {kept}", file=sys.stderr)
+        return 130
+    print(summary_table(rows))
+    print("\n".join(notes + [f"crl: {len(rows)} verdicts written to {out}"]))
+    return 0
+
+
 def _site(tier: str, out: str, notebooks: str, lecture: bool = False) -> int:
     # Publishing lives in its own package (crl_site, the [site] extra), imported only here. Its checks (a clone
     # around it, its packages, --out, one build per build folder) run before any notebook does.
@@ -303,6 +388,10 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "instructor":
             return _instructor(args.notebooks, args.out, args.overwrite)
+        if args.command == "assign":
+            return _assign(args)
+        if args.command == "grade":
+            return _grade(args)
         if args.command in ("site", "lecture"):
             return _site(args.tier, args.out, args.notebooks, lecture=args.command == "lecture")
         from crl_helpers.device import pick_device

@@ -539,6 +539,58 @@ def site_rows(tmp: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+# ------------------------------------------------------------------- crl grade, crl assign, crl instructor
+def _classroom_files(tmp: Path) -> None:
+    import nbformat
+
+    (tmp / "student").mkdir()
+    nbformat.write(nbformat.v4.new_notebook(), tmp / "student" / "01.ipynb")
+    (tmp / "empty").mkdir()
+    (tmp / "notes.txt").write_text("not a notebook")
+
+
+# (label, argv, environment): each fails before any notebook runs.
+CLASSROOM_ROWS = [
+    ("`crl grade <missing path>`", ["grade", "{tmp}/nobody"], {}),
+    ("`crl grade notes.txt`", ["grade", "{tmp}/notes.txt"], {}),
+    ("`crl grade <folder without notebooks>`", ["grade", "{tmp}/empty"], {}),
+    ("`crl grade student/ --out student/grades.csv`", ["grade", "{tmp}/student", "--out", "{tmp}/student/g.csv"], {}),
+    ("`crl grade student/ --out <a folder>`", ["grade", "{tmp}/student", "--out", "{tmp}/empty"], {}),
+    ("`crl grade student/ --out <a path under a file>`", ["grade", "{tmp}/student", "--out", "{tmp}/notes.txt/g.csv"],
+     {}),
+    ("`crl grade student/ --tier tpu`", ["grade", "{tmp}/student", "--tier", "tpu", "--out", "{tmp}/g.csv"], {}),
+    ("`crl grade student/ --memory-gb -1`", ["grade", "{tmp}/student", "--memory-gb", "-1", "--out", "{tmp}/g.csv"],
+     {}),
+    ("`crl grade student/ --cell-timeout 0`", ["grade", "{tmp}/student", "--cell-timeout", "0"], {}),
+    ("`crl assign --format otter`", ["assign", "--format", "otter", "--out", "{tmp}/a"], {}),
+    ("`crl assign --notebooks <folder without notebooks>`", ["assign", "--notebooks", "{tmp}/empty", "--out", "{tmp}/a"],
+     {}),
+    ("`crl assign --notebooks student --out student/nbgrader`",
+     ["assign", "--notebooks", "{tmp}/student", "--out", "{tmp}/student/nbgrader"], {}),
+    ("`crl assign --points 0`", ["assign", "--points", "0", "--out", "{tmp}/a"], {}),
+    ("`crl assign`, `CRL_WITHHOLD_SOLUTIONS=1` (classroom install)", ["assign", "--out", "{tmp}/a"],
+     {"CRL_WITHHOLD_SOLUTIONS": "1"}),
+    ("`crl instructor`, `CRL_WITHHOLD_SOLUTIONS=1` (classroom install)", ["instructor", "--out", "{tmp}/i"],
+     {"CRL_WITHHOLD_SOLUTIONS": "1"}),
+]
+
+
+def classroom_rows(tmp: Path) -> list[tuple[str, str, str]]:
+    """``(command, status, stderr)`` per row of :data:`CLASSROOM_ROWS`, status 2 and one line checked."""
+    _classroom_files(tmp)
+    out = []
+    for label, argv, environment in CLASSROOM_ROWS:
+        argv = [a.replace("{tmp}", str(tmp)) for a in argv]
+        with mock.patch.dict(os.environ, environment):
+            status, stderr = _run_crl(argv)
+        lines = stderr.splitlines()
+        if status != 2 or len(lines) != 1:
+            raise SystemExit(f"docs/make_errors.py: `crl {' '.join(argv)}` gave status {status} and {len(lines)} "
+                             f"stderr lines, but docs/errors.md promises status 2 and one line:\n{stderr}")
+        out.append((label, str(status), _scrub(lines[0], tmp)))
+    return out
+
+
 # -------------------------------------------------------------------------------------- Python API
 def _z(*shape: int, dtype=torch.float32) -> torch.Tensor:
     return torch.ones(shape, dtype=dtype)
@@ -925,6 +977,8 @@ def render(tmp: Path) -> str:
             os.environ.pop(name, None)
         crl = cli_rows(tmp / "crl")
         site = site_rows(tmp / "site")
+        (tmp / "classroom").mkdir()
+        classroom = classroom_rows(tmp / "classroom")
         api = api_rows(tmp / "api")
     lines = [
         "# Errors: every bad input and the exact message it gets",
@@ -952,6 +1006,14 @@ def render(tmp: Path) -> str:
         "| bad input | status | stderr |",
         "|---|---|---|",
         *(f"| {label} | {status} | {_cell(stderr)} |" for label, status, stderr in site),
+        "",
+        "### `crl grade`, `crl assign`, `crl instructor`",
+        "",
+        "The classroom commands, called the same way; every row fails before a notebook runs.",
+        "",
+        "| command | status | stderr |",
+        "|---|---|---|",
+        *(f"| {label} | {status} | {_cell(stderr)} |" for label, status, stderr in classroom),
         "",
         "## Python API",
         "",
