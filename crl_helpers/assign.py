@@ -107,22 +107,14 @@ def nbgrader_cells(source: str, points: float = 1) -> list[tuple[str, dict]]:
     cell that calls a checker without defining the learner's function (as ``crl instructor`` does).
     """
     from crl_helpers import exercises
-    from crl_helpers.exercises.instructor import exercise_calls
+    from crl_helpers.exercises.instructor import exercise_calls, learner_definition
     from crl_helpers.exercises.solutions import solution_source
 
     calls = exercise_calls(source)
     tests = []
     for checker_name, learner_name in calls:
-        checker = getattr(exercises, checker_name, None)
-        if checker is None:
-            raise ValueError(f"{checker_name} is not a checker of crl_helpers.exercises")
+        checker, stub, start = learner_definition(source, checker_name, learner_name)
         lines = source.splitlines(keepends=True)
-        definitions = [node for node in ast.parse(source).body
-                       if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == learner_name]
-        if not definitions:
-            raise ValueError(f"the cell calling {checker_name}({learner_name}) does not define {learner_name}")
-        stub = definitions[0]
-        start = min([stub.lineno] + [d.lineno for d in stub.decorator_list]) - 1
         answer = _answer(source, stub, solution_source(checker.solution, as_name=learner_name))
         source = "".join(lines[:start]) + answer + "".join(lines[stub.end_lineno:])
         key = checker.solution

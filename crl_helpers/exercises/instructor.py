@@ -48,22 +48,32 @@ def exercise_calls(source: str) -> list[tuple[str, str]]:
     return found
 
 
+def learner_definition(source: str, checker_name: str, learner_name: str) -> tuple[object, ast.AST, int]:
+    """The checker a cell calls and the learner's definition it checks: ``(checker, node, first line index)``.
+
+    The first line is the first decorator's, if any (0-based). Raises ``ValueError`` for an unknown
+    checker or a cell that does not define ``learner_name``.
+    """
+    from crl_helpers import exercises
+
+    checker = getattr(exercises, checker_name, None)
+    if checker is None:
+        raise ValueError(f"{checker_name} is not a checker of crl_helpers.exercises")
+    definitions = [node for node in ast.parse(source).body
+                   if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == learner_name]
+    if not definitions:
+        raise ValueError(f"the cell calling {checker_name}({learner_name}) does not define {learner_name}")
+    node = definitions[0]
+    return checker, node, min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
+
+
 def instructor_cell(source: str) -> str:
     """``source`` with the learner's definition of each exercise replaced by its reference solution."""
-    from crl_helpers import exercises
     from crl_helpers.exercises.solutions import solution_source
 
     for checker_name, learner_name in exercise_calls(source):
-        checker = getattr(exercises, checker_name, None)
-        if checker is None:
-            raise ValueError(f"{checker_name} is not a checker of crl_helpers.exercises")
+        checker, node, start = learner_definition(source, checker_name, learner_name)
         lines = source.splitlines(keepends=True)
-        definitions = [node for node in ast.parse(source).body
-                       if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name == learner_name]
-        if not definitions:
-            raise ValueError(f"the cell calling {checker_name}({learner_name}) does not define {learner_name}")
-        node = definitions[0]
-        start = min([node.lineno] + [d.lineno for d in node.decorator_list]) - 1
         solution = solution_source(checker.solution, as_name=learner_name)
         source = "".join(lines[:start]) + solution + "".join(lines[node.end_lineno:])
     return source
