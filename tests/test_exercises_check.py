@@ -77,7 +77,7 @@ def test_outside_the_main_thread_there_is_no_limit_and_a_warning():
     results = []
 
     def run():
-        with pytest.warns(RuntimeWarning, match="no time limit"):
+        with pytest.warns(RuntimeWarning, match="no time limit for this check"):
             with time_limit(0.1):
                 time.sleep(0.3)
         results.append("finished")

@@ -167,7 +167,8 @@ def time_limit(seconds: float):
               and threading.current_thread() is threading.main_thread())
     if not usable:
         if seconds and seconds > 0:
-            warnings.warn("the check runs outside the main thread: no time limit", RuntimeWarning, stacklevel=3)
+            warnings.warn("no time limit for this check: it needs SIGALRM (Unix) and the main thread", RuntimeWarning,
+                          stacklevel=3)
         yield
         return
 
