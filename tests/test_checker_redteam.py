@@ -69,6 +69,7 @@ def crop_box(height, width, scale, ratio, *, uniform_ratio=False, centre=False, 
 
 
 def crop_box_python_random(height, width, scale, ratio):
+    """The right distribution from Python's random module: torch.manual_seed cannot reproduce it."""
     import random
 
     for _ in range(10):
@@ -125,19 +126,6 @@ def knn(train_v, train_y, test_v, test_y, k, *, rule="cosine", take="top", votes
     else:
         predicted = tally.argmax(1)
     return (predicted == test_y).float().mean().item()
-
-
-def knn_loop(train_v, train_y, test_v, test_y, k):
-    correct = 0
-    for q, label in zip(test_v.tolist(), test_y.tolist()):
-        sims = sorted(((sum(a * b for a, b in zip(q, t)) / math.hypot(*q) / math.hypot(*t), y)
-                       for t, y in zip(train_v.tolist(), train_y.tolist())), reverse=True)[:k]
-        votes = {}
-        for _, y in sims:
-            votes[y] = votes.get(y, 0) + 1
-        best = max(votes.values())
-        correct += min(y for y, c in votes.items() if c == best) == label
-    return correct / len(test_y)
 
 
 # ------------------------------------------------------------------------------------------- 03 head
@@ -568,7 +556,6 @@ CANDIDATES = {
     "check_knn_baseline": [
         ("reference", reference("knn_baseline"), True),
         ("vectorised", knn, True),
-        ("loop", knn_loop, True),
         ("peeks at the label", lambda *a: knn(*a, peek=True), False),
         ("k ignored", lambda *a: knn(*a, take="one"), False),
         ("topk(k + 1)", lambda *a: knn(*a, take="k+1"), False),

@@ -4,7 +4,6 @@ table (tests/test_checker_redteam.py) holds the verdicts of many more answers.""
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
@@ -72,17 +71,6 @@ def test_crop_box_accepts_an_independent_implementation():
     assert check_random_resized_crop_box(crop_box_torch)
 
 
-def crop_box_python(height, width, scale, ratio):
-    """The right distribution from Python's random module: torch.manual_seed cannot reproduce it."""
-    for _ in range(10):
-        area = height * width * random.uniform(*scale)
-        aspect = math.exp(random.uniform(math.log(ratio[0]), math.log(ratio[1])))
-        w, h = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-        if 0 < w <= width and 0 < h <= height:
-            return random.randint(0, height - h), random.randint(0, width - w), h, w
-    return 0, 0, height, width
-
-
 @pytest.mark.parametrize("wrong, hint", [
     # scale read as a fraction of the SIDE: the area fraction comes out squared
     (lambda H, W, scale, ratio: crop_box_torch(H, W, scale, ratio, side=True), "AREA"),
@@ -94,7 +82,6 @@ def crop_box_python(height, width, scale, ratio):
     (lambda H, W, scale, ratio: _anywhere(crop_box_torch(H, W, scale, ratio), H, W), "leaves"),
     # the whole image, always
     (lambda H, W, scale, ratio: (0, 0, H, W), "the same box"),
-    (crop_box_python, "torch's random functions"),
 ])
 def test_crop_box_rejects(wrong, hint):
     result = check_random_resized_crop_box(wrong)
