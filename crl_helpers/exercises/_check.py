@@ -242,7 +242,7 @@ def exercise_check(name: str, solution: str | None = None):
                     f"your code has not returned after {seconds:g} s, so the check stopped it: look for a loop that "
                     f"never ends (a while whose condition never changes) or for sizes far larger than the inputs "
                     f"(a loop over every pixel, a matrix of N^3 entries)"), submitted, key)
-            except Exception as err:  # the learner's code raised: show where, briefly
+            except (Exception, SystemExit) as err:  # the learner's code raised: show where, briefly
                 message = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 result = CheckResult(name, False, f"your code raised {type(err).__name__}: {message[:200]} "
                                                   f"({_where(err)})", submitted, key)

@@ -37,12 +37,8 @@ def _loss_tensor(out, dtype: torch.dtype) -> float:
                              f"anchors, a scalar")
     expect(out.dim() == 0, f"your loss has shape {tuple(out.shape)}; return a 0-d tensor (.mean(), or .squeeze())")
     expect(out.dtype == dtype, f"the inputs are {dtype}, your loss is {out.dtype}; return it in the inputs' dtype "
-                               f"(.to({str(dtype).replace('torch.', 'torch.')}) after computing in float64)")
+                               f"(.to({dtype}) after computing in float64)")
     return float(out.detach())
-
-
-def _scalar(out, what: str) -> float:
-    return as_number(out, what)
 
 
 def _temperature(g: torch.Generator) -> float:
@@ -239,7 +235,7 @@ def check_alignment(fn):
             return sum(math.sqrt(sum((x - y) ** 2 for x, y in zip(a, b))) ** power for a, b in pairs) / over
 
         want = mean_distance(True, 2)
-        got = _scalar(fn(z1.clone(), z2.clone()), "your function")
+        got = as_number(fn(z1.clone(), z2.clone()), "your function")
         if not _close(got, want):
             hint = _diagnose(got, {
                 "normalise z1 and z2 to unit length first (alignment lives on the sphere)": mean_distance(False, 2),
