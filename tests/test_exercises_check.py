@@ -103,3 +103,13 @@ def test_an_error_while_reading_the_answer_is_not_blamed_on_a_library_line():
     assert not result
     assert "while checking what your function returned" in result.message
     assert "site-packages" not in result.message and "_check.py" not in result.message
+
+
+def test_the_learners_own_assert_is_quoted_as_theirs():
+    def mine(n):
+        assert n > 100, "my own check"
+        return None
+
+    result = check_pair_matrix(mine)
+    assert not result and result.message.startswith("your code raised AssertionError: my own check")
+    assert 'assert n > 100, "my own check"' in result.message

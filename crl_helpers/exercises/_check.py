@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import threading
+import time
 import traceback
 import warnings
 from dataclasses import dataclass
@@ -176,14 +177,15 @@ def time_limit(seconds: float):
         raise CheckTimeout
 
     previous = signal.signal(signal.SIGALRM, _expired)
+    start = time.monotonic()
     outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-        if outer_delay:  # someone else's alarm (a test runner's timeout, say): give it back, shortened
-            signal.setitimer(signal.ITIMER_REAL, max(outer_delay - seconds, 1e-3), outer_interval)
+        if outer_delay:  # someone else's alarm (a test runner's timeout, say): give it back, less the time spent
+            signal.setitimer(signal.ITIMER_REAL, max(outer_delay - (time.monotonic() - start), 1e-3), outer_interval)
 
 
 def _is_library(filename: str) -> bool:
@@ -200,6 +202,17 @@ def _where(err: BaseException) -> str:
     last = frames[-1]
     line = (last.line or "").strip()
     return f"in your line {last.lineno}: {line}" if line else f"in your code, line {last.lineno}"
+
+
+def _raised_by_learner(err: BaseException) -> bool:
+    frames = traceback.extract_tb(err.__traceback__)
+    return bool(frames) and not _is_library(frames[-1].filename)
+
+
+def _raised(name: str, err: BaseException, submitted, key: str) -> CheckResult:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return CheckResult(name, False, f"your code raised {type(err).__name__}: {message[:200]} ({_where(err)})",
+                       submitted, key)
 
 
 def exercise_check(name: str, solution: str | None = None):
@@ -234,18 +247,19 @@ def exercise_check(name: str, solution: str | None = None):
                 with _limit(seconds):
                     note = checker(submitted, *args, **kwargs)
             except AssertionError as err:
-                # Under pytest's assertion rewriting the message gains a line "assert <expression>": drop it.
-                hint = str(err).split("\nassert ")[0]
-                result = CheckResult(name, False, hint or "a check failed", submitted, key)
+                if _raised_by_learner(err):  # the learner's own assert, not a hint of the checker's
+                    result = _raised(name, err, submitted, key)
+                else:
+                    # Under pytest's assertion rewriting the message gains a line "assert <expression>": drop it.
+                    hint = str(err).split("\nassert ")[0]
+                    result = CheckResult(name, False, hint or "a check failed", submitted, key)
             except CheckTimeout:
                 result = CheckResult(name, False, (
                     f"your code has not returned after {seconds:g} s, so the check stopped it: look for a loop that "
                     f"never ends (a while whose condition never changes) or for sizes far larger than the inputs "
                     f"(a loop over every pixel, a matrix of N^3 entries)"), submitted, key)
             except (Exception, SystemExit) as err:  # the learner's code raised: show where, briefly
-                message = str(err).strip().splitlines()[0] if str(err).strip() else ""
-                result = CheckResult(name, False, f"your code raised {type(err).__name__}: {message[:200]} "
-                                                  f"({_where(err)})", submitted, key)
+                result = _raised(name, err, submitted, key)
             else:
                 result = CheckResult(name, True, note or "matches the reference", submitted, key)
             print(result)
