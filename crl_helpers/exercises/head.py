@@ -29,8 +29,7 @@ def check_normalize(fn) -> str:
     """Check ``fn(z) -> z / ||z||`` row by row for ``z (N, d)``, finite on an all-zero row, ``z`` not modified.
 
     The oracle divides each row by its norm in plain float64 Python; sizes and row lengths are drawn
-    anew. The output keeps the input's dtype (float32 here): the cell below compares it with
-    ``F.normalize`` by ``assert_close``, which checks dtypes.
+    anew. Any floating dtype may come back (float32 inputs; a float64 computation inside is fine).
 
     Example:
         >>> bad = check_normalize(lambda z: z / z.norm(dim=0, keepdim=True))  # doctest: +ELLIPSIS
@@ -46,8 +45,7 @@ def check_normalize(fn) -> str:
             f"the output must be a tensor of the input's shape {tuple(z.shape)}, got "
             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
     _expect(torch.equal(z, original), "your function changed its input in place; return a new tensor (no /= or div_)")
-    _expect(out.dtype == z.dtype, f"z is {z.dtype}, your output {out.dtype}: return the input's dtype (the cells "
-                                  f"below compare with F.normalize, dtype included); .to(z.dtype)")
+    _expect(out.is_floating_point(), f"return floating-point values, got {out.dtype}")
     for i, row in enumerate(original.double().tolist()):
         norm = math.sqrt(sum(v * v for v in row))
         got = out[i].double()
@@ -90,7 +88,7 @@ def check_projection_head(fn) -> str:
         [PASSED] projection head: first and second, shapes, unit norm, a non-linear 2-layer MLP, gradients flow
     """
     g = fresh_generator()
-    in_dim, hidden_dim, out_dim = draw(g, 6, 16), draw(g, 17, 40), draw(g, 3, 8)
+    in_dim, hidden_dim, out_dim = draw(g, 6, 16), draw(g, 17, 40), draw(g, 6, 12)
     head = fn(in_dim, hidden_dim, out_dim)
     _expect(isinstance(head, nn.Module), f"return an nn.Module (e.g. a subclass with a forward), got {type(head).__name__}")
     names = set(head.state_dict())
@@ -110,9 +108,13 @@ def check_projection_head(fn) -> str:
             f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
     _expect(z.dtype == v.dtype, f"head(v) is {z.dtype} for a {v.dtype} input; keep the input's dtype")
     norms = z.detach().norm(dim=1)
-    _expect(torch.allclose(norms, torch.ones(16), atol=1e-4),
-            f"rows of z have norms {[round(x, 4) for x in norms[:3].tolist()]}...; end the forward with "
-            f"F.normalize(z, dim=1)")
+    off = (norms - 1).abs() > 1e-4  # (16,) rows not on the unit sphere
+    if off.any():
+        _expect(not bool((z.detach() >= 0).all()), (
+            "every entry of z is >= 0 and some rows are all 0: there is a ReLU after the last linear layer; the "
+            "last layer has no activation"))
+        raise AssertionError(f"rows of z have norms {[round(x, 4) for x in norms[off][:3].tolist()]}...; end the "
+                             f"forward with F.normalize(z, dim=1)")
     _expect(z.requires_grad, "z does not require grad, so no gradient can reach the head's weights; "
                              "do not detach or wrap the forward in torch.no_grad()")
     weights = torch.randn(16, out_dim, generator=g)
@@ -189,7 +191,8 @@ def check_contextualize(fn) -> str:
         [NOT YET] contextualize: ... each step started from h = 0: pass the previous state on, ...
     """
     g = fresh_generator()
-    for n, steps in ((draw(g, 4, 7), draw(g, 5, 9)), (draw(g, 2, 3), 2)):
+    n = draw(g, 4, 7)
+    for n, steps in ((n, n + draw(g, 1, 3)), (3, 2)):  # T != N: the batch axis taken for time shows
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(draw(g, 0, 2 ** 30))
             cell = nn.GRUCell(4, 3)
@@ -203,8 +206,7 @@ def check_contextualize(fn) -> str:
         _expect(tuple(out.shape) == (n, 3), (
             f"for v_seq of shape ({n}, {steps}, 4) the context must be ({n}, 3), got {tuple(out.shape)}; time is "
             f"dim 1: step t reads v_seq[:, t], the whole batch at once"))
-        _expect(out.dtype == v_seq.dtype, f"your context is {out.dtype} for a {v_seq.dtype} sequence; keep the "
-                                          f"input's dtype (the cell below compares with nn.GRU by assert_close)")
+        _expect(out.is_floating_point(), f"return floating-point values, got {out.dtype}")
         out = out.detach().double()
         if torch.allclose(out, forward[-1], atol=1e-5):
             continue
