@@ -113,3 +113,16 @@ def test_the_learners_own_assert_is_quoted_as_theirs():
     result = check_pair_matrix(mine)
     assert not result and result.message.startswith("your code raised AssertionError: my own check")
     assert 'assert n > 100, "my own check"' in result.message
+
+
+def test_an_answer_that_swallows_the_first_alarm_is_still_stopped():
+    def stubborn(n):
+        try:
+            time.sleep(30)
+        except BaseException:  # noqa: B036  (the misbehaving answer under test)
+            pass
+        time.sleep(30)
+
+    start = time.monotonic()
+    result = check_pair_matrix(stubborn, time_limit=0.3)
+    assert time.monotonic() - start < 5 and not result and "has not returned" in result.message

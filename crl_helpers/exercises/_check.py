@@ -178,7 +178,9 @@ def time_limit(seconds: float):
 
     previous = signal.signal(signal.SIGALRM, _expired)
     start = time.monotonic()
-    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    # Fires again every half second after the limit: an answer that swallows the first alarm (a bare
+    # `except:`) and goes on still gets stopped.
+    outer_delay, outer_interval = signal.setitimer(signal.ITIMER_REAL, seconds, 0.5)
     try:
         yield
     finally:
