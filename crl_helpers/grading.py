@@ -219,7 +219,8 @@ def grade_hook(checker):
     """Wrap a decorated checker for grading mode; outside it (``CRL_GRADE_LOG`` unset) a plain pass-through.
 
     In grading mode the check runs under the exercise's :class:`Tripwire` and its verdict is appended to
-    the log as one JSON line: ``passed`` / ``not yet`` from the check, ``refused`` when the answer
+    the log as one JSON line: ``passed`` / ``not yet`` from the check, ``timeout`` when the check's time
+    limit stopped the answer, ``refused`` when the answer
     called (or was) the package's implementation of the exercise or a reference solution.
     :func:`crl_helpers.exercises.exercise_check` applies it to every checker; ``checker.solution``
     names the exercise.
@@ -238,7 +239,7 @@ def grade_hook(checker):
         exercise = getattr(checker, "solution", checker.__name__.removeprefix("check_"))
         with Tripwire(exercise, submitted) as wire:
             result = checker(submitted, *args, **kwargs)
-        verdict = "passed" if bool(result) else "not yet"
+        verdict = "passed" if bool(result) else "timeout" if getattr(result, "timed_out", False) else "not yet"
         hint = str(getattr(result, "message", ""))
         if wire.called:
             verdict = "refused"

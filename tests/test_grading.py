@@ -68,6 +68,17 @@ def test_grading_logs_passed_and_not_yet_from_the_check(grade_log):
     assert "None" in entries[1]["hint"]  # the checker's own hint
 
 
+def test_an_answer_stopped_by_the_checks_time_limit_is_logged_as_timeout(grade_log):
+    def never_returns(batch_size):
+        while True:
+            pass
+
+    result = check_pair_matrix(never_returns, time_limit=0.5)
+    assert not result.passed and result.timed_out
+    (entry,) = _logged(grade_log)
+    assert (entry["exercise"], entry["verdict"]) == ("pair_matrix", "timeout")
+
+
 @pytest.mark.parametrize("answer, called", [
     (lambda z1, z2, temperature: nt_xent(z1, z2, temperature), "crl_helpers.losses.nt_xent"),
     (nt_xent, "crl_helpers.losses.nt_xent"),  # the implementation handed in itself

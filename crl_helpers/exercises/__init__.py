@@ -1,6 +1,7 @@
 """Auto-checked exercises for the course notebooks: ``check_*(your_function)`` compares
-your code with an independent reference and prints PASSED or a hint; ``show_solution(name)``
-prints a reference solution, for a learner who asks.
+your code with an independent reference on inputs drawn anew on every call, within a time limit
+(``time_limit=`` seconds, default ``CRL_CHECK_TIMEOUT`` or 30), and prints PASSED or a hint;
+``show_solution(name)`` prints a reference solution, for a learner who asks.
 
 One module per notebook; every ``check_*`` function is re-exported here, so
 ``from crl_helpers.exercises import check_info_nce`` works.

@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from crl_helpers.exercises._check import exercise_check
+from crl_helpers.exercises._check import as_number, draw, exercise_check, expect, fresh_generator
 
 __all__ = ["check_enqueue", "check_memory_bank_update", "check_momentum_update", "check_supcon_positive_mask"]
 
@@ -36,10 +36,12 @@ def _close(got: torch.Tensor, want: list, tol: float = 1e-5) -> bool:
 
 
 # ------------------------------------------------------------ momentum update
-def _pair_of_nets(seed: int) -> tuple[nn.Module, nn.Module]:
-    torch.manual_seed(seed)
-    online = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
-    target = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+def _pair_of_nets(g: torch.Generator) -> tuple[nn.Module, nn.Module]:
+    a, b, c = draw(g, 2, 6), draw(g, 2, 6), draw(g, 1, 4)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(draw(g, 0, 2 ** 30))
+        online = nn.Sequential(nn.Linear(a, b), nn.BatchNorm1d(b), nn.Linear(b, c))
+        target = nn.Sequential(nn.Linear(a, b), nn.BatchNorm1d(b), nn.Linear(b, c))
     return online, target
 
 
@@ -51,8 +53,10 @@ def check_momentum_update(fn):
     ``online`` is left alone, that ``target`` keeps its parameter objects (the update is in place)
     and that no autograd graph is recorded.
     """
-    for seed, m in ((0, 0.9), (1, 0.99), (2, 0.5)):
-        online, target = _pair_of_nets(seed)
+    g = fresh_generator()
+    for m in (round(float(torch.empty(1).uniform_(0.8, 0.999, generator=g)), 4),
+              round(float(torch.empty(1).uniform_(0.3, 0.7, generator=g)), 3)):
+        online, target = _pair_of_nets(g)
         online_before = {k: p.detach().double().flatten().tolist() for k, p in online.named_parameters()}
         target_before = {k: p.detach().double().flatten().tolist() for k, p in target.named_parameters()}
         objects = {k: id(p) for k, p in target.named_parameters()}
@@ -102,10 +106,18 @@ def check_enqueue(fn):
     with ``B <= K``. Rows ``ptr, ptr + 1, ..., ptr + B - 1`` (modulo K) receive the keys in order;
     the function returns ``(ptr + B) % K``. The reference is a Python list used as the ring.
     """
-    g = torch.Generator().manual_seed(7)
-    for size, ptr, batch in ((6, 0, 2), (6, 2, 3), (6, 4, 2), (5, 3, 4), (4, 3, 4)):
-        queue = torch.randn(size, 2, generator=g)
-        keys = torch.randn(batch, 2, generator=g)
+    g = fresh_generator()
+    cases = []
+    for _ in range(5):
+        size = draw(g, 4, 9)
+        batch = draw(g, 1, size)
+        cases.append((size, draw(g, 0, size - 1), batch))
+    size = draw(g, 4, 9)  # one write that surely wraps around the end, one that starts at 0
+    cases += [(size, size - 1, draw(g, 2, size)), (size, 0, draw(g, 1, size - 1))]
+    for size, ptr, batch in cases:
+        d = draw(g, 2, 4)
+        queue = torch.randn(size, d, generator=g)
+        keys = torch.randn(batch, d, generator=g)
         ring = queue.double().tolist()
         for j, key in enumerate(keys.double().tolist()):
             ring[(ptr + j) % size] = key
@@ -129,13 +141,17 @@ def check_enqueue(fn):
                                      f"0, 1, ...: key j goes to row (ptr + j) % K")
             raise AssertionError(f"with K={size}, ptr={ptr}, B={batch}: rows {ptr}..{ptr + batch - 1} must hold the "
                                  f"keys in order, the other rows must stay as they were (write into queue in place)")
-        assert out is not None, "your function returned None; return the new pointer, (ptr + B) % K"
-        got_ptr = int(out)
+        expect(out is not None, "your function returned None; return the new pointer, (ptr + B) % K")
+        expect(not (isinstance(out, torch.Tensor) and (out.numel() != 1 or out.is_floating_point())),
+               f"return the new pointer as an int, got a tensor {out!r:.40}")
+        value = as_number(out, "your function")
+        expect(value == int(value), f"return the new pointer as an int, got {value:g}")
+        got_ptr = int(value)
         if got_ptr == ptr != want_ptr:
             raise AssertionError("the pointer did not move; return ptr + B (modulo K), where the next batch starts")
         if got_ptr == ptr + batch and ptr + batch >= size:
             raise AssertionError(f"returned {got_ptr}, past the end of a queue of K={size}; take it modulo K")
-        assert got_ptr == want_ptr, f"K={size}, ptr={ptr}, B={batch}: returned pointer {got_ptr}, expected {want_ptr}"
+        expect(got_ptr == want_ptr, f"K={size}, ptr={ptr}, B={batch}: returned pointer {got_ptr}, expected {want_ptr}")
     return "FIFO with wrap-around: keys at rows (ptr + j) % K, new pointer (ptr + B) % K"
 
 
@@ -148,8 +164,13 @@ def check_memory_bank_update(fn):
     new unit-norm embeddings of those images. The reference: the formula and its renormalisation
     written out number by number in float64.
     """
-    g = torch.Generator().manual_seed(11)
-    for n, d, m, index in ((6, 3, 0.5, [4, 1]), (10, 4, 0.9, [0, 7, 3]), (5, 2, 0.25, [2])):
+    g = fresh_generator()
+    cases = []
+    for _ in range(3):
+        n, b = draw(g, 4, 12), draw(g, 1, 4)
+        index = torch.randperm(n, generator=g)[:b].tolist()  # distinct rows, in no particular order
+        cases.append((n, draw(g, 2, 5), round(float(torch.empty(1).uniform_(0.1, 0.95, generator=g)), 3), index))
+    for n, d, m, index in cases:
         bank = torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=1)
         v = torch.nn.functional.normalize(torch.randn(len(index), d, generator=g), dim=1)
         rows = bank.double().tolist()
@@ -196,23 +217,26 @@ def check_supcon_positive_mask(fn):
     ``[view 1 of all images; view 2 of all images]``; ``mask[a, b]`` is True when views ``a != b`` have
     the same label. ``(2N, 2N)`` bool. The reference is a double loop over the views.
     """
-    cases = [torch.tensor([0, 1, 0, 2, 1, 0]), torch.tensor([3, 3, 3]), torch.arange(4), torch.tensor([5])]
+    g = fresh_generator()
+    cases = [torch.randint(0, draw(g, 2, 4), (draw(g, 5, 10),), generator=g),
+             torch.full((draw(g, 2, 4),), draw(g, 0, 9)), torch.randperm(draw(g, 3, 6), generator=g),
+             torch.tensor([draw(g, 0, 9)])]
     for labels in cases:
         n = len(labels)
         view_labels = labels.tolist() * 2  # [view 1; view 2]
         want = [[a != b and view_labels[a] == view_labels[b] for b in range(2 * n)] for a in range(2 * n)]
         out = fn(labels.clone())
-        assert out is not None, "your function returned None; return the (2N, 2N) boolean mask"
-        assert isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}"
+        expect(out is not None, "your function returned None; return the (2N, 2N) boolean mask")
+        expect(isinstance(out, torch.Tensor), f"return a tensor, got {type(out).__name__}")
         if tuple(out.shape) == (n, n):
             raise AssertionError(f"the mask is ({n}, {n}), one row per image; every image has TWO views, so the "
                                  f"mask is (2N, 2N) = ({2 * n}, {2 * n}): use the labels of all views, "
                                  f"torch.cat([labels, labels])")
-        assert tuple(out.shape) == (2 * n, 2 * n), (f"for N={n} images the mask should be ({2 * n}, {2 * n}), "
-                                                    f"got {tuple(out.shape)}")
+        expect(tuple(out.shape) == (2 * n, 2 * n), (f"for N={n} images the mask should be ({2 * n}, {2 * n}), "
+                                                    f"got {tuple(out.shape)}"))
         got = out.bool().tolist()
         if got == want:
-            assert out.dtype == torch.bool, f"the values are right; return a bool tensor (got {out.dtype}): .bool()"
+            expect(out.dtype == torch.bool, f"the values are right; return a bool tensor (got {out.dtype}): .bool()")
             continue
         if all(got[a][a] for a in range(2 * n)) and all(
                 got[a][b] == want[a][b] for a in range(2 * n) for b in range(2 * n) if a != b):

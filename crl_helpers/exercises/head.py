@@ -18,29 +18,26 @@ import math
 import torch
 from torch import nn
 
-from crl_helpers.exercises._check import exercise_check
+from crl_helpers.exercises._check import draw, exercise_check, expect, fresh_generator
 
 __all__ = ["check_contextualize", "check_normalize", "check_projection_head"]
-
-
-def _expect(condition, message: str) -> None:
-    # An explicit raise, not `assert`: the hint must survive `python -O` and pytest's assert rewriting.
-    if not condition:
-        raise AssertionError(message)
+_expect = expect
 
 
 @exercise_check("normalize")
 def check_normalize(fn) -> str:
     """Check ``fn(z) -> z / ||z||`` row by row for ``z (N, d)``, finite on an all-zero row, ``z`` not modified.
 
-    The oracle divides each row by its norm in plain float64 Python.
+    The oracle divides each row by its norm in plain float64 Python; sizes and row lengths are drawn
+    anew. Any floating dtype may come back (float32 inputs; a float64 computation inside is fine).
 
     Example:
         >>> bad = check_normalize(lambda z: z / z.norm(dim=0, keepdim=True))  # doctest: +ELLIPSIS
         [NOT YET] normalize: row 0 of your output has norm ... each ROW (one embedding) must have norm 1: normalise along dim=1
     """
-    g = torch.Generator().manual_seed(0)
-    z = torch.randn(6, 5, generator=g) * torch.tensor([0.01, 1.0, 3.0, 50.0, 0.5, 7.0])[:, None]  # (6, 5)
+    g = fresh_generator()
+    n, d = draw(g, 4, 9), draw(g, 3, 8)
+    z = torch.randn(n, d, generator=g) * torch.exp(2 * torch.randn(n, 1, generator=g))  # (N, d), norms 1e-2 .. 1e2
     original = z.clone()
     out = fn(z)
     _expect(out is not None, "your function returned None; return the normalised tensor")
@@ -48,6 +45,7 @@ def check_normalize(fn) -> str:
             f"the output must be a tensor of the input's shape {tuple(z.shape)}, got "
             f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}")
     _expect(torch.equal(z, original), "your function changed its input in place; return a new tensor (no /= or div_)")
+    _expect(out.is_floating_point(), f"return floating-point values, got {out.dtype}")
     for i, row in enumerate(original.double().tolist()):
         norm = math.sqrt(sum(v * v for v in row))
         got = out[i].double()
@@ -63,51 +61,60 @@ def check_normalize(fn) -> str:
         expected = torch.tensor([v / norm for v in row], dtype=torch.float64)
         _expect(torch.allclose(got, expected, atol=1e-5), f"row {i} points in another direction than the input; "
                                                           f"divide the row by its own (L2) norm")
-    zero = fn(torch.zeros(2, 5))
+    zero = fn(torch.zeros(2, d))
     _expect(zero is not None and torch.isfinite(torch.as_tensor(zero)).all(),
             "an all-zero row became NaN (0 / 0); divide by max(norm, eps) as F.normalize does")
     return "unit rows, same directions, zero rows stay finite, input untouched"
 
 
-def _allowed_counts(in_dim: int, hidden_dim: int, out_dim: int) -> set[int]:
-    weights = in_dim * hidden_dim + hidden_dim * out_dim
-    return {weights + b1 + b2 + bn for b1 in (0, hidden_dim) for b2 in (0, out_dim) for bn in (0, 2 * hidden_dim)}
+_NAMES = {"first.weight", "first.bias", "second.weight", "second.bias"}
 
 
 @exercise_check("projection head", solution="MLPHead")
 def check_projection_head(fn) -> str:
-    """Check ``fn(in_dim, hidden_dim, out_dim) -> nn.Module``: SimCLR's head, Linear -> (BatchNorm) -> ReLU -> Linear -> L2-normalise.
+    """Check ``fn(in_dim, hidden_dim, out_dim) -> nn.Module``: SimCLR's head, Linear -> ReLU -> Linear -> L2-normalise.
 
-    Checks: ``(N, in_dim) -> (N, out_dim)``; unit-norm rows; the parameter count of exactly
-    two linear layers ``in_dim -> hidden_dim -> out_dim`` (biases and BatchNorm optional); a
-    non-linearity (in eval mode, an affine head maps points on a line into one plane, so its
-    outputs have rank <= 2; a ReLU head bends the line out of it); and gradients reaching
-    every parameter.
+    The two layers are ``self.first = nn.Linear(in_dim, hidden_dim)`` and ``self.second =
+    nn.Linear(hidden_dim, out_dim)``, with biases and nothing else in the state dict: the cell below
+    loads the package head's weights under exactly those names. Checks, on sizes drawn anew:
+    ``(N, in_dim) -> (N, out_dim)``; unit-norm rows; the names; a non-linearity (an affine head maps
+    points on a line into one plane, so its outputs have rank <= 2; a ReLU head bends the line
+    out of it); gradients reaching every parameter; and the output of the layers in that order,
+    recomputed in float64 from the head's own weights.
 
     Example:
-        >>> from crl_helpers.models import ProjectionHead
-        >>> ok = check_projection_head(lambda i, h, o: ProjectionHead(i, h, o, depth=2))
-        [PASSED] projection head: shapes, unit norm, a non-linear 2-layer MLP, gradients flow
+        >>> from crl_helpers.exercises.solutions import reference
+        >>> ok = check_projection_head(reference("MLPHead"))
+        [PASSED] projection head: first and second, shapes, unit norm, a non-linear 2-layer MLP, gradients flow
     """
-    in_dim, hidden_dim, out_dim = 12, 32, 6
-    torch.manual_seed(0)
+    g = fresh_generator()
+    in_dim, hidden_dim, out_dim = draw(g, 6, 16), draw(g, 17, 40), draw(g, 6, 12)
     head = fn(in_dim, hidden_dim, out_dim)
     _expect(isinstance(head, nn.Module), f"return an nn.Module (e.g. a subclass with a forward), got {type(head).__name__}")
-    g = torch.Generator().manual_seed(0)
+    names = set(head.state_dict())
+    _expect(names == _NAMES, (
+        f"the head's state dict holds {sorted(names)}; the cell below loads {sorted(_NAMES)}: define exactly "
+        f"self.first = nn.Linear(in_dim, hidden_dim) and self.second = nn.Linear(hidden_dim, out_dim), with biases, "
+        f"and no other layer with weights (no BatchNorm, no nn.Sequential)"))
+    for layer, shape in (("first", (in_dim, hidden_dim)), ("second", (hidden_dim, out_dim))):
+        module = getattr(head, layer, None)
+        _expect(isinstance(module, nn.Linear) and (module.in_features, module.out_features) == shape,
+                f"self.{layer} must be nn.Linear{shape}, got {module!r:.60}")
     v = torch.randn(16, in_dim, generator=g)  # (N, in_dim)
     head.train()
     z = head(v)
     _expect(isinstance(z, torch.Tensor) and z.shape == (16, out_dim),
             f"head(v) for v of shape (16, {in_dim}) must be (16, {out_dim}), got "
             f"{tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__}")
+    _expect(z.dtype == v.dtype, f"head(v) is {z.dtype} for a {v.dtype} input; keep the input's dtype")
     norms = z.detach().norm(dim=1)
-    _expect(torch.allclose(norms, torch.ones(16), atol=1e-4),
-            f"rows of z have norms {norms[:3].tolist()}...; end the forward with F.normalize(z, dim=1)")
-    count = sum(p.numel() for p in head.parameters() if p.requires_grad)
-    _expect(count in _allowed_counts(in_dim, hidden_dim, out_dim),
-            f"the head has {count} trainable parameters; two layers nn.Linear({in_dim}, {hidden_dim}) and "
-            f"nn.Linear({hidden_dim}, {out_dim}) have {in_dim * hidden_dim + hidden_dim * out_dim} weights "
-            f"(+ biases, + BatchNorm's 2 x {hidden_dim}): use exactly those two layers")
+    off = (norms - 1).abs() > 1e-4  # (16,) rows not on the unit sphere
+    if off.any():
+        _expect(not bool((z.detach() >= 0).all()), (
+            "every entry of z is >= 0 and some rows are all 0: there is a ReLU after the last linear layer; the "
+            "last layer has no activation"))
+        raise AssertionError(f"rows of z have norms {[round(x, 4) for x in norms[off][:3].tolist()]}...; end the "
+                             f"forward with F.normalize(z, dim=1)")
     _expect(z.requires_grad, "z does not require grad, so no gradient can reach the head's weights; "
                              "do not detach or wrap the forward in torch.no_grad()")
     weights = torch.randn(16, out_dim, generator=g)
@@ -126,33 +133,21 @@ def check_projection_head(fn) -> str:
         z_eval = head(v).double()  # (16, out_dim)
     _expect(bool((z_eval < 0).any()), "every entry of z is >= 0: there is a ReLU after the last linear layer, which "
                                       "confines z to one orthant of the sphere; the last layer has no activation")
-    expected = _reference_head(head, v, in_dim, hidden_dim, out_dim)
+    expected = _reference_head(head, v)
     _expect(torch.allclose(z_eval, expected, atol=1e-5), (
-        "your head's output differs from Linear -> (BatchNorm) -> ReLU -> Linear -> L2-normalise computed with its "
-        "own weights; apply the layers in that order, the ReLU only between the two linear layers"))
-    return "shapes, unit norm, a non-linear 2-layer MLP, gradients flow"
+        "your head's output differs from first -> ReLU -> second -> L2-normalise computed with its own weights; "
+        "apply the layers in that order, the ReLU only between the two linear layers"))
+    return "first and second, shapes, unit norm, a non-linear 2-layer MLP, gradients flow"
 
 
-def _reference_head(head: nn.Module, v: torch.Tensor, in_dim: int, hidden_dim: int, out_dim: int) -> torch.Tensor:
-    """The head's forward in eval mode, recomputed in float64 from its own layers' weights."""
-    linears = {(m.in_features, m.out_features): m for m in head.modules() if isinstance(m, nn.Linear)}
-    first, second = linears.get((in_dim, hidden_dim)), linears.get((hidden_dim, out_dim))
-    _expect(first is not None and second is not None,
-            f"the head needs nn.Linear({in_dim}, {hidden_dim}) and nn.Linear({hidden_dim}, {out_dim})")
-    norms = [m for m in head.modules() if isinstance(m, nn.BatchNorm1d)]
+def _reference_head(head: nn.Module, v: torch.Tensor) -> torch.Tensor:
+    """The head's forward recomputed in float64 from its own layers' weights: first, ReLU, second, normalise."""
 
     def affine(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-        x = x @ layer.weight.detach().double().T
-        return x + layer.bias.detach().double() if layer.bias is not None else x
+        return x @ layer.weight.detach().double().T + layer.bias.detach().double()
 
     with torch.no_grad():
-        h = affine(first, v.double())  # (N, hidden_dim)
-        if norms:  # eval mode: BatchNorm is an affine map with the running statistics
-            bn = norms[0]
-            h = (h - bn.running_mean.double()) / torch.sqrt(bn.running_var.double() + bn.eps)
-            if bn.affine:
-                h = h * bn.weight.double() + bn.bias.double()
-        h = affine(second, h.clamp_min(0))  # (N, out_dim)
+        h = affine(head.second, affine(head.first, v.double()).clamp_min(0))  # (N, out_dim)
         return h / h.norm(dim=1, keepdim=True)
 
 
@@ -191,14 +186,17 @@ def check_contextualize(fn) -> str:
         ...         h = cell(v_seq[:, t], h)
         ...     return h
         >>> ok = check_contextualize(run)
-        [PASSED] contextualize: h_T matches the GRU equations on 2 sequence lengths
+        [PASSED] contextualize: h_T matches the GRU equations on 2 fresh sequences
         >>> bad = check_contextualize(lambda v_seq, cell: cell(v_seq[:, -1]))  # doctest: +ELLIPSIS
         [NOT YET] contextualize: ... each step started from h = 0: pass the previous state on, ...
     """
-    for n, steps in ((5, 7), (3, 2)):
-        torch.manual_seed(n)
-        cell = nn.GRUCell(4, 3)
-        v_seq = torch.randn(n, steps, 4)  # (N, T, d)
+    g = fresh_generator()
+    n = draw(g, 4, 7)
+    for n, steps in ((n, n + draw(g, 1, 3)), (3, 2)):  # T != N: the batch axis taken for time shows
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(draw(g, 0, 2 ** 30))
+            cell = nn.GRUCell(4, 3)
+        v_seq = torch.randn(n, steps, 4, generator=g)  # (N, T, d)
         forward = _gru_states(cell, v_seq, list(range(steps)))
         out = fn(v_seq.clone(), cell)
         _expect(out is not None, "your function returned None; return the last hidden state h_T, shape (N, H)")
@@ -208,6 +206,7 @@ def check_contextualize(fn) -> str:
         _expect(tuple(out.shape) == (n, 3), (
             f"for v_seq of shape ({n}, {steps}, 4) the context must be ({n}, 3), got {tuple(out.shape)}; time is "
             f"dim 1: step t reads v_seq[:, t], the whole batch at once"))
+        _expect(out.is_floating_point(), f"return floating-point values, got {out.dtype}")
         out = out.detach().double()
         if torch.allclose(out, forward[-1], atol=1e-5):
             continue
@@ -223,4 +222,4 @@ def check_contextualize(fn) -> str:
         hint = next((hint for value, hint in slips if torch.allclose(out, value, atol=1e-5)),
                     "start from h = 0 (or None) and apply h = cell(v_seq[:, t], h) for t = 0 .. T-1, then return h")
         raise AssertionError(f"with N={n}, T={steps} your context differs from the GRU's h_T: {hint}")
-    return "h_T matches the GRU equations on 2 sequence lengths"
+    return "h_T matches the GRU equations on 2 fresh sequences"

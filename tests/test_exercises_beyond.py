@@ -1,10 +1,12 @@
-"""The checkers of notebook 07 accept correct answers (written here independently, as a student would)
-and reject plausible wrong ones with a hint that names the slip."""
+"""The checkers of crl_helpers.exercises.beyond (notebook 07) accept correct answers (written here independently,
+as a learner would) and reject plausible wrong ones with a hint that names the slip; the red-team
+table (tests/test_checker_redteam.py) holds the verdicts of many more answers."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from crl_helpers.exercises import (
     check_enqueue,
