@@ -213,6 +213,46 @@ def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: 
     return train_and_evaluate(config, resume=resume, data=data, evaluate=evaluate, callback=record)
 
 
+#: The seeds of every experiment whose outcome a notebook interprets: three runs give a mean and a range, and a
+#: difference counts only where the ranges do not overlap (:func:`crl_helpers.verdicts.compare`).
+SEEDS = (0, 1, 2)
+
+
+def train_or_load_seeds(config, seeds=SEEDS, cache_dir: str | os.PathLike | None = None) -> list:
+    """:func:`train_or_load` for ``config`` at each of ``seeds``: the runs of one setting of an experiment.
+
+    Each seed is its own cached run (the seed is part of the cache key); ``config.seed`` itself is ignored.
+
+    Args:
+        config: a :class:`crl_helpers.train.TrainConfig`.
+        seeds: an iterable of ints; default :data:`SEEDS`.
+        cache_dir: as for :func:`train_or_load`. Each run loads its own data: the seed also draws the subset
+            of images when ``n_train`` or ``n_test`` is set.
+
+    Returns:
+        list of :class:`crl_helpers.train.TrainResult`, in the order of ``seeds``.
+
+    Raises:
+        ValueError: no seeds, or a seed repeated (its run would count twice in the spread).
+
+    Example:
+        >>> import tempfile
+        >>> from dataclasses import replace
+        >>> tiny = replace(main_config("smoke"), n_train=64, n_test=32, epochs=1, batch_size=32, progress=False)
+        >>> runs = train_or_load_seeds(tiny, seeds=(0, 1), cache_dir=tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        train_or_load: training run ...
+        train_or_load: training run ...
+        >>> [run.metrics["knn_acc"] >= 0 for run in runs]
+        [True, True]
+    """
+    from dataclasses import replace
+
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds!r}: pass distinct seeds, e.g. course.SEEDS = {SEEDS}")
+    return [train_or_load(replace(config, seed=seed), cache_dir=cache_dir) for seed in seeds]
+
+
 def snapshot_encoders(config, cache_dir: str | os.PathLike | None = None) -> dict:
     """The encoders of the cached run ``config`` after the epochs it kept, from epoch 0 (random init) to the last.
 

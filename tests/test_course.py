@@ -259,3 +259,15 @@ def test_notebooks_use_the_package_helpers_and_nothing_outside_the_repository(pa
             assert f"def {name}(" not in cell.source, f"{path.name}: cell {index} re-implements crl_helpers' {name}"
         assert "STYLE" not in cell.source, f"{path.name}: cell {index} cites a house document learners do not have"
         assert "shared/" not in cell.source, f"{path.name}: cell {index} names a path outside the repository"
+
+
+def test_train_or_load_seeds_caches_one_run_per_seed_and_refuses_repeated_seeds(tmp_path):
+    from crl_helpers.course import train_or_load_seeds
+
+    config = replace(main_config("smoke"), n_train=64, n_test=32, epochs=1, batch_size=32, progress=False)
+    runs = train_or_load_seeds(config, seeds=(3, 4), cache_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(config_key(replace(config, seed=s)) for s in (3, 4))
+    first = [next(iter(run.initial_encoder.values())) for run in runs]
+    assert not torch.equal(*first)  # another seed, another initial encoder
+    with pytest.raises(ValueError, match="distinct seeds"):
+        train_or_load_seeds(config, seeds=(0, 0), cache_dir=tmp_path)

@@ -1,0 +1,59 @@
+"""crl_helpers.verdicts against a brute-force oracle: a difference only when no pair of runs disagrees."""
+from __future__ import annotations
+
+import itertools
+import random
+
+import pytest
+
+from crl_helpers.verdicts import NO_DIFFERENCE, best, compare, describe, spread
+
+
+def _oracle(a, b):
+    # Every run of a against every run of b: a is higher only if it wins every pairing, lower only if it loses all.
+    pairs = list(itertools.product(a, b))
+    if all(x > y for x, y in pairs):
+        return "higher"
+    if all(x < y for x, y in pairs):
+        return "lower"
+    return NO_DIFFERENCE
+
+
+def test_compare_agrees_with_every_pairing_on_random_runs():
+    rng = random.Random(0)
+    seen = set()
+    for _ in range(500):
+        a = [round(rng.uniform(0, 1), 2) for _ in range(rng.randint(1, 4))]
+        b = [round(rng.uniform(0, 1), 2) for _ in range(rng.randint(1, 4))]
+        verdict = compare(a, b)
+        assert verdict == _oracle(a, b), (a, b)
+        assert compare(b, a) == {"higher": "lower", "lower": "higher"}.get(verdict, verdict)  # antisymmetric
+        seen.add(verdict)
+    assert seen == {"higher", "lower", NO_DIFFERENCE}
+
+
+def test_touching_ranges_are_no_difference():
+    assert compare([0.5, 0.6], [0.6, 0.7]) == NO_DIFFERENCE
+    assert compare([0.5, 0.59], [0.6, 0.7]) == "lower"
+
+
+def test_spread_and_describe():
+    s = spread([0.3, 0.1, 0.2])
+    assert (s.low, s.high, s.n) == (0.1, 0.3, 3) and abs(s.mean - 0.2) < 1e-12
+    assert describe([-1.3, -1.2, -1.25], digits=2) == "-1.25 (-1.30 to -1.20, 3 seeds)"
+
+
+@pytest.mark.parametrize("bad", [[], [float("nan"), 1.0], [float("inf")]])
+def test_spread_refuses_empty_or_diverged_runs(bad):
+    with pytest.raises(ValueError, match="runs"):
+        spread(bad)
+
+
+def test_best_names_the_winner_and_the_settings_it_cannot_be_told_from():
+    groups = {"a": [0.50, 0.55], "b": [0.70, 0.80], "c": [0.74, 0.90], "d": [0.60, 0.69]}
+    winner, ties = best(groups)
+    assert winner == "c" and ties == ["b"]  # d's max 0.69 < c's min 0.74
+    winner, ties = best(groups, higher_is_better=False)
+    assert winner == "a" and ties == []
+    with pytest.raises(ValueError):
+        best({})
