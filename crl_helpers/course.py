@@ -218,6 +218,20 @@ def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: 
 SEEDS = (0, 1, 2)
 
 
+def tier_seeds(tier: str) -> tuple:
+    """The seeds a notebook's experiments run in ``tier``: :data:`SEEDS`, or its first two in the smoke tier.
+
+    The smoke tier only has to run every code path (a spread needs two runs) within CI's budget.
+
+    Example:
+        >>> tier_seeds("cpu"), tier_seeds("smoke")
+        ((0, 1, 2), (0, 1))
+    """
+    if tier not in TIERS:
+        raise ValueError(f"tier={tier!r} is unknown; choose one of {', '.join(TIERS)}")
+    return SEEDS[:2] if tier == "smoke" else SEEDS
+
+
 def train_or_load_seeds(config, seeds=SEEDS, cache_dir: str | os.PathLike | None = None) -> list:
     """:func:`train_or_load` for ``config`` at each of ``seeds``: the runs of one setting of an experiment.
 
