@@ -9,9 +9,9 @@ Every notebook picks one of three tiers with one call at its top:
 
 Trained models are cached on disk by a hash of their config, so a later notebook never
 forces a re-run of an earlier one (the UvA tutorial's "load if trained" pattern). The
-course's main SimCLR run, shared by notebooks 03, 05 and 06, is built by :func:`main_config`
-alone, so that every notebook asks the cache for the same key; whichever notebook runs first
-trains it, and the others load it. A cached run keeps its encoder's weights after a few epochs
+course's main SimCLR run, trained by notebook 05 and loaded by notebook 06, is built by :func:`main_config`
+alone, so that both ask the cache for the same key; whichever runs first trains it (in course order 05, with
+live curves), and the other loads it. A cached run keeps its encoder's weights after a few epochs
 (:func:`snapshot_epochs`), from which notebook 05 draws how the embedding formed
 (:func:`snapshot_encoders`) without training again.
 
@@ -81,10 +81,10 @@ def config_key(config) -> str:
 
 
 def main_config(tier: str, data_root: str = NOTEBOOK_DATA_ROOT):
-    """The course's main SimCLR run for ``tier``: the one ``TrainConfig`` that notebooks 03, 05 and 06 train or load.
+    """The course's main SimCLR run for ``tier``: the one ``TrainConfig`` that notebooks 05 and 06 train or load.
 
-    The first of them to run trains it, the others load it; since the cache is keyed by
-    :func:`config_key`, the notebooks share one run only because they all build it here.
+    The first of them to run trains it, the other loads it; since the cache is keyed by
+    :func:`config_key`, the notebooks share one run only because they both build it here.
 
     - ``"smoke"``: the ``CPU`` preset on 256 training and 128 test images for 2 epochs (CI);
     - ``"cpu"``: the ``CPU`` preset, the small ConvNet on the built-in shapes;

@@ -77,13 +77,23 @@ def test_main_config_rejects_an_unknown_tier():
         main_config("laptop")
 
 
-@pytest.mark.parametrize("name", ["03_projection_head", "05_training", "06_finetuning_and_evaluation"])
+@pytest.mark.parametrize("name", ["05_training", "06_finetuning_and_evaluation"])
 def test_notebooks_build_the_main_run_with_main_config_only(name):
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
     assert "def main_config" not in code, f"{name} defines its own main_config: the copies would drift apart"
     assert "MAIN = main_config(TIER)\n" in code and "from crl_helpers.course import" in code
+
+
+@pytest.mark.parametrize("name", ["00_overview", "01_pairs_and_augmentations", "02_encoder", "03_projection_head",
+                                  "04_infonce_and_temperature"])
+def test_notebooks_before_05_never_build_the_main_run(name):
+    # The course reads in order: notebook 05 teaches training and trains the main run, with live curves.
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    assert "main_config" not in code, f"{name} builds the main run before notebook 05 trains it"
 
 
 # --------------------------------------------------------------- train_or_load
