@@ -19,7 +19,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["NO_DIFFERENCE", "Spread", "best", "compare", "describe", "spread"]
+__all__ = ["NO_DIFFERENCE", "Spread", "best", "compare", "describe", "mean_and_range", "spread"]
 
 NO_DIFFERENCE = "no difference at this budget"
 
@@ -110,3 +110,21 @@ def describe(runs: Sequence[float], digits: int = 3) -> str:
     if s.n == 1:
         return f"{s.mean:.{digits}f} (1 seed)"
     return f"{s.mean:.{digits}f} ({s.low:.{digits}f} to {s.high:.{digits}f}, {s.n} seeds)"
+
+
+def mean_and_range(groups: Sequence[Sequence[float]]) -> tuple[list[float], list[list[float]]]:
+    """What matplotlib draws for groups of runs: their means, and bars from each group's min to its max.
+
+    Args:
+        groups: one sequence of runs (a value per seed) per point or bar.
+
+    Returns:
+        ``(means, yerr)``: ``yerr = [below, above]``, the distances from each mean down to the smallest run and up
+        to the largest, as ``ax.errorbar(x, means, yerr=yerr)`` and ``ax.bar(x, means, yerr=yerr)`` take them.
+
+    Example:
+        >>> mean_and_range([[1.0, 3.0], [5.0, 5.0]])
+        ([2.0, 5.0], [[1.0, 0.0], [1.0, 0.0]])
+    """
+    spreads = [spread(g) for g in groups]
+    return [s.mean for s in spreads], [[s.mean - s.low for s in spreads], [s.high - s.mean for s in spreads]]

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from crl_helpers.verdicts import NO_DIFFERENCE, best, compare, describe, spread
+from crl_helpers.verdicts import NO_DIFFERENCE, best, compare, describe, mean_and_range, spread
 
 
 def _oracle(a, b):
@@ -57,3 +57,12 @@ def test_best_names_the_winner_and_the_settings_it_cannot_be_told_from():
     assert winner == "a" and ties == []
     with pytest.raises(ValueError):
         best({})
+
+
+def test_mean_and_range_bars_reach_the_smallest_and_the_largest_run():
+    groups = [[0.2, 0.5, 0.3], [0.9], [-1.0, -3.0]]
+    means, (below, above) = mean_and_range(groups)
+    for group, mean, down, up in zip(groups, means, below, above):
+        assert abs(mean - sum(group) / len(group)) < 1e-12
+        assert abs((mean - down) - min(group)) < 1e-12 and abs((mean + up) - max(group)) < 1e-12
+        assert down >= 0 and up >= 0
