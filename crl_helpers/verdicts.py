@@ -19,7 +19,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["NO_DIFFERENCE", "Spread", "best", "compare", "describe", "mean_and_range", "spread"]
+__all__ = ["NO_DIFFERENCE", "Spread", "best", "compare", "compare_accuracies", "describe", "mean_and_range", "spread",
+           "two_standard_errors"]
 
 NO_DIFFERENCE = "no difference at this budget"
 
@@ -128,3 +129,35 @@ def mean_and_range(groups: Sequence[Sequence[float]]) -> tuple[list[float], list
     """
     spreads = [spread(g) for g in groups]
     return [s.mean for s in spreads], [[s.mean - s.low for s in spreads], [s.high - s.mean for s in spreads]]
+
+
+def two_standard_errors(p: float, n: int) -> float:
+    """Two standard errors of an accuracy ``p`` measured on ``n`` test points: ``2 sqrt(p (1 - p) / n)``.
+
+    Raises:
+        ValueError: ``p`` outside [0, 1] or ``n`` < 1.
+
+    Example:
+        >>> round(two_standard_errors(0.5, 100), 3)
+        0.1
+    """
+    if not 0.0 <= p <= 1.0 or n < 1:
+        raise ValueError(f"p={p!r} must be an accuracy in [0, 1] and n={n!r} a number of test points >= 1")
+    return 2 * math.sqrt(max(p * (1 - p), 1e-12) / n)
+
+
+def compare_accuracies(a: float, b: float, n: int) -> str:
+    """``"higher"``, ``"lower"`` or :data:`NO_DIFFERENCE`: does accuracy ``a`` differ from ``b``, both measured on the
+    same ``n`` test points, by more than two standard errors of a difference (``sqrt(2)`` times
+    :func:`two_standard_errors` at their mean)?
+
+    Example:
+        >>> compare_accuracies(0.65, 0.50, n=100), compare_accuracies(0.60, 0.50, n=100)
+        ('higher', 'no difference at this budget')
+    """
+    noise = math.sqrt(2) * two_standard_errors((a + b) / 2, n)
+    if a - b > noise:
+        return "higher"
+    if b - a > noise:
+        return "lower"
+    return NO_DIFFERENCE

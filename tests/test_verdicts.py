@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from crl_helpers.verdicts import NO_DIFFERENCE, best, compare, describe, mean_and_range, spread
+from crl_helpers.verdicts import (NO_DIFFERENCE, best, compare, compare_accuracies, describe, mean_and_range, spread,
+                                  two_standard_errors)
 
 
 def _oracle(a, b):
@@ -66,3 +67,22 @@ def test_mean_and_range_bars_reach_the_smallest_and_the_largest_run():
         assert abs(mean - sum(group) / len(group)) < 1e-12
         assert abs((mean - down) - min(group)) < 1e-12 and abs((mean + up) - max(group)) < 1e-12
         assert down >= 0 and up >= 0
+
+
+def test_two_standard_errors_match_a_simulated_binomial():
+    # Oracle: the spread of simulated accuracies of n Bernoulli(p) test points.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for p, n in ((0.5, 200), (0.9, 1000), (0.1, 50)):
+        simulated = rng.binomial(n, p, size=20_000) / n
+        assert abs(two_standard_errors(p, n) - 2 * simulated.std()) < 0.05 * two_standard_errors(p, n)
+    with pytest.raises(ValueError, match="accuracy"):
+        two_standard_errors(1.5, 10)
+
+
+def test_compare_accuracies_calls_a_difference_only_beyond_the_noise():
+    noise = 2 ** 0.5 * two_standard_errors(0.5, 400)  # about 0.0707
+    assert compare_accuracies(0.5 + noise / 2 + 0.001, 0.5 - noise / 2, 400) == "higher"
+    assert compare_accuracies(0.5 - noise / 2, 0.5 + noise / 2 + 0.001, 400) == "lower"
+    assert compare_accuracies(0.5 + noise / 2 - 0.001, 0.5 - noise / 2, 400) == NO_DIFFERENCE
