@@ -9,9 +9,9 @@ Every notebook picks one of three tiers with one call at its top:
 
 Trained models are cached on disk by a hash of their config, so a later notebook never
 forces a re-run of an earlier one (the UvA tutorial's "load if trained" pattern). The
-course's main SimCLR run, shared by notebooks 03, 05 and 06, is built by :func:`main_config`
-alone, so that every notebook asks the cache for the same key; whichever notebook runs first
-trains it, and the others load it. A cached run keeps its encoder's weights after a few epochs
+course's main SimCLR run, trained by notebook 05 and loaded by notebook 06, is built by :func:`main_config`
+alone, so that both ask the cache for the same key; whichever runs first trains it (in course order 05, with
+live curves), and the other loads it. A cached run keeps its encoder's weights after a few epochs
 (:func:`snapshot_epochs`), from which notebook 05 draws how the embedding formed
 (:func:`snapshot_encoders`) without training again.
 
@@ -102,10 +102,10 @@ def config_key(config) -> str:
 
 
 def main_config(tier: str, data_root: str = NOTEBOOK_DATA_ROOT):
-    """The course's main SimCLR run for ``tier``: the one ``TrainConfig`` that notebooks 03, 05 and 06 train or load.
+    """The course's main SimCLR run for ``tier``: the one ``TrainConfig`` that notebooks 05 and 06 train or load.
 
-    The first of them to run trains it, the others load it; since the cache is keyed by
-    :func:`config_key`, the notebooks share one run only because they all build it here.
+    The first of them to run trains it, the other loads it; since the cache is keyed by
+    :func:`config_key`, the notebooks share one run only because they both build it here.
 
     - ``"smoke"``: the ``CPU`` preset on 256 training and 128 test images for 2 epochs (CI);
     - ``"cpu"``: the ``CPU`` preset, the small ConvNet on the built-in shapes;
@@ -237,6 +237,60 @@ def train_or_load(config, cache_dir: str | os.PathLike | None = None, evaluate: 
             callback(epoch, model, row)
 
     return train_and_evaluate(config, resume=resume, data=data, evaluate=evaluate, callback=record)
+
+
+#: The seeds of every experiment whose outcome a notebook interprets: three runs give a mean and a range, and a
+#: difference counts only where the ranges do not overlap (:func:`crl_helpers.verdicts.compare`).
+SEEDS = (0, 1, 2)
+
+
+def tier_seeds(tier: str) -> tuple:
+    """The seeds a notebook's experiments run in ``tier``: :data:`SEEDS`, or its first two in the smoke tier.
+
+    The smoke tier only has to run every code path (a spread needs two runs) within CI's budget.
+
+    Example:
+        >>> tier_seeds("cpu"), tier_seeds("smoke")
+        ((0, 1, 2), (0, 1))
+    """
+    if tier not in TIERS:
+        raise ValueError(f"tier={tier!r} is unknown; choose one of {', '.join(TIERS)}")
+    return SEEDS[:2] if tier == "smoke" else SEEDS
+
+
+def train_or_load_seeds(config, seeds=SEEDS, cache_dir: str | os.PathLike | None = None) -> list:
+    """:func:`train_or_load` for ``config`` at each of ``seeds``: the runs of one setting of an experiment.
+
+    Each seed is its own cached run (the seed is part of the cache key); ``config.seed`` itself is ignored.
+
+    Args:
+        config: a :class:`crl_helpers.train.TrainConfig`.
+        seeds: an iterable of ints; default :data:`SEEDS`.
+        cache_dir: as for :func:`train_or_load`. Each run loads its own data: the seed also draws the subset
+            of images when ``n_train`` or ``n_test`` is set.
+
+    Returns:
+        list of :class:`crl_helpers.train.TrainResult`, in the order of ``seeds``.
+
+    Raises:
+        ValueError: no seeds, or a seed repeated (its run would count twice in the spread).
+
+    Example:
+        >>> import tempfile
+        >>> from dataclasses import replace
+        >>> tiny = replace(main_config("smoke"), n_train=64, n_test=32, epochs=1, batch_size=32, progress=False)
+        >>> runs = train_or_load_seeds(tiny, seeds=(0, 1), cache_dir=tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        train_or_load: training run ...
+        train_or_load: training run ...
+        >>> [run.metrics["knn_acc"] >= 0 for run in runs]
+        [True, True]
+    """
+    from dataclasses import replace
+
+    seeds = list(seeds)
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds={seeds!r}: pass distinct seeds, e.g. course.SEEDS = {SEEDS}")
+    return [train_or_load(replace(config, seed=seed), cache_dir=cache_dir) for seed in seeds]
 
 
 def snapshot_encoders(config, cache_dir: str | os.PathLike | None = None) -> dict:

@@ -77,13 +77,23 @@ def test_main_config_rejects_an_unknown_tier():
         main_config("laptop")
 
 
-@pytest.mark.parametrize("name", ["03_projection_head", "05_training", "06_finetuning_and_evaluation"])
+@pytest.mark.parametrize("name", ["05_training", "06_finetuning_and_evaluation"])
 def test_notebooks_build_the_main_run_with_main_config_only(name):
     nbformat = pytest.importorskip("nbformat")
     nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
     code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
     assert "def main_config" not in code, f"{name} defines its own main_config: the copies would drift apart"
     assert "MAIN = main_config(TIER)\n" in code and "from crl_helpers.course import" in code
+
+
+@pytest.mark.parametrize("name", ["00_overview", "01_pairs_and_augmentations", "02_encoder", "03_projection_head",
+                                  "04_infonce_and_temperature"])
+def test_notebooks_before_05_never_build_the_main_run(name):
+    # The course reads in order: notebook 05 teaches training and trains the main run, with live curves.
+    nbformat = pytest.importorskip("nbformat")
+    nb = nbformat.read(NOTEBOOK_DIR / f"{name}.ipynb", as_version=4)
+    code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    assert "main_config" not in code, f"{name} builds the main run before notebook 05 trains it"
 
 
 # --------------------------------------------------------------- train_or_load
@@ -259,3 +269,15 @@ def test_notebooks_use_the_package_helpers_and_nothing_outside_the_repository(pa
             assert f"def {name}(" not in cell.source, f"{path.name}: cell {index} re-implements crl_helpers' {name}"
         assert "STYLE" not in cell.source, f"{path.name}: cell {index} cites a house document learners do not have"
         assert "shared/" not in cell.source, f"{path.name}: cell {index} names a path outside the repository"
+
+
+def test_train_or_load_seeds_caches_one_run_per_seed_and_refuses_repeated_seeds(tmp_path):
+    from crl_helpers.course import train_or_load_seeds
+
+    config = replace(main_config("smoke"), n_train=64, n_test=32, epochs=1, batch_size=32, progress=False)
+    runs = train_or_load_seeds(config, seeds=(3, 4), cache_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(config_key(replace(config, seed=s)) for s in (3, 4))
+    first = [next(iter(run.initial_encoder.values())) for run in runs]
+    assert not torch.equal(*first)  # another seed, another initial encoder
+    with pytest.raises(ValueError, match="distinct seeds"):
+        train_or_load_seeds(config, seeds=(0, 0), cache_dir=tmp_path)

@@ -139,3 +139,15 @@ def test_exercises_are_checked_and_solutions_stay_hidden(path: Path):
 def test_the_course_has_enough_exercises():
     total = sum(_exercise_count(nbformat.read(p, as_version=4)) for p in EXERCISE_NOTEBOOKS)
     assert total >= 24, f"the course has {total} exercises; at least 24"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_the_reading_path_starts_with_the_lesson_and_uses_the_package(path: Path):
+    """The first code cell after the setup cell opens with the lesson's imports, not with the machinery's comments;
+    no cell drives an explorer's controls (tests/test_notebook_explorers.py does); one effective_rank (the package's)."""
+    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    first = next(c for c in cells if "setup" not in c.metadata.get("tags", []))
+    assert "openmp" not in first.source.split("\n\n")[0].lower(), f"{path.name}: its first code cell talks about OpenMP"
+    code = "\n".join(c.source for c in cells)
+    assert ".controls[" not in code, f"{path.name}: a cell moves an explorer's controls; that belongs in the tests"
+    assert "def effective_rank" not in code, f"{path.name}: use crl_helpers.metrics.effective_rank, the one definition"
