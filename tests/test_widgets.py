@@ -283,6 +283,17 @@ def test_temperature_explorer_ships_draws_and_circle_runs_for_the_browser():
     assert [snap["step"] for snap in w.circle_runs[repr(0.7)]["snapshots"]] == [0, 1, 2, 3, 4, 5, 6]
 
 
+def test_temperature_explorer_caption_keeps_the_sliders_centre_apart_from_the_draws_mean():
+    # The slider sets the centre of N(mean, 0.1^2); the mean of 15 draws misses it (here by about 0.03).
+    w = temperature_explorer(negative_mean=0.5, n_negatives=15, train_steps=2, n_points=4)
+    drawn = similarities_with(15, 0.5)[1:].mean().item()
+    assert f"{drawn:.2f}" != "0.50"  # the case the caption must not blur
+    assert f"K = 15 negatives drawn around 0.50 (mean of this draw {drawn:.2f})" in w.text
+    assert w.controls["negative_mean"].description == "negatives around"
+    passed = temperature_explorer(torch.tensor([0.7, 0.5, 0.1, -0.2]), train_steps=2, n_points=4)
+    assert "K = 3 negatives as passed (mean similarity 0.13)" in passed.text and "drawn around" not in passed.text
+
+
 def test_temperature_explorer_defaults_and_range():
     w = temperature_explorer(train_steps=2, n_points=4)
     assert w.state["p"].shape == (16,)

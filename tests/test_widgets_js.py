@@ -161,6 +161,25 @@ def test_temperature_render_draws_the_python_state_and_follows_its_sliders(tmp_p
     assert got["svgs"] == 4
 
 
+def test_temperature_captions_name_the_sliders_centre_and_the_draws_mean_as_python_does(tmp_path):
+    import torch
+
+    from crl_helpers.widgets import temperature_explorer
+
+    w = temperature_explorer(temperature=0.5, negative_mean=0.5, train_steps=2, n_points=4)
+    got = _render(tmp_path, "temperature", _synced(w), """
+        const first = caption();
+        const mean = root.find("data-control", "negative_mean");
+        mean.value = "0.75"; mean.fire("input");
+        result = { first, after: caption() };""")
+    assert got["first"] == w.text and "negatives drawn around 0.50 (mean of this draw" in w.text
+    w.controls["negative_mean"].value = 0.75
+    assert got["after"] == w.text and "negatives drawn around 0.75 (mean of this draw" in w.text
+    passed = temperature_explorer(torch.tensor([0.9, 0.85, 0.1, 0.0]), train_steps=2, n_points=4)
+    got = _render(tmp_path, "temperature", _synced(passed), "result = caption();")
+    assert got == passed.text and "K = 3 negatives as passed (mean similarity 0.32)" in got
+
+
 def test_maps_render_draws_the_python_state_and_follows_its_controls(tmp_path):
     import numpy as np
 

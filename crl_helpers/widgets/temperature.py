@@ -119,9 +119,10 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
     :mod:`crl_helpers.temperature`. The circle toy is trained ahead in Python at
     :data:`CIRCLE_TEMPERATURES` (and the starting temperature): on a static page the "train on the circle"
     button replays the run nearest the slider's temperature, snapshot by snapshot; with a kernel (JupyterLab)
-    it trains the toy live at exactly the slider's temperature, as ``w.train()`` does. The ``K`` slider offers :data:`K_CHOICES` (and the starting K); ``negative mean``
-    sets how hard the negatives are; passing ``similarities`` fixes them instead (the two sliders are then
-    disabled).
+    it trains the toy live at exactly the slider's temperature, as ``w.train()`` does. The ``K`` slider offers
+    :data:`K_CHOICES` (and the starting K); ``negatives around`` (``negative_mean``) sets how hard the negatives
+    are: the centre they are drawn around, which the mean of the K drawn ones misses by a little (the caption
+    gives both); passing ``similarities`` fixes them instead (the two sliders are then disabled).
 
     Args:
         similarities: ``(1 + K,)`` cosine similarities, positive first; default: drawn from the sliders.
@@ -191,8 +192,12 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
         snap = shown_snapshot()
         run_temperature = float(widget.circle_key) if widget.circle_key in runs else None
         trained_at = "untrained" if run_temperature is None else f"trained at temperature {run_temperature:.3f}"
+        # The slider sets the centre the negatives are drawn around; the K drawn ones average a little off it.
+        negatives = (f"K = {len(s) - 1} negatives as passed (mean similarity {float(s[1:].mean()):.2f})" if fixed is not None
+                     else f"K = {len(s) - 1} negatives drawn around {widget.negative_mean:.2f} "
+                          f"(mean of this draw {float(s[1:].mean()):.2f})")
         widget.text = (
-            f"temperature {tau:.3f}, K = {len(s) - 1} negatives of mean similarity {float(s[1:].mean()):.2f}: "
+            f"temperature {tau:.3f}, {negatives}: "
             f"loss {loss:.3f} (log(K + 1) = {math.log(len(s)):.3f}), p(positive) {float(p[0]):.3f}, "
             f"pull on the positive {float(weights[0]):.2f}, the hardest negative takes {100 * share:.1f}% "
             f"of the push (uniform would be {100 / (len(s) - 1):.1f}%). Circle toy ({trained_at}, step "
@@ -247,7 +252,7 @@ def temperature_explorer(similarities: torch.Tensor | None = None, temperature: 
                                       min=low, max=high, base=10),
         "n_negatives": BrowserControl(widget, "n_negatives", put=put_k, description="K negatives", min=1, max=255,
                                       disabled=disabled),
-        "negative_mean": BrowserControl(widget, "negative_mean", put=put_mean, description="negative mean", min=-0.9,
+        "negative_mean": BrowserControl(widget, "negative_mean", put=put_mean, description="negatives around", min=-0.9,
                                         max=0.9, disabled=disabled),
         "train": BrowserControl(widget, "circle_key", description="train on the circle", click=train),
     }

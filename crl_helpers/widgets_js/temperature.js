@@ -110,7 +110,7 @@ function render({ model, el }) {
                                               format: (v) => Math.pow(10, v).toFixed(3) });
   const kInput = slider(controls, { label: "K negatives", min: 0, max: 0, step: 1, value: 0, name: "n_negatives",
                                     format: (i) => String(model.get("k_options")[i]) });
-  const meanInput = slider(controls, { label: "negative mean", min: -0.9, max: 0.9, step: 0.05, name: "negative_mean",
+  const meanInput = slider(controls, { label: "negatives around", min: -0.9, max: 0.9, step: 0.05, name: "negative_mean",
                                        value: model.get("negative_mean"), format: (v) => v.toFixed(2) });
   const fixed = (model.get("fixed") || []).length > 0;
   kInput.disabled = fixed;
@@ -230,8 +230,12 @@ function render({ model, el }) {
     }
 
     const even = model.get("even_uniformity");
-    caption.textContent = `temperature ${temperature.toFixed(3)}, K = ${k} negatives of mean similarity `
-      + `${numbers.negativeMean.toFixed(2)}: loss ${loss.toFixed(3)} (log(K + 1) = ${Math.log(k + 1).toFixed(3)}), `
+    // The slider sets the centre the negatives are drawn around; the K drawn ones average a little off it.
+    const negatives = fixed ? `K = ${k} negatives as passed (mean similarity ${numbers.negativeMean.toFixed(2)})`
+      : `K = ${k} negatives drawn around ${model.get("negative_mean").toFixed(2)} `
+        + `(mean of this draw ${numbers.negativeMean.toFixed(2)})`;
+    caption.textContent = `temperature ${temperature.toFixed(3)}, ${negatives}: loss ${loss.toFixed(3)} `
+      + `(log(K + 1) = ${Math.log(k + 1).toFixed(3)}), `
       + `p(positive) ${p[0].toFixed(3)}, pull on the positive ${weights[0].toFixed(2)}, the hardest negative takes `
       + `${(100 * share).toFixed(1)}% of the push (uniform would be ${(100 / k).toFixed(1)}%).`
       + (snapshot ? ` Circle toy (${trainedAt}, step ${snapshot.step}): alignment ${snapshot.alignment.toFixed(3)}, `
