@@ -8,6 +8,11 @@ through the course (a later notebook loads what an earlier one trained). ``--tie
 ``CRL_SMOKE=1``; ``--tier cpu`` hides CUDA. The load average before and after each notebook is recorded,
 to say what else was running. Prints a Markdown table; ``--out`` also writes the figures as JSON, ``--keep``
 the executed notebooks (whose printed numbers the README quotes).
+
+    python benchmarks/course_times.py --readme
+
+rewrites the time columns of README.md's course table from ``course_times_{smoke,cpu}.json``, so that the
+README, notebook 00 (which reads the CPU file) and the JSON cannot drift; ``tests/test_benchmarks.py`` checks it.
 """
 from __future__ import annotations
 
@@ -19,13 +24,58 @@ import tempfile
 import time
 from pathlib import Path
 
-import nbclient
-import nbformat
-
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+README = NOTEBOOKS.parent / "README.md"
+TIMES = {tier: Path(__file__).resolve().parent / f"course_times_{tier}.json" for tier in ("smoke", "cpu")}
+
+
+def cpu_name() -> str:
+    """The CPU's model name and whether it has bfloat16 units (they change the CPU tier's precision)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+    return f"{name} ({', '.join(units) if units else 'no bf16 units'})"
+
+
+def readme_table(text: str, times: dict[str, dict]) -> str:
+    """``text`` (README.md) with the smoke and CPU columns of the course table set from ``times`` (tier -> JSON).
+
+    A row ``| 05 training | ... | 0.3 min | 3.6 min |`` takes its notebook's seconds, the total row the sums.
+
+    Example:
+        >>> times = {t: {"notebooks": [{"notebook": "05_training", "seconds": s}], "total_seconds": s}
+        ...          for t, s in (("smoke", 18.0), ("cpu", 240.0))}
+        >>> table = ["| 05 training | x | | 0.1 min | 9.9 min |", "| **all eight, in order** | | | **1 min** | **2 min** |"]
+        >>> print(readme_table(chr(10).join(table), times))
+        | 05 training | x | | 0.3 min | 4.0 min |
+        | **all eight, in order** | | | **0.3 min** | **4.0 min** |
+    """
+    seconds = {tier: {r["notebook"][:2]: r["seconds"] for r in data["notebooks"]} for tier, data in times.items()}
+    lines = []
+    for line in text.split("\n"):
+        cells = line.split("|")  # ["", " 05 training ", ..., " 0.3 min ", " 3.6 min ", ""]
+        key = line[2:4] if line.startswith("| ") else ""
+        if key.isdigit() and key in seconds["cpu"] and line.endswith(" min |"):
+            cells[-3], cells[-2] = (f" {seconds[tier][key] / 60:.1f} min " for tier in ("smoke", "cpu"))
+        elif line.startswith("| **all eight, in order** |"):
+            cells[-3], cells[-2] = (f" **{times[tier]['total_seconds'] / 60:.1f} min** " for tier in ("smoke", "cpu"))
+        lines.append("|".join(cells))
+    return "\n".join(lines)
+
+
+def read_times() -> dict[str, dict]:
+    return {tier: json.loads(path.read_text()) for tier, path in TIMES.items()}
 
 
 def time_course(tier: str, only: list[str] | None = None, keep: str | None = None) -> list[dict]:
+    import nbclient
+    import nbformat
+
     os.environ.pop("CRL_SMOKE", None)
     if tier == "smoke":
         os.environ["CRL_SMOKE"] = "1"
@@ -57,7 +107,13 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="notebook name prefixes, e.g. 05 06")
     parser.add_argument("--out", help="write the figures as JSON here")
     parser.add_argument("--keep", help="write the executed notebooks into this folder (outside notebooks/)")
+    parser.add_argument("--readme", action="store_true",
+                        help="only rewrite README.md's course table from course_times_{smoke,cpu}.json")
     args = parser.parse_args()
+    if args.readme:
+        README.write_text(readme_table(README.read_text(encoding="utf-8"), read_times()), encoding="utf-8")
+        print(f"wrote the course table of {README}")
+        return
     rows = time_course(args.tier, args.only, args.keep)
     total = sum(r["seconds"] for r in rows)
     print(f"\n| notebook | {args.tier} tier (min) |\n|---|---|")
@@ -66,7 +122,7 @@ def main() -> None:
     print(f"| total | {total / 60:.1f} |")
     if args.out:
         Path(args.out).write_text(json.dumps({
-            "tier": args.tier, "date": time.strftime("%Y-%m-%d"), "cpu": platform.processor() or platform.machine(),
+            "tier": args.tier, "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(),
             "cores": os.cpu_count(), "crl_data": bool(os.environ.get("CRL_DATA")), "notebooks": rows,
             "total_seconds": round(total, 1)}, indent=1) + "\n")
 

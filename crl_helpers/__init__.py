@@ -34,10 +34,13 @@ evaluation
     ``evaluate``      embeddings, kNN, linear probe, fine-tuning
     ``report``        the end of a run: final kNN, random-init baseline, linear probe, files, plots
     ``plots``         figures: training curves, 2-D maps of an embedding space
+    ``verdicts``      experiments over seeds: a difference only where the seeds' ranges do not overlap
 course
     ``widgets``       the interactive explorers (one module per explorer)
     ``exercises``     the notebooks' auto-checked exercises, their solutions, the instructor version
     ``course``        a notebook's cost tier, train-or-load caching
+    ``grading``       ``crl grade``: submitted notebooks run, every exercise's verdict in a CSV
+    ``assign``        ``crl assign``: the course as an nbgrader assignment
     ``cli``           the ``crl`` command
 
 Example:

@@ -378,3 +378,10 @@ def test_shared_cores_quota_cgroup_on_fake_v1_and_v2_trees(tmp_path):
         "150000", "100000")
     reason = shared.CpuQuota(1.0, root=str(tmp_path / "none")).create()
     assert reason.startswith("no cgroup v2 and no v1 cpu hierarchy under")
+
+
+def test_the_readme_course_table_is_the_measured_course_times():
+    # One source: README's smoke and CPU columns are course_times_{smoke,cpu}.json (benchmarks/course_times.py --readme).
+    course_times = _load("course_times")
+    text = course_times.README.read_text(encoding="utf-8")
+    assert course_times.readme_table(text, course_times.read_times()) == text
