@@ -22,6 +22,7 @@ Usage (from the repository root)::
 
     python benchmarks/shared_cores.py                   # the issue's job: 2 epochs of 2,000 images (~3 min on 2 cores)
     python benchmarks/shared_cores.py --json out.json   # also write the figures, the machine and the date
+    python benchmarks/shared_cores.py --rounds 3        # three interleaved rounds, medians and ranges
     python benchmarks/shared_cores.py --quick           # a tiny job, to check the script end to end
     python benchmarks/shared_cores.py --dry-run         # print the plan (commands and environments) only
 
@@ -38,6 +39,7 @@ import datetime
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -199,7 +201,21 @@ def measure(job: list[str], cpus: int, work: Path) -> tuple[dict[str, float], di
     return speed, threads, skipped
 
 
-def report(speed: dict[str, float], threads: dict[str, list], skipped: dict[str, str]) -> str:
+def measure_rounds(job: list[str], cpus: int, work: Path, rounds: int
+                   ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, list], dict[str, str]]:
+    """:func:`measure` ``rounds`` times, the situations interleaved; the median images/s per situation, every
+    round's images/s, the last round's thread summaries and the skipped situations."""
+    every: dict[str, list[float]] = {}
+    for i in range(rounds):
+        speed, threads, skipped = measure(job, cpus, work / f"round_{i}")
+        for name, value in speed.items():
+            every.setdefault(name, []).append(value)
+    return {name: statistics.median(values) for name, values in every.items()}, every, threads, skipped
+
+
+def report(speed: dict[str, float], threads: dict[str, list], skipped: dict[str, str],
+           every: dict[str, list[float]] | None = None) -> str:
+    """The table (the median of the rounds, and their range where there are several) and the targets."""
     alone = speed.get(ALONE)
     lines = ["| situation | images/s | vs alone | thread counts (final, changes, steps at each) |", "|---|---|---|---|"]
     for name in (ALONE, ONE, ALL, TWO, BUSY, QUOTA):
@@ -210,7 +226,9 @@ def report(speed: dict[str, float], threads: dict[str, list], skipped: dict[str,
             continue
         counts = "; ".join(f"{t['final']}, {t['changes']}, {t['steps_at_threads']} ({t['source']})"
                            for t in threads.get(name, []) if t)
-        lines.append(f"| {name} | {speed[name]:,.0f} | {speed[name] / alone:.2f} | {counts} |")
+        spread = (f" ({min(every[name]):,.0f}-{max(every[name]):,.0f})"
+                  if every and len(every.get(name, [])) > 1 else "")
+        lines.append(f"| {name} | {speed[name]:,.0f}{spread} | {speed[name] / alone:.2f} | {counts} |")
     lines.append("")
     for check in check_targets(speed):
         lines.append(f"{'meets' if check['met'] else 'MISSES'}: {check['target']} (ratio {check['ratio']:.2f})")
@@ -236,6 +254,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--quick", action="store_true", help="a tiny job (seconds each), to check the script")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and the machine, run nothing")
     parser.add_argument("--json", help="write the figures, the machine, the load and the date here")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure every situation this many times, interleaved; report the medians (default 1)")
     return parser
 
 
@@ -255,15 +275,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shared_cores: warning: load average {load_before[0]:.1f} before starting; the figures need an "
               f"idle machine", file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="crl-shared-cores-") as tmp:
-        speed, threads, skipped = measure(job, cpus, Path(tmp))
+        speed, every, threads, skipped = measure_rounds(job, cpus, Path(tmp), max(1, args.rounds))
     load_after = os.getloadavg()
-    print(report(speed, threads, skipped))
+    print(report(speed, threads, skipped, every))
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "job": ["crl", "train", *job], "machine": info, "load_average_before": load_before,
-            "load_average_after": load_after, "images_per_second": speed, "threads": threads,
+            "load_average_after": load_after, "rounds": max(1, args.rounds), "images_per_second": speed,
+            "images_per_second_every_round": every, "threads": threads,
             "skipped": skipped, "targets": check_targets(speed)}, indent=2) + "\n")
     return 0
 

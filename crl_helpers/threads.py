@@ -131,6 +131,45 @@ def available_cpus(root: str | os.PathLike = "/sys/fs/cgroup", proc_cgroup: str 
     return max(1, cpus)
 
 
+def cpu_snapshot() -> tuple[float, float, float] | None:
+    """``(wall seconds, busy CPU-seconds of the whole machine, CPU-seconds of this process)`` now.
+
+    From ``/proc/stat`` (Linux; all CPUs of the machine) and ``os.times``; None where there is no
+    ``/proc/stat``. Two snapshots give :func:`busy_elsewhere`.
+
+    Example:
+        >>> snapshot = cpu_snapshot()
+        >>> snapshot is None or len(snapshot) == 3
+        True
+    """
+    try:
+        ticks = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if len(ticks) < 5:
+        return None
+    idle = ticks[3] + ticks[4]  # idle and iowait; the rest (user, nice, system, irq, softirq, steal) is busy
+    own = os.times()
+    return time.monotonic(), (sum(ticks) - idle) / hz, own.user + own.system
+
+
+def busy_elsewhere(since: tuple[float, float, float] | None, now: tuple[float, float, float] | None = None
+                   ) -> float | None:
+    """How many CPUs other processes kept busy, on average, between the snapshot ``since`` and ``now``.
+
+    None when a snapshot is missing or less than 0.2 s apart (``/proc/stat`` counts in 10 ms ticks).
+
+    Example:
+        >>> busy_elsewhere((0.0, 10.0, 1.0), (2.0, 13.0, 2.0))  # 3 CPU-seconds busy, 1 of them ours, in 2 s
+        1.0
+    """
+    now = cpu_snapshot() if now is None else now
+    if since is None or now is None or now[0] - since[0] < 0.2:
+        return None
+    return max(0.0, ((now[1] - since[1]) - (now[2] - since[2])) / (now[0] - since[0]))
+
+
 def check_threads(threads: int | None) -> int | None:
     """``threads`` if it is None or an integer >= 1 (a fixed count), else ValueError naming it and the fix."""
     if threads is not None and not (isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1):
@@ -143,9 +182,11 @@ class ThreadTuner:
 
     The loop calls :meth:`begin` at the start of each epoch (the time between epochs, spent on the kNN
     monitor and the checkpoint, is not a step's) and :meth:`step_done` after each step. The counts
-    tried form a ladder, ``max_threads`` halved down to 1 (16 -> 1, 2, 4, 8, 16). The run starts at
-    the bottom rung and climbs: too many threads on a busy machine cost a time slice per op (up to
-    40x slower on 2 cores), too few on an idle one cost at most the parallel speed-up (1.24x).
+    tried form a ladder, ``max_threads`` halved down to 1 (16 -> 1, 2, 4, 8, 16). Where other
+    processes left the machine idle while the run loaded its data (:func:`busy_elsewhere`), the run
+    starts at the top rung; otherwise at the bottom, and climbs: too many threads on a busy machine
+    cost a time slice per op (up to 40x slower on 2 cores), too few on an idle one cost at most the
+    parallel speed-up (1.2x to 1.4x on 2 cores).
 
     Each probe runs ``window`` steps at a neighbouring rung and is compared with the last ``window``
     steps at the current one; the probe's count is kept when its images per second beat the
@@ -204,7 +245,9 @@ class ThreadTuner:
         self._wait = period[0]  # the current wait between probes (doubles after each lost probe)
         # The first probe comes within a few windows, early enough for a short run to gain from it; where the
         # windows start and when the probe comes are drawn, so that runs started together probe apart.
-        self._until_probe = self._draw(2 * window)
+        # A run that starts with all threads (the machine looked idle) probes fewer later: a load that comes
+        # afterwards slows its windows, which starts a probe at once.
+        self._until_probe = self._draw(2 * window if start == self.counts[0] else period[0])
         self._up = True  # the direction of the next probe, where both rungs exist
         self._reference: float | None = None  # images/s of the last full window at self.threads
         self._trial: int | None = None  # the count being probed, or None
@@ -216,13 +259,16 @@ class ThreadTuner:
 
     @classmethod
     def for_run(cls, threads: int | None = None, device_type: str = "cpu", world_size: int = 1,
-                **kwargs) -> "ThreadTuner":
+                since: tuple[float, float, float] | None = None, **kwargs) -> "ThreadTuner":
         """The tuner of one training run; the user's choice wins and fixes the count.
 
         In order: ``threads`` (``crl train --threads N``; source "--threads"), ``OMP_NUM_THREADS``
         in the environment, a torch count that differs from the one torch had when the package
         loaded ("torch.set_num_threads"), then no tuning off the CPU or under torchrun ("untuned":
         a GPU step's time is not the CPU threads', and ranks wait for each other), else "auto".
+        ``since``, a :func:`cpu_snapshot` taken when the run began: with "auto", the run starts with
+        all its threads when, since then, other processes left at least that many CPUs idle
+        (within half a CPU), else with one.
 
         Example:
             >>> ThreadTuner.for_run(threads=3, set_threads=lambda n: None).summary()["source"]
@@ -237,7 +283,10 @@ class ThreadTuner:
             return cls._fixed(get_threads(), "torch.set_num_threads", **kwargs)
         if device_type != "cpu" or world_size > 1:
             return cls._fixed(get_threads(), "untuned", **kwargs)
-        return cls(available_cpus(), source="auto", **kwargs)
+        cpus = available_cpus()
+        elsewhere = busy_elsewhere(since)
+        idle = elsewhere is not None and (os.cpu_count() or 1) - elsewhere >= cpus - 0.5
+        return cls(cpus, start=cpus if idle else None, source="auto", **kwargs)
 
     @classmethod
     def _fixed(cls, threads: int, source: str, **kwargs) -> "ThreadTuner":

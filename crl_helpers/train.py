@@ -43,7 +43,7 @@ from crl_helpers.metrics import alignment, contrastive_accuracy_tensor, embeddin
 from crl_helpers.models import ENCODERS, ProjectionHead, SimCLRModel, build_encoder
 from crl_helpers.objectives import METHODS, Objective, ObjectiveConfig, SimCLR, build_objective
 from crl_helpers.evaluate import extract_embeddings, knn_accuracy
-from crl_helpers.threads import ThreadTuner, check_threads
+from crl_helpers.threads import ThreadTuner, check_threads, cpu_snapshot
 from crl_helpers.views import ViewConfig
 from crl_helpers.views_batched import ViewAugmenter
 from crl_helpers.validate import check_choice, check_int, check_nonnegative, check_positive, check_temperature
@@ -300,13 +300,14 @@ def check_data(config: TrainConfig, train_data: ImageData, test_data: ImageData)
                          f"the encoders need at least {MIN_VIEW_SIZE}x{MIN_VIEW_SIZE} (they downsample 8x): "
                          f"use larger images, or TrainConfig.dataset='shapes'")
     if config.view_size is not None and config.view_size > side:
-        raise ValueError(f"TrainConfig.view_size={config.view_size} is larger than the {side}-pixel images; views are crops of "
-                         f"an image, so use TrainConfig.view_size={side} or less (or unset: the images' own size)")
+        raise ValueError(f"TrainConfig.view_size={config.view_size} is larger than the {side}-pixel images; views are "
+                         f"crops of an image, so use TrainConfig.view_size={side} or less (or unset: the images' own "
+                         f"size)")
     classes = torch.unique(train_data.y)
     if len(classes) < 2:
         only = train_data.class_names[int(classes[0])] if len(classes) else "none"
-        raise ValueError(f"the training split of TrainConfig.dataset={config.dataset!r} holds one class ({only}): kNN and linear "
-                         f"accuracy would be 1.000 whatever the encoder learned; add a second class "
+        raise ValueError(f"the training split of TrainConfig.dataset={config.dataset!r} holds one class ({only}): "
+                         f"kNN and linear accuracy would be 1.000 whatever the encoder learned; add a second class "
                          f"(a folder per class under TrainConfig.data_root)")
     if len(test_data) == 0:
         raise ValueError(f"the test split of TrainConfig.dataset={config.dataset!r} is empty; add test images")
@@ -315,6 +316,7 @@ def check_data(config: TrainConfig, train_data: ImageData, test_data: ImageData)
 def _train(config: TrainConfig, context: DistributedContext, resume: bool,
            data: tuple[ImageData, ImageData] | None, callback: Callable | None, threads: int | None = None
            ) -> TrainResult:
+    began = cpu_snapshot()  # what else keeps the CPUs busy while the data load: the thread tuner's first count
     train_data, test_data = data if data is not None else load_data(config)
     check_data(config, train_data, test_data)
     run = build_run(config, context, train_data)
@@ -326,7 +328,7 @@ def _train(config: TrainConfig, context: DistributedContext, resume: bool,
                             compile=config.compile and on_cuda, channels_last=uses_channels_last(context.device))
     x_train, y_train = train_data.x.to(context.device), train_data.y.to(context.device)  # uint8 images on the device
     progress = _progress_bar(config, run.start_epoch, run.steps_per_epoch) if context.is_main else None
-    tuner = ThreadTuner.for_run(threads, context.device.type, context.world_size)  # the user's count wins
+    tuner = ThreadTuner.for_run(threads, context.device.type, context.world_size, since=began)  # the user's count wins
     try:
         for epoch in range(run.start_epoch, config.epochs):
             row = train_one_epoch(step, augment, x_train, y_train, epoch, run, config, context, progress, tuner)
