@@ -530,13 +530,18 @@ def site_rows(tmp: Path) -> list[tuple[str, str, str]]:
         argv = [a.replace("{tmp}", str(folder)) for a in argv]
         with fault(folder) if fault else contextlib.nullcontext(), \
                 mock.patch.object(crl_site.build, "execute_notebooks", no_execution):
-            status, stderr = _run_crl(argv)
-        lines = stderr.splitlines()
-        if status != 2 or len(lines) != 1:
-            raise SystemExit(f"docs/make_errors.py: `crl {' '.join(argv)}` ({label}) gave status {status} and "
-                             f"{len(lines)} stderr lines, but docs/errors.md promises status 2 and one line:\n{stderr}")
-        out.append((label, str(status), _scrub(lines[0], folder)))
+            out.append(_one_line_row(label, argv, folder))
     return out
+
+
+def _one_line_row(label: str, argv: list[str], tmp: Path) -> tuple[str, str, str]:
+    """``(label, "2", the one stderr line)`` of ``crl argv``, or SystemExit if it is not status 2 and one line."""
+    status, stderr = _run_crl(argv)
+    lines = stderr.splitlines()
+    if status != 2 or len(lines) != 1:
+        raise SystemExit(f"docs/make_errors.py: `crl {' '.join(argv)}` ({label}) gave status {status} and "
+                         f"{len(lines)} stderr lines, but docs/errors.md promises status 2 and one line:\n{stderr}")
+    return label, str(status), _scrub(lines[0], tmp)
 
 
 # ------------------------------------------------------------------- crl grade, crl assign, crl instructor
@@ -582,12 +587,7 @@ def classroom_rows(tmp: Path) -> list[tuple[str, str, str]]:
     for label, argv, environment in CLASSROOM_ROWS:
         argv = [a.replace("{tmp}", str(tmp)) for a in argv]
         with mock.patch.dict(os.environ, environment):
-            status, stderr = _run_crl(argv)
-        lines = stderr.splitlines()
-        if status != 2 or len(lines) != 1:
-            raise SystemExit(f"docs/make_errors.py: `crl {' '.join(argv)}` gave status {status} and {len(lines)} "
-                             f"stderr lines, but docs/errors.md promises status 2 and one line:\n{stderr}")
-        out.append((label, str(status), _scrub(lines[0], tmp)))
+            out.append(_one_line_row(label, argv, tmp))
     return out
 
 
