@@ -65,7 +65,7 @@ def cli_words(message: str) -> str:
         return f"--{CLI_FLAGS[field]}" + (" " if assigned else "")
 
     message = re.sub(r"TrainConfig\.(\w+)(=?)", flag, message)
-    return re.sub(r"^device=", "--device ", message)  # crl_helpers.device.pick_device names its argument
+    return re.sub(r"(?<![\w.])device=", "--device ", message)  # crl_helpers.device.pick_device names its argument
 
 # Writing failed for a reason the user can fix (not a bug): no space, a quota, a file-size limit, no permission.
 _DISK_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank0 and config.progress:  # --quiet prints nothing but the summary
             from crl_helpers.device import describe_precision
 
-            _print_out(f"crl: {describe_precision(device, config.precision)}")
+            _print_out(f"crl: {cli_words(describe_precision(device, config.precision))}")
         _check_fresh(out, args.resume, args.overwrite)
         with _sigterm_interrupts():
             result = train_and_evaluate(config, resume=args.resume, threads=args.threads)

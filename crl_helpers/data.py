@@ -36,7 +36,8 @@ _SHAPES_SEEDS = {"train": 0, "test": 1_000_003}
 _SHAPES_SIZES = {"train": 5000, "test": 2000}
 CIFAR10_NPZ = "cifar10_jpeg.npz"
 # What to do with a damaged CIFAR-10 archive: load_dataset("cifar10") downloads when it is absent.
-_REFETCH = "delete it and copy it again (without it, --dataset cifar10 downloads CIFAR-10 with torchvision into {parent}/)"
+_REFETCH = ("delete it and copy it again (without it, TrainConfig.dataset='cifar10' downloads CIFAR-10 with torchvision "
+            "into {parent}/)")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 # Bounds on what a file may unpack to, checked from headers before anything is decoded or loaded:
 # a 7,000 x 7,000 photo (decoding alone needs ~150 MB); an archive image of 1,024 pixels a side (CIFAR's
@@ -101,7 +102,7 @@ def _offline_error(name: str, root: Path, err: Exception) -> DatasetUnavailable:
     return DatasetUnavailable(
         f"{name} is not in {root}/ and could not be downloaded ({type(err).__name__}: {err}). "
         f"Run once on a machine that is online (it downloads into {root}/), copy the files there, "
-        f"or use the built-in dataset: --dataset shapes"
+        f"or use the built-in dataset: TrainConfig.dataset='shapes'"
     )
 
 

@@ -34,9 +34,9 @@ def pick_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"device={name!r} is not a device to train on; use 'auto', 'cpu', 'cuda' or 'mps'")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={name!r} but no CUDA GPU is available here; use --device auto or cpu")
+        raise ValueError(f"device={name!r} but no CUDA GPU is available here; use device='auto' or 'cpu'")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"device={name!r} but Apple MPS is not available here; use --device auto or cpu")
+        raise ValueError(f"device={name!r} but Apple MPS is not available here; use device='auto' or 'cpu'")
     return device
 
 
@@ -109,7 +109,8 @@ def describe_precision(device: torch.device, precision: str = "auto") -> str:
     if precision != "auto":
         why = "as asked"
         if amp is not None and device.type == "cpu" and not cpu_has_native_bf16():
-            why += "; this CPU has no bfloat16 units, so bf16 is emulated and much slower: use --precision auto"
+            why += ("; this CPU has no bfloat16 units, so bf16 is emulated and much slower: use "
+                    "TrainConfig.precision='auto'")
     elif device.type == "cpu":
         why = "this CPU has bfloat16 units" if amp is not None else "this CPU has no bfloat16 units"
     else:

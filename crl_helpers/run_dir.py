@@ -139,7 +139,7 @@ def hold(out_dir: str | os.PathLike) -> Iterator[Path]:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / _LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as err:
-        raise ValueError(f"--out {str(out_dir)!r} is not writable ({err.strerror}); "
+        raise ValueError(f"the output folder {str(out_dir)!r} is not writable ({err.strerror}); "
                          f"choose a folder you can write to") from err
     if fcntl is not None:
         try:
@@ -147,8 +147,8 @@ def hold(out_dir: str | os.PathLike) -> Iterator[Path]:
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise RunDirInUse(f"--out {str(out_dir)!r} is in use by another run (process {holder}); wait for it "
-                              f"to finish, stop it, or choose another --out") from None
+            raise RunDirInUse(f"the output folder {str(out_dir)!r} is in use by another run (process {holder}); "
+                              f"wait for it to finish, stop it, or choose another folder") from None
     os.ftruncate(fd, 0)
     os.write(fd, str(os.getpid()).encode())
     _remove_stale_temporaries(path)  # the lock is ours: no live writer owns them

@@ -75,7 +75,7 @@ def test_missing_command(capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_device_cuda_without_cuda(capsys, tmp_path):
     line = _fails(capsys, ["train", *TINY, "--out", str(tmp_path / "run"), "--device", "cuda"])
-    assert "--device 'cuda' but no CUDA GPU is available here; use --device auto or cpu" in line
+    assert "--device 'cuda' but no CUDA GPU is available here; use --device 'auto' or 'cpu'" in line
     assert not (tmp_path / "run").exists(), "a refused run must not leave a folder behind"
 
 
@@ -83,7 +83,7 @@ def test_unwritable_out(capsys, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     line = _fails(capsys, ["train", *TINY, "--out", str(blocker / "run")])
-    assert f"--out {str(blocker / 'run')!r} is not writable" in line and "choose a folder you can write to" in line
+    assert f"the output folder {str(blocker / 'run')!r} is not writable" in line and "choose a folder you can write to" in line
 
 
 def test_batch_larger_than_the_data(capsys, tmp_path):

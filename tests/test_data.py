@@ -34,7 +34,7 @@ def test_unknown_names_raise():
 
 
 def test_offline_cifar10_says_how_to_proceed(tmp_path):
-    with pytest.raises(DatasetUnavailable, match="--dataset shapes"):
+    with pytest.raises(DatasetUnavailable, match="TrainConfig.dataset=.shapes."):
         load_dataset("cifar10", root=tmp_path, download=False)
 
 
