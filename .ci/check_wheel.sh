@@ -50,6 +50,11 @@ for name in modules:
     importlib.import_module(name)
 assert "crl_helpers.exercises" in modules, f"the wheel lacks crl_helpers.exercises: {modules}"
 print(f"wheel: {len(modules)} modules import from {installed.parent}")
+from crl_helpers.reference_runs import EXPERIMENTS, load_reference
+
+for name in EXPERIMENTS:  # the shipped result files the notebooks plot are package data
+    load_reference(name)
+print(f"wheel: the reference runs of {', '.join(EXPERIMENTS)} load")
 
 nb = nbformat.read(notebook, as_version=4)
 # A last cell that says where the kernel found the package.

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -27,19 +26,6 @@ from pathlib import Path
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 README = NOTEBOOKS.parent / "README.md"
 TIMES = {tier: Path(__file__).resolve().parent / f"course_times_{tier}.json" for tier in ("smoke", "cpu")}
-
-
-def cpu_name() -> str:
-    """The CPU's model name and whether it has bfloat16 units (they change the CPU tier's precision)."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
-                platform.machine())
-    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
-    units = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
-    return f"{name} ({', '.join(units) if units else 'no bf16 units'})"
 
 
 def readme_table(text: str, times: dict[str, dict]) -> str:
@@ -121,6 +107,8 @@ def main() -> None:
         print(f"| {r['notebook']} | {r['seconds'] / 60:.1f} |")
     print(f"| total | {total / 60:.1f} |")
     if args.out:
+        from crl_helpers.device import cpu_name
+
         Path(args.out).write_text(json.dumps({
             "tier": args.tier, "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(),
             "cores": os.cpu_count(), "crl_data": bool(os.environ.get("CRL_DATA")), "notebooks": rows,

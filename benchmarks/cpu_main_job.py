@@ -126,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     rounds, steps = (1, 1) if args.quick else (args.rounds, args.steps)
     import torch
 
-    from crl_helpers.device import cpu_has_native_bf16, describe_precision
+    from crl_helpers.device import cpu_has_native_bf16, cpu_name, describe_precision
     from crl_helpers.train import CPU
 
     cpu = torch.device("cpu")
-    print(f"CPU: {_cpu_name()}; {os.cpu_count()} cores; native bf16: {cpu_has_native_bf16()}; torch {torch.__version__}")
+    print(f"CPU: {cpu_name()}; {os.cpu_count()} cores; native bf16: {cpu_has_native_bf16()}; torch {torch.__version__}")
     print(f"crl train chooses: {describe_precision(cpu, 'auto')}; GOMP_SPINCOUNT=3000 (short spin, then sleep)")
     names = list(VARIANTS)
     idle = time_variants(names, rounds, steps)
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
             loop.kill()
             loop.wait()
     images = CPU.batch_size  # source images per step of the default job
-    results = {"cpu": _cpu_name(), "native_bf16": cpu_has_native_bf16(), "step_seconds": idle,
+    results = {"cpu": cpu_name(), "native_bf16": cpu_has_native_bf16(), "step_seconds": idle,
                "busy_core_step_seconds": busy, "speedup_chosen_vs_plain": idle[PLAIN] / idle[CHOSEN],
                "busy_share_of_idle": {k: idle[k] / v for k, v in busy.items()}}
     if not (args.skip_job or args.quick):
@@ -165,16 +165,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        import platform
-
-        return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

@@ -238,13 +238,9 @@ def report(speed: dict[str, float], threads: dict[str, list], skipped: dict[str,
 def machine() -> dict:
     from crl_helpers.threads import available_cpus, cgroup_cpu_limit
 
-    model = ""
-    try:
-        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"cpu": model or platform.processor(), "os_cpu_count": os.cpu_count(), "available_cpus": available_cpus(),
+    from crl_helpers.device import cpu_name
+
+    return {"cpu": cpu_name(), "os_cpu_count": os.cpu_count(), "available_cpus": available_cpus(),
             "cgroup_quota_cpus": cgroup_cpu_limit(), "python": platform.python_version(),
             "platform": platform.platform()}
 

@@ -39,6 +39,7 @@ course
     ``widgets``       the interactive explorers (one module per explorer)
     ``exercises``     the notebooks' auto-checked exercises, their solutions, the instructor version
     ``course``        a notebook's cost tier, train-or-load caching
+    ``reference_runs`` the course's experiments at a longer budget, shipped as result files (``crl reference``)
     ``grading``       ``crl grade``: submitted notebooks run, every exercise's verdict in a CSV
     ``assign``        ``crl assign``: the course as an nbgrader assignment
     ``cli``           the ``crl`` command

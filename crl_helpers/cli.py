@@ -188,7 +188,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds a cell may run (default: 300)")
     g.add_argument("--memory-gb", type=float,
                    help="the kernel's address-space limit in GiB (default: 8, none in the gpu tier; 0: none)")
+    r = sub.add_parser("reference", help="make the longer reference runs of an experiment that the notebooks plot",
+                       description="Train every setting of one of the course's experiments at every seed for more "
+                                   "epochs than a notebook's tier, probing the encoder every few epochs, and write "
+                                   "the per-epoch metrics with this command, the date and the machine to a JSON "
+                                   "file (crl_helpers.reference_runs); an interrupted file is continued.")
+    r.add_argument("experiment", help="augmentation, temperature or negatives")
+    r.add_argument("--epochs", type=_int_at_least(1, 40), default=40, help="epochs per run (default: 40)")
+    r.add_argument("--seeds", type=_int_at_least(0, 0, high=2**32), nargs="+", default=[0, 1, 2],
+                   help="one run per seed (default: 0 1 2)")
+    r.add_argument("--probe-every", type=_int_at_least(1, 5), default=5,
+                   help="kNN probes after epoch 1, every this many epochs and after the last (default: 5)")
+    r.add_argument("--out", help="the JSON file (default: reference/<experiment>.json)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
+
+
+def _reference(args: argparse.Namespace, argv: list[str] | None) -> int:
+    from crl_helpers.reference_runs import make_reference
+
+    out = args.out or str(Path("reference") / f"{args.experiment}.json")
+    command = " ".join(["crl", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        ref = make_reference(args.experiment, args.epochs, args.seeds, args.probe_every, out, command=command,
+                             progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ncrl: interrupted; the finished runs are kept in {out}; the same command continues it",
+              file=sys.stderr)
+        return 130
+    _print_out(f"crl: {len(ref['settings'])} settings x {len(ref['seeds'])} seeds, {ref['epochs']} epochs each, "
+               f"written to {out} ({ref['seconds'] / 60:.1f} min of training)")
+    return 0
 
 
 def config_from_args(args: argparse.Namespace):
@@ -392,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
             return _assign(args)
         if args.command == "grade":
             return _grade(args)
+        if args.command == "reference":
+            return _reference(args, argv)
         if args.command in ("site", "lecture"):
             return _site(args.tier, args.out, args.notebooks, lecture=args.command == "lecture")
         from crl_helpers.device import pick_device

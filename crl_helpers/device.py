@@ -66,6 +66,27 @@ def cpu_has_native_bf16() -> bool:
     return any(flag in flags for flag in _BF16_FLAGS)
 
 
+def cpu_name() -> str:
+    """The CPU's model name and its bfloat16 units (they change the CPU's precision): the machine of a figure.
+
+    Example:
+        >>> cpu_name().endswith(")")
+        True
+    """
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return f"{platform.processor() or platform.machine()} (bf16 units unknown)"
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                platform.machine())
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    units = [f for f in _BF16_FLAGS if f in flags]
+    return f"{name} ({', '.join(units) if units else 'no bf16 units'})"
+
+
 def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The mixed-precision dtype of the model's forward on ``device`` (``None``: plain float32).
 
