@@ -258,10 +258,61 @@ def execute_notebooks(tier: str, executed_dir: str | os.PathLike, notebooks_dir:
             client.execute(env=env)
         except Exception as err:  # CellExecutionError, CellTimeoutError, DeadKernelError ...
             raise SiteError(_failure(nb, source.name, err)) from err
+        final_progress_text(nb)
         nb.metadata["crl_site"] = {"tier": tier, "fingerprint": fingerprint}
         nbformat.write(nb, target)
         done.append(target)
     return done
+
+
+def final_progress_text(nb) -> None:
+    """Give each tqdm progress bar in an executed notebook its final state in its text output, in place.
+
+    ``tqdm.auto`` in a kernel shows a widget (an HBox of HTML, FloatProgress, HTML) whose ``text/plain``
+    fallback is the bar as first displayed, "0%": the saved widget state (``metadata.widgets``) holds its
+    last state. Where the widget is not rendered (a page without the widget manager, a viewer, a text
+    export) the reader saw that first state. The text becomes the final one, drawn from the saved state; a bar
+    tqdm hid when it closed (``leave=False``: JupyterLab shows nothing) loses its output, as it does there.
+
+    Example:
+        >>> import nbformat
+        >>> state = {"b": {"model_name": "HBoxModel", "state": {"children": ["IPY_MODEL_l", "IPY_MODEL_p",
+        ...     "IPY_MODEL_r"], "layout": "IPY_MODEL_y"}}, "y": {"model_name": "LayoutModel", "state": {}},
+        ...     "l": {"model_name": "HTMLModel", "state": {"value": "100%"}},
+        ...     "p": {"model_name": "FloatProgressModel", "state": {"value": 5.0, "max": 5.0}},
+        ...     "r": {"model_name": "HTMLModel", "state": {"value": "\u20075/5\u2007[00:00&lt;00:00]"}}}
+        >>> cell = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output("display_data", data={
+        ...     "text/plain": "  0%|          | 0/5", WIDGET_VIEW: {"model_id": "b"}})])
+        >>> nb = nbformat.v4.new_notebook(cells=[cell], metadata={"widgets": {WIDGET_STATE: {"state": state}}})
+        >>> final_progress_text(nb)
+        >>> nb.cells[0].outputs[0]["data"]["text/plain"]
+        '100%|██████████| 5/5 [00:00<00:00]'
+    """
+    import html
+
+    models = nb.metadata.get("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
+
+    def model(ref):
+        return models.get(str(ref).removeprefix("IPY_MODEL_"), {})
+
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            box = model(out.get("data", {}).get(WIDGET_VIEW, {}).get("model_id", ""))
+            parts = [model(ref) for ref in box.get("state", {}).get("children", [])]
+            if box.get("model_name") != "HBoxModel" or [part.get("model_name") for part in parts] != [
+                    "HTMLModel", "FloatProgressModel", "HTMLModel"]:
+                kept.append(out)
+                continue
+            if model(box["state"].get("layout")).get("state", {}).get("visibility") == "hidden":
+                continue  # closed with leave=False: gone from the page in JupyterLab
+            left, bar, right = (part["state"] for part in parts)
+            filled = round(10 * bar.get("value", 0) / bar["max"]) if bar.get("max") else 0
+            text = f"{left.get('value', '')}|{'█' * filled}{' ' * (10 - filled)}|{right.get('value', '')}"
+            out["data"]["text/plain"] = html.unescape(text).replace("\u2007", " ").strip()
+            kept.append(out)
+        if "outputs" in cell:
+            cell.outputs = kept
 
 
 def widget_npm_packages() -> tuple[str, ...]:
