@@ -79,6 +79,9 @@ def time_course(tier: str, only: list[str] | None = None, keep: str | None = Non
                                 resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
         seconds = time.perf_counter() - start
         if keep:  # the executed copy, to read the run's numbers from (never into notebooks/)
+            from crl_site.build import final_progress_text
+
+            final_progress_text(nb)  # progress bars as they ended, as on the site
             Path(keep).mkdir(parents=True, exist_ok=True)
             nbformat.write(nb, Path(keep) / path.name)
         rows.append({"notebook": path.stem, "seconds": round(seconds, 1), "load_before": round(load_before, 2),

@@ -43,7 +43,7 @@ from crl_helpers.train import CPU, TrainConfig
 from crl_helpers.views import ViewConfig
 
 __all__ = ["AUGMENTATION_ARMS", "EXPERIMENTS", "Experiment", "REFERENCE_DIR", "augmentation_arms", "curve",
-           "differences", "final_values", "load_reference", "make_reference", "plot_reference"]
+           "differences", "final_values", "load_reference", "make_reference", "plot_reference", "reference_table"]
 
 REFERENCE_DIR = Path(__file__).resolve().parent / "reference"  # the shipped files, one per experiment
 HUE_BINS = 6  # the nuisance question: the object's hue in 6 bins (chance 1/6)
@@ -75,6 +75,7 @@ class Experiment:
 
     name: str
     question: str  # what it asks, in one line
+    notebook: str  # where the course plots it
     base: TrainConfig  # every setting is this config with one change
     settings: Callable[[TrainConfig], dict[str, TrainConfig]]
 
@@ -87,11 +88,11 @@ SHAPES_07 = replace(CPU, n_train=2500, n_test=1000, umap=False, knn_every=0, out
                     objective=ObjectiveConfig(queue_size=1024, bank_negatives=1024))
 
 EXPERIMENTS = {e.name: e for e in (
-    Experiment("augmentation", "which views teach the shape: crop only, colour only, or both?", SHAPES_05,
+    Experiment("augmentation", "which views teach the shape: crop only, colour only, or both?", "05 §8", SHAPES_05,
                lambda base: {arm: replace(base, views=views) for arm, views in augmentation_arms(base.views).items()}),
-    Experiment("temperature", "what the temperature does to alignment, uniformity and accuracy", SHAPES_05,
+    Experiment("temperature", "what the temperature does to alignment, uniformity and accuracy", "05 §7", SHAPES_05,
                lambda base: {f"tau = {t:g}": replace(base, temperature=t) for t in (0.05, 0.2, 1.0)}),
-    Experiment("negatives", "does MoCo learn better with more negatives (a longer queue)?", SHAPES_07,
+    Experiment("negatives", "does MoCo learn better with more negatives (a longer queue)?", "07 §8", SHAPES_07,
                lambda base: {f"K = {k}": replace(base, method="moco", objective=replace(base.objective, queue_size=k))
                              for k in (16, 256, 1024)}),
 )}
@@ -204,6 +205,22 @@ def plot_reference(ax, ref: dict, metric: str, short: dict[str, Sequence[float]]
                  fontsize=8)
 
 
+def reference_table() -> str:
+    """The shipped reference runs as a Markdown table (the README's), one row per experiment, read from the files.
+
+    Example:
+        >>> reference_table().splitlines()[0]
+        '| experiment | notebook | command | runs | training | made on |'
+    """
+    rows = ["| experiment | notebook | command | runs | training | made on |", "|---|---|---|---|---|---|"]
+    for name in EXPERIMENTS:
+        ref = load_reference(name)
+        runs = len(ref["settings"]) * len(ref["seeds"])
+        rows.append(f"| {name} | {EXPERIMENTS[name].notebook} | `{ref['command']}` | {len(ref['settings'])} settings x "
+                    f"{len(ref['seeds'])} seeds = {runs} | {ref['seconds'] / 60:.0f} min | {ref['machine']}, {ref['date']} |")
+    return "\n".join(rows)
+
+
 def _machine() -> str:
     from crl_helpers.device import cpu_name, pick_device
 
@@ -264,8 +281,11 @@ def make_reference(name: str, epochs: int, seeds: Sequence[int] = (0, 1, 2), pro
     check_int("epochs", epochs, 1)
     check_int("probe_every", probe_every, 1)
     seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds {seeds} must be distinct and at least one; e.g. 0 1 2")
+    if not seeds:
+        raise ValueError("seeds is empty: give at least one, e.g. 0 1 2")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds {' '.join(map(str, seeds))} repeat a seed (its run would count twice in the spread); "
+                         f"give each once, e.g. 0 1 2")
     base = replace(experiment.base, epochs=epochs, **(base_changes or {}))
     settings = experiment.settings(base)
     out = Path(out) if out is not None else Path("reference") / f"{name}.json"
@@ -274,8 +294,15 @@ def make_reference(name: str, epochs: int, seeds: Sequence[int] = (0, 1, 2), pro
     ref = {**header, "command": command, "date": time.strftime("%Y-%m-%d"), "machine": _machine(),
            "torch": torch.__version__, "python": platform.python_version(), "seconds": 0.0,
            "settings": {s: {} for s in settings}}
+    if out.exists() and not out.is_file():
+        raise ValueError(f"{out} is not a file; give the JSON file to write, e.g. reference/{name}.json")
     if out.is_file():
-        old = json.loads(out.read_text())
+        try:
+            old = json.loads(out.read_text())
+            if not isinstance(old, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{out} is not a reference file ({err}); choose another output file or delete it") from None
         differs = [k for k, v in header.items() if old.get(k) != v]
         if differs:
             raise ValueError(f"{out} holds other reference runs ({', '.join(differs)} differ); choose another "

@@ -544,7 +544,7 @@ def _one_line_row(label: str, argv: list[str], tmp: Path) -> tuple[str, str, str
     return label, str(status), _scrub(lines[0], tmp)
 
 
-# ------------------------------------------------------------------- crl grade, crl assign, crl instructor
+# ---------------------------------------------------- crl grade, crl assign, crl instructor, crl reference
 def _classroom_files(tmp: Path) -> None:
     import nbformat
 
@@ -552,6 +552,7 @@ def _classroom_files(tmp: Path) -> None:
     nbformat.write(nbformat.v4.new_notebook(), tmp / "student" / "01.ipynb")
     (tmp / "empty").mkdir()
     (tmp / "notes.txt").write_text("not a notebook")
+    (tmp / "other.json").write_text('{"experiment": "augmentation", "epochs": 40}')
 
 
 # (label, argv, environment): each fails before any notebook runs.
@@ -577,6 +578,11 @@ CLASSROOM_ROWS = [
      {"CRL_WITHHOLD_SOLUTIONS": "1"}),
     ("`crl instructor`, `CRL_WITHHOLD_SOLUTIONS=1` (classroom install)", ["instructor", "--out", "{tmp}/i"],
      {"CRL_WITHHOLD_SOLUTIONS": "1"}),
+    ("`crl reference colour`", ["reference", "colour"], {}),
+    ("`crl reference temperature --epochs 0`", ["reference", "temperature", "--epochs", "0"], {}),
+    ("`crl reference temperature --seeds 1 1`", ["reference", "temperature", "--seeds", "1", "1"], {}),
+    ("`crl reference temperature --out <another experiment's file>`",
+     ["reference", "temperature", "--out", "{tmp}/other.json"], {}),
 ]
 
 
@@ -1007,9 +1013,10 @@ def render(tmp: Path) -> str:
         "|---|---|---|",
         *(f"| {label} | {status} | {_cell(stderr)} |" for label, status, stderr in site),
         "",
-        "### `crl grade`, `crl assign`, `crl instructor`",
+        "### `crl grade`, `crl assign`, `crl instructor`, `crl reference`",
         "",
-        "The classroom commands, called the same way; every row fails before a notebook runs.",
+        "The classroom commands and the reference runs, called the same way; every row fails before a notebook "
+        "runs or a run trains.",
         "",
         "| command | status | stderr |",
         "|---|---|---|",

@@ -73,10 +73,15 @@ def test_a_file_of_another_budget_or_recipe_is_refused_not_mixed(tmp_path):
                        base_changes=TINY | dict(batch_size=16))
     with pytest.raises(ValueError, match="holds experiment 'temperature', not 'augmentation'"):
         load_reference("augmentation", out)
+    (tmp_path / "notes.json").write_text("half a file {")
+    with pytest.raises(ValueError, match="notes.json is not a reference file"):
+        make_reference("temperature", epochs=1, seeds=(0,), out=tmp_path / "notes.json", progress=False)
+    with pytest.raises(ValueError, match="is not a file"):
+        make_reference("temperature", epochs=1, seeds=(0,), out=tmp_path, progress=False)
 
 
 @pytest.mark.parametrize("bad, match", [(dict(name="nope"), "unknown; choose one of augmentation"),
-                                        (dict(seeds=()), "at least one"), (dict(seeds=(1, 1)), "distinct"),
+                                        (dict(seeds=()), "at least one"), (dict(seeds=(1, 1)), "1 1 repeat a seed"),
                                         (dict(epochs=0), "epochs")])
 def test_bad_requests_are_refused_in_one_line(tmp_path, bad, match):
     kw = dict(name="temperature", epochs=1, seeds=(0,), out=tmp_path / "t.json", progress=False) | bad
@@ -152,3 +157,12 @@ def test_the_cli_writes_the_file_and_records_its_own_command(tmp_path, monkeypat
     ref = json.loads(out.read_text())
     assert ref["command"] == "crl " + " ".join(argv) and ref["seeds"] == [3]
     assert f"written to {out}" in capsys.readouterr().out
+
+
+def test_the_readme_table_of_reference_runs_is_read_from_the_files():
+    from pathlib import Path
+
+    from crl_helpers.reference_runs import reference_table
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert reference_table() in readme  # python -c "from crl_helpers.reference_runs import reference_table as t; print(t())"
