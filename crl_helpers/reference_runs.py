@@ -1,7 +1,7 @@
 """Reference runs: three of the course's experiments at a longer budget, made by this package and shipped as files.
 
 A notebook's CPU tier gives each experiment a few epochs. Some effects the course teaches need more than that
-(the colour shortcut of a crop-free view, the effect of the number of negatives), so the course ships *reference
+(crop + colour overtaking colour only, the number of negatives), so the course ships *reference
 runs* of the same experiments: every setting at every seed, trained with :func:`crl_helpers.train.train` exactly as
 the notebooks train it, for more epochs, probed every few epochs. Each experiment is one small JSON file in
 ``crl_helpers/reference/`` holding the per-epoch metrics of each run together with the command, the date, the
@@ -109,8 +109,8 @@ def load_reference(name: str, path: str | os.PathLike | None = None) -> dict:
 
     Returns:
         dict with ``command``, ``date``, ``machine``, ``torch``, ``epochs``, ``seeds``, ``probe_every``,
-        ``seconds``, ``configs`` (setting -> its TrainConfig as a dict) and ``settings``: setting -> seed (str) -> list of per-epoch rows (``epoch`` and the
-        :data:`METRICS`; ``knn_*`` only at probed epochs, else None).
+        ``seconds``, ``configs`` (setting -> its TrainConfig as a dict) and ``settings``: setting -> seed (str)
+        -> list of per-epoch rows (``epoch`` and the :data:`METRICS`; ``knn_*`` only at probed epochs, else None).
 
     Raises:
         ValueError: an unknown experiment, or a file that is not a finished reference run of it.
@@ -201,8 +201,7 @@ def plot_reference(ax, ref: dict, metric: str, short: dict[str, Sequence[float]]
                 label=f"your runs ({short_epochs} epochs)")
     ax.set_xlabel("epoch")
     ax.set_ylabel(label or metric)
-    ax.set_title(f"reference: {len(ref['seeds'])} seeds, {ref['epochs']} epochs, {ref['machine']} ({ref['date']})",
-                 fontsize=8)
+    ax.set_title(f"lines: reference runs, mean and range of {len(ref['seeds'])} seeds", fontsize=8)
 
 
 def reference_table() -> str:
@@ -217,7 +216,8 @@ def reference_table() -> str:
         ref = load_reference(name)
         runs = len(ref["settings"]) * len(ref["seeds"])
         rows.append(f"| {name} | {EXPERIMENTS[name].notebook} | `{ref['command']}` | {len(ref['settings'])} settings x "
-                    f"{len(ref['seeds'])} seeds = {runs} | {ref['seconds'] / 60:.0f} min | {ref['machine']}, {ref['date']} |")
+                    f"{len(ref['seeds'])} seeds = {runs} | {ref['seconds'] / 60:.0f} min | "
+                    f"{ref['machine']}, {ref['date']} |")
     return "\n".join(rows)
 
 
@@ -302,7 +302,8 @@ def make_reference(name: str, epochs: int, seeds: Sequence[int] = (0, 1, 2), pro
             if not isinstance(old, dict):
                 raise ValueError("not a JSON object")
         except (ValueError, UnicodeDecodeError) as err:
-            raise ValueError(f"{out} is not a reference file ({err}); choose another output file or delete it") from None
+            raise ValueError(f"{out} is not a reference file ({err}); choose another output file or "
+                             f"delete it") from None
         differs = [k for k, v in header.items() if old.get(k) != v]
         if differs:
             raise ValueError(f"{out} holds other reference runs ({', '.join(differs)} differ); choose another "

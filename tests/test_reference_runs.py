@@ -127,7 +127,8 @@ def test_differences_names_the_field_that_differs():
     ref = load_reference("augmentation")
     base = replace(EXPERIMENTS["augmentation"].base, epochs=5, knn_every=5, data_root="../data")
     assert differences(ref, "crop + colour", base) == []
-    assert differences(ref, "crop + colour", replace(base, lr=1e-3)) == [f"lr: 0.001 vs {ref['configs']['crop + colour']['lr']}"]
+    theirs = ref["configs"]["crop + colour"]["lr"]
+    assert differences(ref, "crop + colour", replace(base, lr=1e-3)) == [f"lr: 0.001 vs {theirs}"]
     assert differences(ref, "crop only", base)[0].startswith("views: ")  # crop + colour's views are not crop only's
 
 
@@ -165,4 +166,4 @@ def test_the_readme_table_of_reference_runs_is_read_from_the_files():
     from crl_helpers.reference_runs import reference_table
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert reference_table() in readme  # python -c "from crl_helpers.reference_runs import reference_table as t; print(t())"
+    assert reference_table() in readme  # the README holds reference_table() as printed
