@@ -58,6 +58,27 @@ def read_times() -> dict[str, dict]:
     return {tier: json.loads(path.read_text()) for tier, path in TIMES.items()}
 
 
+def printed_step_seconds(nb) -> float | None:
+    """The training step that notebook 00 times and prints ("one 512-view step of the small ConvNet: 112 ms"), in
+    seconds, read from the executed notebook ``nb``; 00 scales the course's times by it. ``None`` if it is not there.
+
+    Example:
+        >>> import nbformat
+        >>> cell = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
+        ...     "stream", text="device: cpu | one 512-view step of the small ConvNet: 112 ms (1.0x)")])
+        >>> printed_step_seconds(nbformat.v4.new_notebook(cells=[cell]))
+        0.112
+    """
+    import re
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            found = re.search(r"one 512-view step of the small ConvNet: (\d+) ms", output.get("text", ""))
+            if found:
+                return int(found.group(1)) / 1000
+    return None
+
+
 def time_course(tier: str, only: list[str] | None = None, keep: str | None = None) -> list[dict]:
     import nbclient
     import nbformat
@@ -86,6 +107,9 @@ def time_course(tier: str, only: list[str] | None = None, keep: str | None = Non
             nbformat.write(nb, Path(keep) / path.name)
         rows.append({"notebook": path.stem, "seconds": round(seconds, 1), "load_before": round(load_before, 2),
                      "load_after": round(os.getloadavg()[0], 2)})
+        step = printed_step_seconds(nb) if path.stem.startswith("00") else None
+        if step is not None:  # notebook 00 scales the times by this step, timed in the same pass
+            rows[-1]["step_seconds"] = step
         print(f"{path.stem}: {seconds / 60:.1f} min (load {load_before:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
     return rows
 
