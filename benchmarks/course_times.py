@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -100,6 +101,7 @@ def time_course(tier: str, only: list[str] | None = None, keep: str | None = Non
                                 resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
         seconds = time.perf_counter() - start
         if keep:  # the executed copy, to read the run's numbers from (never into notebooks/)
+            sys.path.insert(0, str(NOTEBOOKS.parent))  # crl_site is beside the package, in the clone
             from crl_site.build import final_progress_text
 
             final_progress_text(nb)  # progress bars as they ended, as on the site
