@@ -223,11 +223,12 @@ def reference_table() -> str:
 
 def _machine() -> str:
     from crl_helpers.device import cpu_name, pick_device
+    from crl_helpers.threads import available_cpus
 
     device = pick_device("auto")
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{cpu_name()}, {len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} cores"
+    return f"{cpu_name()}, {available_cpus()} cores"
 
 
 def _probe_data(base: TrainConfig):
@@ -316,8 +317,9 @@ def make_reference(name: str, epochs: int, seeds: Sequence[int] = (0, 1, 2), pro
     def probe(encoder) -> dict:
         v_train = extract_embeddings(encoder, train_data.x, mean=mean, std=std)  # (N, d)
         v_test = extract_embeddings(encoder, test_data.x, mean=mean, std=std)  # (M, d)
-        return {"knn_shape": knn_accuracy(v_train, train_data.y, v_test, test_data.y, k=base.knn_k),
-                "knn_hue": knn_accuracy(v_train, hue_train, v_test, hue_test, k=base.knn_k)}
+        knn = dict(k=base.knn_k, temperature=base.knn_temperature)  # as the notebooks' kNN
+        return {"knn_shape": knn_accuracy(v_train, train_data.y, v_test, test_data.y, **knn),
+                "knn_hue": knn_accuracy(v_train, hue_train, v_test, hue_test, **knn)}
 
     todo = [(s, seed) for s in settings for seed in seeds if str(seed) not in ref["settings"][s]]
     bar = tqdm(todo, desc=f"reference {name}", unit="run", disable=not progress)
